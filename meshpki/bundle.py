@@ -1,0 +1,176 @@
+"""The cacerts bundle: Istio's four files, or cert-manager's tls.* form.
+
+A bundle is kept as the exact bytes of its files: istiod compares root
+bundles byte for byte (ISTIO.md), and `kubectl create secret --from-file`
+takes files as they are, so nothing here ever re-encodes a PEM.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+
+from meshpki.errors import BundleError
+
+CA_CERT = "ca-cert.pem"
+CA_KEY = "ca-key.pem"
+CERT_CHAIN = "cert-chain.pem"
+ROOT_CERT = "root-cert.pem"
+FILES = (CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT)
+
+TLS_CRT = "tls.crt"
+TLS_KEY = "tls.key"
+CA_CRT = "ca.crt"
+TLS_FILES = (TLS_CRT, TLS_KEY, CA_CRT)
+
+FORM_FILES = "files"
+FORM_TLS = "tls"
+
+# Bundle files are a few KiB; anything far larger is not a bundle, and reading
+# it whole would only waste memory.
+MAX_FILE_BYTES = 1 << 20
+
+
+def cert_to_pem(cert: x509.Certificate) -> bytes:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return cert.public_bytes(Encoding.PEM)
+
+
+def parse_certs(pem: bytes, what: str) -> list[x509.Certificate]:
+    """Every certificate in a PEM file; a broken one is named, never a traceback."""
+    if b"-----BEGIN CERTIFICATE-----" not in pem:
+        raise BundleError(f"{what} holds no PEM certificate")
+    try:
+        return x509.load_pem_x509_certificates(pem)
+    except Exception as exc:  # ValueError for most damage; be safe on odd input
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BundleError(f"{what} is not valid PEM ({detail}); is the file cut off?") from None
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """One cluster's CA material as the files istiod mounts at /etc/cacerts.
+
+    `files` maps file names to their bytes; a missing file is simply absent
+    (verify reports it). `form` says which naming the files use.
+    """
+
+    files: Mapping[str, bytes]
+    source: str
+    form: str = FORM_FILES
+    unreadable: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_parts(cls, source: str, ca_cert: bytes, ca_key: bytes, cert_chain: bytes, root_cert: bytes) -> Bundle:
+        return cls({CA_CERT: ca_cert, CA_KEY: ca_key, CERT_CHAIN: cert_chain, ROOT_CERT: root_cert}, source)
+
+    @classmethod
+    def from_secret_data(cls, data: Mapping[str, bytes], source: str) -> Bundle:
+        """A live secret's data: the tls.* form wins when tls.crt is present, as in istiod."""
+        form = FORM_TLS if TLS_CRT in data else FORM_FILES
+        names = TLS_FILES if form == FORM_TLS else FILES
+        return cls({n: data[n] for n in names if n in data}, source, form)
+
+    def expected_names(self) -> tuple[str, ...]:
+        return TLS_FILES if self.form == FORM_TLS else FILES
+
+    def missing(self) -> list[str]:
+        return [n for n in self.expected_names() if n not in self.files and n not in self.unreadable]
+
+    # The four roles, whatever the form (ISTIO.md: chain = tls.crt + ca.crt, root = ca.crt).
+    def _get(self, files_name: str, tls_name: str) -> bytes | None:
+        return self.files.get(tls_name if self.form == FORM_TLS else files_name)
+
+    @property
+    def ca_cert(self) -> bytes | None:
+        return self._get(CA_CERT, TLS_CRT)
+
+    @property
+    def ca_key(self) -> bytes | None:
+        return self._get(CA_KEY, TLS_KEY)
+
+    @property
+    def root_cert(self) -> bytes | None:
+        return self._get(ROOT_CERT, CA_CRT)
+
+    @property
+    def cert_chain(self) -> bytes | None:
+        if self.form == FORM_TLS:
+            crt, ca = self.files.get(TLS_CRT), self.files.get(CA_CRT)
+            return None if crt is None or ca is None else _join_pem(crt, ca)
+        return self.files.get(CERT_CHAIN)
+
+    def name_of(self, role: str) -> str:
+        """The file name a role lives in, for messages ('ca-cert.pem' or 'tls.crt')."""
+        if self.form == FORM_FILES:
+            return role
+        return {CA_CERT: TLS_CRT, CA_KEY: TLS_KEY, ROOT_CERT: CA_CRT, CERT_CHAIN: f"{TLS_CRT}+{CA_CRT}"}[role]
+
+    def secret_data(self, form: str = FORM_FILES) -> dict[str, bytes]:
+        """What goes into the cacerts secret, byte for byte, never the root key."""
+        if form == FORM_TLS:
+            if self.form == FORM_TLS:
+                return dict(self.files)
+            return {TLS_CRT: self.files[CA_CERT], TLS_KEY: self.files[CA_KEY], CA_CRT: self.files[ROOT_CERT]}
+        if self.form == FORM_FILES:
+            return {n: self.files[n] for n in FILES}
+        return {CA_CERT: self.ca_cert, CA_KEY: self.ca_key, CERT_CHAIN: self.cert_chain,  # type: ignore[dict-item]
+                ROOT_CERT: self.root_cert}
+
+
+def _join_pem(first: bytes, second: bytes) -> bytes:
+    return first + (b"" if first.endswith(b"\n") else b"\n") + second
+
+
+def read_limited(path: Path) -> bytes:
+    """Read one bundle file, refusing what cannot be a PEM bundle file."""
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise BundleError(f"{path} is not a regular file")
+    if st.st_size > MAX_FILE_BYTES:
+        raise BundleError(f"{path} is {st.st_size} bytes, too large for a PEM bundle file")
+    return path.read_bytes()
+
+
+def load_folder(folder: Path, source: str | None = None) -> Bundle:
+    """Read a bundle folder made by anything (meshpki, Istio's Makefile,
+    samples/certs, cert-manager); missing or unreadable files are recorded,
+    not raised, so verify can report every problem at once."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BundleError(f"{folder} is not a folder")
+    form = FORM_TLS if (folder / TLS_CRT).exists() else FORM_FILES
+    names = TLS_FILES if form == FORM_TLS else FILES
+    files: dict[str, bytes] = {}
+    unreadable: dict[str, str] = {}
+    for name in names:
+        path = folder / name
+        if not path.exists():
+            continue
+        try:
+            files[name] = read_limited(path)
+        except (OSError, BundleError) as exc:
+            unreadable[name] = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return Bundle(files, source or str(folder), form, unreadable)
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    """SHA-256 of the DER certificate, lowercase hex: how roots are compared and recorded."""
+    from cryptography.hazmat.primitives import hashes
+
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def serial_hex(cert: x509.Certificate) -> str:
+    """Serial as lowercase hex without colons (the audit contract)."""
+    return format(cert.serial_number, "x")
+
+
+def subject_text(cert: x509.Certificate) -> str:
+    return cert.subject.rfc4514_string() or "(empty subject)"

@@ -1,0 +1,162 @@
+"""Making the root and the per-cluster intermediates: `init-root` and `issue`.
+
+Everything is decided and validated before the first byte is written, so a
+refusal (bad name, wrong passphrase, existing bundle) leaves the store as it
+was.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+
+from meshpki import keys, profiles
+from meshpki.bundle import CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT, cert_to_pem
+from meshpki.errors import InputError, PassphraseError
+from meshpki.keys import KeyType, PrivateKey
+from meshpki.store import Store, validate_cluster_name
+
+DEFAULT_ROOT_DAYS = 3650
+DEFAULT_INTERMEDIATE_DAYS = 730
+
+
+@dataclass(frozen=True)
+class RootResult:
+    path: Path
+    cert: x509.Certificate
+    encrypted: bool
+
+
+@dataclass(frozen=True)
+class IssueOptions:
+    """How to make an intermediate; shared by `issue` and `rotate`."""
+
+    key_type: KeyType | None = None  # None: the root's key type
+    days: int = DEFAULT_INTERMEDIATE_DAYS
+    org: str | None = None  # None: the root's organization
+    san_dns: tuple[str, ...] = (profiles.DEFAULT_ISTIOD_SAN,)
+
+    def __post_init__(self) -> None:
+        check_days(self.days)
+
+
+@dataclass(frozen=True)
+class IssueResult:
+    cluster: str
+    path: Path
+    cert: x509.Certificate
+    archived: Path | None
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class Issuer:
+    """The CA that signs intermediates, and the trust bundle they ship with.
+
+    Normally the store's root and its own PEM; during a root rotation, the
+    new root signs while root-cert.pem carries old + new (rotate.py).
+    """
+
+    cert: x509.Certificate
+    cert_pem: bytes
+    key: PrivateKey
+    trust_pem: bytes
+
+
+def check_days(days: int) -> int:
+    if days <= 0:
+        raise InputError(f"--days must be a positive number of days, not {days}")
+    return days
+
+
+def key_type_of(key: PrivateKey) -> KeyType:
+    """The KeyType naming an existing key, so intermediates default to the root's."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    if isinstance(key, rsa.RSAPrivateKey):
+        return KeyType.parse(f"rsa-{key.key_size}") if key.key_size in (2048, 3072, 4096) else KeyType.RSA_4096
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return KeyType.ECDSA_P384 if key.curve.key_size >= 384 else KeyType.ECDSA_P256
+
+
+def organization_of(cert: x509.Certificate) -> str:
+    orgs = cert.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)
+    return str(orgs[0].value) if orgs else profiles.DEFAULT_ORG
+
+
+def init_root(store: Store, key_type: KeyType, days: int, org: str, cn: str,
+              passphrase: bytes | None) -> RootResult:
+    """Create the store's root; `passphrase` None means explicitly unencrypted."""
+    check_days(days)
+    store.refuse_existing_root()  # before spending a second on a key
+    key = key_type.generate()
+    cert = profiles.make_root(key, days, org=org, cn=cn)
+    key_pem = keys.to_encrypted_pem(key, passphrase) if passphrase else keys.to_pem(key)
+    with store.locked():
+        path = store.write_root(cert_to_pem(cert), key_pem)
+    return RootResult(path, cert, bool(passphrase))
+
+
+def store_issuer(store: Store, passphrase: bytes | None) -> Issuer:
+    """The store's root as issuer (rotate.py swaps in the new root mid-rotation)."""
+    pem = store.root_cert_pem()
+    key = store.load_root_key(passphrase)
+    cert = store.root_cert()
+    if not keys.public_keys_match(key, cert.public_key()):
+        raise PassphraseError(f"root key in {store.root_dir} does not match its root-cert.pem; the store is damaged")
+    return Issuer(cert, pem, key, pem)
+
+
+def build_bundle(issuer: Issuer, cluster: str, key: PrivateKey, options: IssueOptions,
+                 now: dt.datetime | None = None) -> tuple[dict[str, bytes], profiles.Issued]:
+    """The four cacerts files for one cluster, exactly as istiod mounts them."""
+    issued = profiles.make_intermediate(
+        issuer.cert, issuer.key, key, cluster, options.days,
+        org=options.org or organization_of(issuer.cert), san_dns=options.san_dns, now=now,
+    )
+    cert_pem = cert_to_pem(issued.cert)
+    files = {
+        CA_CERT: cert_pem,
+        CA_KEY: keys.to_pem(key),
+        # intermediate first, then the root that signed it (ISTIO.md)
+        CERT_CHAIN: cert_pem + issuer.cert_pem,
+        ROOT_CERT: issuer.trust_pem,
+    }
+    return files, issued
+
+
+def issue(store: Store, clusters: Sequence[str], options: IssueOptions, issuer: Issuer,
+          replace: bool = False, progress: Callable[[int, int], None] | None = None) -> list[IssueResult]:
+    """One new intermediate bundle per cluster, keys made in parallel.
+
+    All refusals happen before any key is generated; each bundle is then
+    written atomically, so an interruption leaves whole bundles only.
+    """
+    names = _unique(clusters)
+    for name in names:
+        validate_cluster_name(name)
+    if not replace:
+        for name in names:
+            store.refuse_existing_bundle(name)
+    key_type = options.key_type or key_type_of(issuer.key)
+    new_keys = keys.generate_many([key_type] * len(names), progress=progress)
+    results = []
+    with store.locked():
+        for name, key in zip(names, new_keys):
+            files, issued = build_bundle(issuer, name, key, options)
+            archived = store.write_bundle(name, files, replace=replace)
+            results.append(IssueResult(name, store.cluster_dir(name), issued.cert, archived, issued.warnings))
+    return results
+
+
+def _unique(names: Sequence[str]) -> list[str]:
+    if not names:
+        raise InputError("name at least one cluster")
+    seen: dict[str, None] = {}
+    for n in names:
+        seen.setdefault(n, None)
+    return list(seen)

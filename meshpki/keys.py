@@ -1,0 +1,223 @@
+"""Key types, key generation, and private keys in and out of PEM.
+
+The root key is the one secret that must never leak, so at rest it is PKCS#8
+encrypted with scrypt (PBES2, AES-256-CBC): cryptography's own
+`BestAvailableEncryption` uses PBKDF2 with 2,048 iterations, far too cheap
+for an offline guessing attack. cryptography reads scrypt-encrypted PKCS#8
+natively; we only have to write it, which pyasn1 does for us.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ctypes
+import enum
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+
+from cryptography.hazmat.primitives import hashes, padding, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from meshpki.errors import BundleError, InputError, PassphraseError
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+
+# scrypt cost for the root key: N=2^17, r=8, p=1 is OWASP's recommendation
+# (128 MiB of memory, about 0.6 s here). The parameters travel inside the
+# PKCS#8 structure, so a later change never breaks reading an older key.
+SCRYPT_LOG2_N = 17
+SCRYPT_R = 8
+SCRYPT_P = 1
+
+
+class KeyType(str, enum.Enum):
+    """The key types meshpki makes; each knows how to generate its key."""
+
+    RSA_2048 = "rsa-2048"
+    RSA_3072 = "rsa-3072"
+    RSA_4096 = "rsa-4096"
+    ECDSA_P256 = "ecdsa-p256"
+    ECDSA_P384 = "ecdsa-p384"
+
+    @property
+    def is_rsa(self) -> bool:
+        return self.value.startswith("rsa-")
+
+    def generate(self) -> PrivateKey:
+        if self.is_rsa:
+            return rsa.generate_private_key(public_exponent=65537, key_size=int(self.value[4:]))
+        curve = ec.SECP256R1() if self is KeyType.ECDSA_P256 else ec.SECP384R1()
+        return ec.generate_private_key(curve)
+
+    @classmethod
+    def parse(cls, text: str) -> KeyType:
+        try:
+            return cls(text.lower())
+        except ValueError:
+            choices = ", ".join(k.value for k in cls)
+            raise InputError(f"unknown key type {text!r}; choose one of {choices}") from None
+
+
+def signature_hash(key: PrivateKey) -> hashes.HashAlgorithm:
+    """SHA-256, except SHA-384 for P-384 keys (matching strength, RFC 5480)."""
+    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size >= 384:
+        return hashes.SHA384()
+    return hashes.SHA256()
+
+
+def _die_with_parent() -> None:
+    """Worker initializer: let the kernel kill us if meshpki is SIGKILLed.
+
+    Pool workers were seen outliving a killed parent (DESIGN.md); PR_SET_PDEATHSIG
+    makes that impossible on Linux. Elsewhere it is a harmless no-op.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+        except OSError:
+            pass
+        if os.getppid() == 1:  # parent already gone before prctl took effect
+            os._exit(1)
+
+
+def _generate_der(key_type: KeyType) -> bytes:
+    key = key_type.generate()
+    return key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def generate_many(
+    key_types: Sequence[KeyType], progress: Callable[[int, int], None] | None = None
+) -> list[PrivateKey]:
+    """Generate several keys, in parallel processes when that pays off.
+
+    RSA-4096 generation takes about a second of pure CPU, so N clusters on a
+    2-core machine go twice as fast in a pool. The keys cross the process
+    boundary as DER and are loaded without re-validation: we just made them,
+    and validating an RSA-4096 key costs another 0.25 s (DESIGN.md).
+    """
+    total = len(key_types)
+    slow = sum(1 for k in key_types if k.is_rsa and k is not KeyType.RSA_2048)
+    workers = min(os.cpu_count() or 1, total)
+    if slow < 2 or workers < 2:
+        keys = []
+        for done, key_type in enumerate(key_types, 1):
+            keys.append(key_type.generate())
+            if progress:
+                progress(done, total)
+        return keys
+    results: dict[int, PrivateKey] = {}
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent) as pool:
+        futures = {pool.submit(_generate_der, kt): i for i, kt in enumerate(key_types)}
+        for future in concurrent.futures.as_completed(futures):
+            results[futures[future]] = serialization.load_der_private_key(
+                future.result(), password=None, unsafe_skip_rsa_key_validation=True
+            )
+            if progress:
+                progress(len(results), total)
+    return [results[i] for i in range(total)]
+
+
+def to_pem(key: PrivateKey) -> bytes:
+    """Plain PKCS#8 PEM: what istiod reads from ca-key.pem (it cannot decrypt)."""
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def to_encrypted_pem(key: PrivateKey, passphrase: bytes, log2_n: int = SCRYPT_LOG2_N) -> bytes:
+    """PKCS#8 EncryptedPrivateKeyInfo with PBES2(scrypt, AES-256-CBC), as PEM.
+
+    Same structure `openssl pkcs8 -topk8 -scrypt` writes (RFC 8018, RFC 7914),
+    so both OpenSSL and cryptography read it back.
+    """
+    from pyasn1.codec.der import encoder
+    from pyasn1.type import univ
+    from pyasn1_alt_modules import rfc3565, rfc5208, rfc7914, rfc8018
+
+    salt, iv = os.urandom(16), os.urandom(16)
+    derived = Scrypt(salt=salt, length=32, n=2**log2_n, r=SCRYPT_R, p=SCRYPT_P).derive(passphrase)
+    padder = padding.PKCS7(128).padder()
+    plain = padder.update(key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )) + padder.finalize()
+    encryptor = Cipher(algorithms.AES(derived), modes.CBC(iv)).encryptor()
+    ciphertext = encryptor.update(plain) + encryptor.finalize()
+
+    scrypt_params = rfc7914.Scrypt_params()
+    scrypt_params["salt"] = salt
+    scrypt_params["costParameter"] = 2**log2_n
+    scrypt_params["blockSize"] = SCRYPT_R
+    scrypt_params["parallelizationParameter"] = SCRYPT_P
+    kdf = rfc8018.AlgorithmIdentifier()
+    kdf["algorithm"] = rfc7914.id_scrypt
+    kdf["parameters"] = scrypt_params
+    cipher = rfc8018.AlgorithmIdentifier()
+    cipher["algorithm"] = rfc3565.id_aes256_CBC
+    cipher["parameters"] = univ.OctetString(iv)
+    pbes2 = rfc8018.PBES2_params()
+    pbes2["keyDerivationFunc"] = kdf
+    pbes2["encryptionScheme"] = cipher
+    info = rfc5208.EncryptedPrivateKeyInfo()
+    info["encryptionAlgorithm"]["algorithm"] = rfc8018.id_PBES2
+    info["encryptionAlgorithm"]["parameters"] = pbes2
+    info["encryptedData"] = ciphertext
+    der = encoder.encode(info)
+    return pem_armor(der, "ENCRYPTED PRIVATE KEY")
+
+
+def pem_armor(der: bytes, label: str) -> bytes:
+    import base64
+    import textwrap
+
+    body = "\n".join(textwrap.wrap(base64.b64encode(der).decode(), 64))
+    return f"-----BEGIN {label}-----\n{body}\n-----END {label}-----\n".encode()
+
+
+def is_encrypted_pem(pem: bytes) -> bool:
+    return b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in pem or b"Proc-Type: 4,ENCRYPTED" in pem
+
+
+def load_private_key(pem: bytes, passphrase: bytes | None = None, what: str = "private key") -> PrivateKey:
+    """Read a PEM private key; every failure becomes one line naming `what`."""
+    encrypted = is_encrypted_pem(pem)
+    if encrypted and not passphrase:
+        raise PassphraseError(
+            f"{what} is encrypted; set MESHPKI_ROOT_PASSPHRASE, pass --passphrase-file, or run on a terminal"
+        )
+    try:
+        key = serialization.load_pem_private_key(pem, password=passphrase if encrypted else None)
+    except ValueError as exc:
+        if encrypted:
+            raise PassphraseError(f"{what}: wrong passphrase (or a damaged key file)") from None
+        raise BundleError(f"{what} is not a readable PEM private key ({_first_line(exc)})") from None
+    except Exception as exc:  # cryptography raises several types for garbage input
+        raise BundleError(f"{what} is not a readable PEM private key ({_first_line(exc)})") from None
+    if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+        raise BundleError(f"{what} is a {type(key).__name__}; meshpki supports RSA and ECDSA keys")
+    return key
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def public_keys_match(key: PrivateKey, cert_public_key: object) -> bool:
+    """True when the private key belongs to the certificate's public key."""
+    mine = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    try:
+        theirs = cert_public_key.public_bytes(  # type: ignore[attr-defined]
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    except Exception:
+        return False
+    return mine == theirs

@@ -1,0 +1,168 @@
+"""What each certificate is: the root, a cluster's intermediate, a workload.
+
+One common builder sets what every certificate shares (serial, validity,
+subject key identifier); each role adds its own extensions on top. The rules
+come from Istio (tools/certs/Makefile.selfsigned.mk, security/pkg/pki) and
+RFC 5280; ISTIO.md in shared/ summarises them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from meshpki.keys import PrivateKey, signature_hash
+
+# notBefore is backdated so a cluster whose clock runs a little behind ours
+# does not see a certificate from the future.
+CLOCK_SKEW = dt.timedelta(minutes=5)
+
+DEFAULT_ORG = "Istio"
+ROOT_CN = "Root CA"
+INTERMEDIATE_CN = "Intermediate CA"
+DEFAULT_ISTIOD_SAN = "istiod.istio-system.svc"
+DEFAULT_TRUST_DOMAIN = "cluster.local"
+WORKLOAD_TTL = dt.timedelta(hours=24)  # istiod's default workload certificate lifetime
+
+
+def utcnow() -> dt.datetime:
+    """Timezone-aware now (freezegun-friendly)."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def not_after(cert: x509.Certificate) -> dt.datetime:
+    return cert.not_valid_after_utc
+
+
+def not_before(cert: x509.Certificate) -> dt.datetime:
+    return cert.not_valid_before_utc
+
+
+@dataclass(frozen=True)
+class Issued:
+    """A freshly signed certificate, and what the caller should tell the user."""
+
+    cert: x509.Certificate
+    warnings: tuple[str, ...] = ()
+
+
+def _ca_key_usage() -> x509.KeyUsage:
+    # keyCertSign is what lets the CA sign workload certificates; cRLSign keeps
+    # the door open for ca-crl.pem (Istio 1.27+); digitalSignature for OCSP/CRL
+    # signing habits of other tooling. No keyEncipherment: a CA key never
+    # encrypts anything.
+    return x509.KeyUsage(
+        digital_signature=True, content_commitment=False, key_encipherment=False,
+        data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+        encipher_only=False, decipher_only=False,
+    )
+
+
+def _builder(
+    subject: x509.Name, issuer: x509.Name, public_key: object, start: dt.datetime, end: dt.datetime
+) -> x509.CertificateBuilder:
+    """What every certificate shares: a random positive serial (159 bits, well
+    above RFC 5280's and CA/B's 64-bit floor), validity and SKI."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)  # type: ignore[arg-type]
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)  # type: ignore[arg-type]
+    )
+
+
+def ca_name(org: str, cn: str, locality: str | None = None) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org)]
+    if locality:
+        attrs.append(x509.NameAttribute(NameOID.LOCALITY_NAME, locality))
+    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, cn))
+    return x509.Name(attrs)
+
+
+def make_root(key: PrivateKey, days: int, org: str = DEFAULT_ORG, cn: str = ROOT_CN,
+              now: dt.datetime | None = None) -> x509.Certificate:
+    """The mesh's self-signed root: CA:TRUE without a path length, so it can
+    sit above intermediates (and one more level if an operator ever needs it)."""
+    now = now or utcnow()
+    name = ca_name(org, cn)
+    builder = (
+        _builder(name, name, key.public_key(), now - CLOCK_SKEW, now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(_ca_key_usage(), critical=True)
+    )
+    return builder.sign(key, signature_hash(key))
+
+
+def make_intermediate(
+    root: x509.Certificate, root_key: PrivateKey, key: PrivateKey, cluster: str, days: int,
+    org: str = DEFAULT_ORG, san_dns: Sequence[str] = (DEFAULT_ISTIOD_SAN,),
+    now: dt.datetime | None = None,
+) -> Issued:
+    """A cluster's Citadel CA: pathlen 0 (it signs workloads only), no EKU
+    (Go verifies CA certs for serverAuth; an EKU without it breaks istiod),
+    and never valid past its root."""
+    now = now or utcnow()
+    end = now + dt.timedelta(days=days)
+    warnings: list[str] = []
+    if end > not_after(root):
+        end = not_after(root)
+        warnings.append(
+            f"{cluster}: --days {days} would outlive the root; intermediate capped at the root's "
+            f"notAfter {end:%Y-%m-%d %H:%M} UTC"
+        )
+    builder = (
+        _builder(ca_name(org, INTERMEDIATE_CN, cluster), root.subject, key.public_key(),
+                 max(now - CLOCK_SKEW, not_before(root)), end)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_ca_key_usage(), critical=True)
+        .add_extension(_authority_key_id(root), critical=False)
+    )
+    if san_dns:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(d) for d in san_dns]), critical=False
+        )
+    return Issued(builder.sign(root_key, signature_hash(root_key)), tuple(warnings))
+
+
+def make_workload(
+    ca: x509.Certificate, ca_key: PrivateKey, key: PrivateKey,
+    trust_domain: str = DEFAULT_TRUST_DOMAIN, namespace: str = "default",
+    service_account: str = "default", ttl: dt.timedelta = WORKLOAD_TTL,
+    now: dt.datetime | None = None,
+) -> x509.Certificate:
+    """A workload certificate the way istiod signs one: empty subject, a
+    critical SPIFFE URI SAN, serverAuth+clientAuth, CA:FALSE. The lifetime is
+    NOT capped at the CA's, just as istiod does not cap it, so verifying it
+    shows what a proxy would see."""
+    now = now or utcnow()
+    spiffe = f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}"
+    builder = (
+        _builder(x509.Name([]), ca.subject, key.public_key(), now - CLOCK_SKEW, now + ttl)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(
+            digital_signature=True, content_commitment=False, key_encipherment=True,
+            data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+            encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage(
+            [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe)]), critical=True)
+        .add_extension(_authority_key_id(ca), critical=False)
+    )
+    return builder.sign(ca_key, signature_hash(ca_key))
+
+
+def _authority_key_id(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    """AKI = the issuer's SKI when it has one (older roots may not)."""
+    try:
+        ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key())  # type: ignore[arg-type]
