@@ -93,10 +93,11 @@ def init_root(store: Store, key_type: KeyType, days: int, org: str, cn: str,
     """Create the store's root; `passphrase` None means explicitly unencrypted."""
     check_days(days)
     store.refuse_existing_root()  # before spending a second on a key
-    key = key_type.generate()
-    cert = profiles.make_root(key, days, org=org, cn=cn)
-    key_pem = keys.to_encrypted_pem(key, passphrase) if passphrase else keys.to_pem(key)
-    with store.locked():
+    with store.locked():  # also proves the store is writable before the slow part
+        store.refuse_existing_root()
+        key = key_type.generate()
+        cert = profiles.make_root(key, days, org=org, cn=cn)
+        key_pem = keys.to_encrypted_pem(key, passphrase) if passphrase else keys.to_pem(key)
         path = store.write_root(cert_to_pem(cert), key_pem)
     return RootResult(path, cert, bool(passphrase))
 
@@ -139,13 +140,13 @@ def issue(store: Store, clusters: Sequence[str], options: IssueOptions, issuer: 
     names = _unique(clusters)
     for name in names:
         validate_cluster_name(name)
-    if not replace:
-        for name in names:
-            store.refuse_existing_bundle(name)
-    key_type = options.key_type or key_type_of(issuer.key)
-    new_keys = keys.generate_many([key_type] * len(names), progress=progress)
-    results = []
     with store.locked():
+        if not replace:
+            for name in names:
+                store.refuse_existing_bundle(name)
+        key_type = options.key_type or key_type_of(issuer.key)
+        new_keys = keys.generate_many([key_type] * len(names), progress=progress)
+        results = []
         for name, key in zip(names, new_keys):
             files, issued = build_bundle(issuer, name, key, options)
             archived = store.write_bundle(name, files, replace=replace)

@@ -216,7 +216,7 @@ def init_root_cmd(settings: Settings, key_type: str | None, days: int | None, or
     days = ca.check_days(days if days is not None else (fleet.root_days or ca.DEFAULT_ROOT_DAYS))
     settings.store.refuse_existing_root()
     passphrase = new_root_passphrase(passphrase_file, insecure_no_passphrase)
-    say(f"generating the {chosen.value} root key ...")
+    say(f"generating the {chosen.value} root key{' and encrypting it' if passphrase else ''} ...")
     result = ca.init_root(settings.store, chosen, days, org or fleet.org or "Istio", cn, passphrase)
     data = {"path": str(result.path), "key_type": chosen.value, "encrypted": result.encrypted,
             "certificate": cert_facts(result.cert)}

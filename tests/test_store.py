@@ -1,0 +1,199 @@
+"""The store: layout, file modes, atomic publication, recovery, locking."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from meshpki import ca
+from meshpki.bundle import FILES
+from meshpki.errors import InputError, StoreError
+from meshpki.keys import KeyType
+from meshpki.store import Store, validate_cluster_name
+
+
+def make_store(store: Store, clusters=("cluster1",)) -> Store:
+    ca.init_root(store, KeyType.ECDSA_P256, 3650, "Istio", "Root CA", passphrase=None)
+    if clusters:
+        ca.issue(store, list(clusters), ca.IssueOptions(), ca.store_issuer(store, None))
+    return store
+
+
+def test_layout_and_modes(store):
+    make_store(store, ("cluster1", "cluster2"))
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o700
+    for folder in (store.root_dir, store.clusters_dir, store.cluster_dir("cluster1")):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+    assert stat.S_IMODE((store.root_dir / "root-key.pem").stat().st_mode) == 0o600
+    for cluster in ("cluster1", "cluster2"):
+        folder = store.cluster_dir(cluster)
+        assert sorted(p.name for p in folder.iterdir()) == sorted(FILES)
+        assert stat.S_IMODE((folder / "ca-key.pem").stat().st_mode) == 0o600
+        assert stat.S_IMODE((folder / "ca-cert.pem").stat().st_mode) == 0o644
+    assert store.clusters() == ["cluster1", "cluster2"]
+
+
+def test_root_key_never_in_a_cluster_folder(store):
+    make_store(store, ("cluster1",))
+    root_key = (store.root_dir / "root-key.pem").read_bytes()
+    for path in store.clusters_dir.rglob("*"):
+        if path.is_file():
+            assert path.read_bytes() != root_key
+            assert path.name != "root-key.pem"
+
+
+def test_modes_hold_under_a_permissive_umask(store):
+    old = os.umask(0)
+    try:
+        make_store(store)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((store.cluster_dir("cluster1") / "ca-key.pem").stat().st_mode) == 0o600
+    assert stat.S_IMODE(store.cluster_dir("cluster1").stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize("bad", ["../x", "/tmp/x", "Cluster_1", "", " ", "a b", "-a", "a-", "x" * 64, "a.b"])
+def test_cluster_names_must_be_dns_labels(bad):
+    with pytest.raises(InputError, match="DNS-1123"):
+        validate_cluster_name(bad)
+
+
+@pytest.mark.parametrize("good", ["cluster1", "a", "us-east-1", "x" * 63])
+def test_good_cluster_names(good):
+    assert validate_cluster_name(good) == good
+
+
+def test_replace_archives_the_old_bundle(store):
+    make_store(store)
+    before = (store.cluster_dir("cluster1") / "ca-cert.pem").read_bytes()
+    results = ca.issue(store, ["cluster1"], ca.IssueOptions(), ca.store_issuer(store, None), replace=True)
+    assert results[0].archived is not None
+    assert (results[0].archived / "ca-cert.pem").read_bytes() == before
+    assert (store.cluster_dir("cluster1") / "ca-cert.pem").read_bytes() != before
+    history = store.history("cluster1")
+    assert [h.path for h in history] == [results[0].archived]
+    assert stat.S_IMODE((results[0].archived / "ca-key.pem").stat().st_mode) == 0o600
+
+
+def test_existing_root_and_bundle_are_refused(store):
+    make_store(store)
+    with pytest.raises(StoreError, match="never overwritten"):
+        ca.init_root(store, KeyType.ECDSA_P256, 10, "Istio", "Root CA", None)
+    with pytest.raises(StoreError, match="--force"):
+        ca.issue(store, ["cluster1"], ca.IssueOptions(), ca.store_issuer(store, None))
+
+
+def test_recover_completes_a_ready_folder_and_drops_staging(store):
+    make_store(store)
+    target = store.cluster_dir("cluster1")
+    ready = store.clusters_dir / ".ready-cluster2-abcd1234"
+    os.rename(target, ready)  # as if killed after the commit point, before the swap
+    staging = store.clusters_dir / ".staging-cluster3-deadbeef"
+    staging.mkdir()
+    (staging / "ca-cert.pem").write_bytes(b"half")
+    notes = store.recover()
+    assert store.has_cluster("cluster2") and not staging.exists()
+    assert any("completed" in n for n in notes) and any("removed" in n for n in notes)
+
+
+def test_recover_discards_ready_when_old_still_in_place(store):
+    make_store(store)
+    before = (store.cluster_dir("cluster1") / "ca-cert.pem").read_bytes()
+    ready = store.clusters_dir / ".ready-cluster1-abcd1234"
+    ready.mkdir()
+    (ready / "ca-cert.pem").write_bytes(b"new but never swapped")
+    store.recover()
+    assert not ready.exists()
+    assert (store.cluster_dir("cluster1") / "ca-cert.pem").read_bytes() == before
+
+
+def test_symlink_out_of_the_store_is_refused(store, tmp_path):
+    make_store(store)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, store.clusters_dir / "evil")
+    with pytest.raises(StoreError, match="symlink"):
+        store.load_bundle("evil")
+    with pytest.raises(StoreError, match="symlink"):
+        store.write_bundle("evil", {"ca-cert.pem": b"x"}, replace=True)
+    assert list(outside.iterdir()) == []
+
+
+def test_unwritable_store_is_one_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(StoreError, match="cannot"):
+        make_store(Store(blocker / "store"))
+
+
+HOLD_LOCK = textwrap.dedent("""
+    import sys, time
+    from meshpki.store import Store
+    with Store(sys.argv[1]).locked():
+        print("locked", flush=True)
+        time.sleep(60)
+""")
+
+
+def _hold_lock(path):
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_a_second_writer_is_refused_clearly_then_a_dead_holder_frees_the_lock(store):
+    make_store(store, ())
+    proc = _hold_lock(store.path)
+    try:
+        impatient = Store(store.path, lock_timeout=0.3)
+        with pytest.raises(StoreError, match="locked by another meshpki process"):
+            with impatient.locked():
+                pass
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    with Store(store.path, lock_timeout=2).locked():  # a SIGKILLed holder leaves no stale lock
+        pass
+
+
+REWRITE_FOREVER = textwrap.dedent("""
+    import sys
+    from meshpki.store import Store
+    store = Store(sys.argv[1])
+    n = 0
+    while True:
+        n += 1
+        gen = str(n).encode()
+        files = {name: gen * 2000 for name in ("ca-cert.pem", "ca-key.pem", "cert-chain.pem", "root-cert.pem")}
+        with store.locked():
+            store.write_bundle("cluster1", files, replace=True)
+        if n == 1:
+            print("started", flush=True)
+""")
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.13, 0.21, 0.34])
+def test_a_killed_writer_leaves_whole_bundles_only(store, delay):
+    """SIGKILL a process that keeps replacing one bundle: after recovery the
+    bundle is whole and every file is from the same generation, and so is
+    every archived bundle."""
+    proc = subprocess.Popen([sys.executable, "-c", REWRITE_FOREVER, str(store.path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "started"
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with store.locked():  # recovery runs under the lock
+        pass
+    folders = [store.cluster_dir("cluster1")] + [h.path for h in store.history("cluster1")]
+    for folder in folders:
+        contents = {p.name: p.read_bytes() for p in folder.iterdir()}
+        assert sorted(contents) == sorted(FILES), folder
+        assert len(set(contents.values())) == 1, f"mixed generations in {folder}"
+    assert not list(store.clusters_dir.glob(".staging-*")) and not list(store.clusters_dir.glob(".ready-*"))
