@@ -98,6 +98,21 @@ def key_type_choice() -> click.Choice:
     return click.Choice([k.value for k in KeyType], case_sensitive=False)
 
 
+def profile_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The intermediate's profile options, shared by issue, rotate and rotate-root reissue."""
+    for option in reversed([
+        click.option("--key-type", type=key_type_choice(), default=None,
+                     help="Intermediate key type [default: fleet file, else the signing root's]."),
+        click.option("--days", type=int, default=None,
+                     help="Validity in days, capped at the root's expiry [default: fleet file, else 730]."),
+        click.option("--org", default=None, help="Subject organization [default: fleet file, else the root's]."),
+        click.option("--san-dns", multiple=True, metavar="NAME",
+                     help="DNS SAN of the intermediate (repeatable) [default: istiod.istio-system.svc]."),
+    ]):
+        func = option(func)
+    return func
+
+
 # -- passphrases -------------------------------------------------------------
 
 def _passphrase_from_sources(passphrase_file: Path | None) -> bytes | None:
@@ -231,13 +246,7 @@ def init_root_cmd(settings: Settings, key_type: str | None, days: int | None, or
 @cli.command("issue")
 @store_options
 @click.argument("clusters", nargs=-1, required=True)
-@click.option("--key-type", type=key_type_choice(), default=None,
-              help="Intermediate key type [default: fleet file, else the root's].")
-@click.option("--days", type=int, default=None,
-              help="Validity in days, capped at the root's expiry [default: fleet file, else 730].")
-@click.option("--org", default=None, help="Subject organization [default: fleet file, else the root's].")
-@click.option("--san-dns", multiple=True, metavar="NAME",
-              help="DNS SAN of the intermediate (repeatable) [default: istiod.istio-system.svc].")
+@profile_options
 @click.option("--force", is_flag=True, help="Replace an existing bundle (the old one goes to history).")
 @passphrase_option
 @output_option("text", "json")
@@ -276,7 +285,7 @@ def issue_options(settings: Settings, key_type: str | None, days: int | None, or
 
 def _issue(settings: Settings, clusters: tuple[str, ...], key_type: str | None, days: int | None,
            org: str | None, san_dns: tuple[str, ...], replace: bool, passphrase_file: Path | None):
-    from meshpki import ca
+    from meshpki import rotate
     from meshpki.store import validate_cluster_name
 
     options = issue_options(settings, key_type, days, org, san_dns)
@@ -285,12 +294,11 @@ def _issue(settings: Settings, clusters: tuple[str, ...], key_type: str | None, 
         validate_cluster_name(name)
         if not replace:
             store.refuse_existing_bundle(name)
-    issuer = ca.store_issuer(store, root_passphrase(store, passphrase_file))
-    return ca.issue(store, clusters, options, issuer, replace=replace,
-                    progress=progress_printer("generating keys"))
+    return rotate.issue_now(store, clusters, options, root_passphrase(store, passphrase_file), replace=replace,
+                            progress=progress_printer("generating keys"))
 
 
-def _print_issued(results, output: str, verb: str) -> None:
+def _print_issued(results, output: str, verb: str, next_step: str | None = None) -> None:
     from meshpki.render import cert_facts
 
     for result in results:
@@ -305,8 +313,169 @@ def _print_issued(results, output: str, verb: str) -> None:
         lines.append(f"{verb} {r.cluster}: serial {facts['serial']}, valid until {facts['not_after']}, in {r.path}")
         if r.archived:
             lines.append(f"  previous bundle archived in {r.archived}")
-    lines.append("next: meshpki verify " + " ".join(r.cluster for r in results))
+    lines.append(next_step or "next: meshpki verify " + " ".join(r.cluster for r in results))
     emit(data, output, "\n".join(lines))
+
+
+@cli.command("rotate")
+@store_options
+@click.argument("clusters", nargs=-1, required=True)
+@profile_options
+@passphrase_option
+@output_option("text", "json")
+def rotate_cmd(settings: Settings, clusters: tuple[str, ...], key_type: str | None, days: int | None,
+               org: str | None, san_dns: tuple[str, ...], passphrase_file: Path | None, output: str) -> None:
+    """Give clusters a new key and intermediate under the current root.
+
+    The replaced bundle is archived in the store's history (see `meshpki
+    history`). During a root rotation the new intermediate is signed by the new
+    root. Push the result to make it live.
+
+    \b
+    Examples:
+      meshpki rotate cluster1
+      meshpki rotate cluster1 cluster2 --days 365 && meshpki push --all
+    """
+    from meshpki import rotate
+    from meshpki.store import validate_cluster_name
+
+    for name in clusters:
+        validate_cluster_name(name)
+    store = settings.store
+    options = issue_options(settings, key_type, days, org, san_dns)
+    results = rotate.rotate(store, clusters, options, root_passphrase(store, passphrase_file),
+                            progress=progress_printer("generating keys"))
+    _print_issued(results, output, verb="rotated", next_step=_push_hint(settings, clusters))
+
+
+def _push_hint(settings: Settings, clusters) -> str:
+    """The push command(s) to run next, with each cluster's context when the fleet file knows it."""
+    hints = []
+    for name in clusters:
+        known = settings.fleet.cluster(name)
+        hints.append(f"meshpki push {name} --context {known.context if known else name}")
+    return "next: " + "; ".join(hints)
+
+
+@cli.group("rotate-root", cls=MeshGroup)
+def rotate_root_group() -> None:
+    """Change the mesh's root with no moment where clusters stop trusting each other.
+
+    \b
+    The runbook (push after every step that changes bundles):
+      meshpki rotate-root begin      # new root B; every cluster trusts A+B
+      meshpki push --all
+      meshpki rotate-root reissue    # intermediates re-issued under B, still trusting A+B
+      meshpki push --all
+      meshpki rotate-root status     # wait out the grace period (a workload cert lifetime)
+      meshpki rotate-root finish     # every cluster trusts B alone; B becomes the root
+      meshpki push --all
+    """
+
+
+@rotate_root_group.command("begin")
+@store_options
+@click.option("--key-type", type=key_type_choice(), default=None,
+              help="New root key type [default: fleet file, else the current root's].")
+@click.option("--days", type=int, default=None, help="New root validity in days [default: fleet file, else 3650].")
+@passphrase_option
+@output_option("text", "json")
+def rotate_root_begin(settings: Settings, key_type: str | None, days: int | None,
+                      passphrase_file: Path | None, output: str) -> None:
+    """Make the new root B; every cluster's root-cert.pem becomes A + B.
+
+    A's PEM is kept byte for byte at the head (istiod compares bytes).
+    Intermediates are unchanged. Safe to run again: it resumes.
+    """
+    from meshpki import ca, rotate
+    from meshpki.keys import KeyType
+
+    store = settings.store
+    fleet = settings.fleet
+    passphrase = root_passphrase(store, passphrase_file)
+    chosen = KeyType.parse(key_type) if key_type else fleet.key_type
+    result = rotate.begin(store, chosen, days if days is not None else (fleet.root_days or ca.DEFAULT_ROOT_DAYS),
+                          passphrase, org=fleet.org)
+    _print_step(result, output, "now trusts old + new root", "meshpki push --all, then meshpki rotate-root reissue")
+
+
+@rotate_root_group.command("reissue")
+@store_options
+@click.argument("clusters", nargs=-1)
+@profile_options
+@passphrase_option
+@output_option("text", "json")
+def rotate_root_reissue(settings: Settings, clusters: tuple[str, ...], key_type: str | None, days: int | None,
+                        org: str | None, san_dns: tuple[str, ...], passphrase_file: Path | None,
+                        output: str) -> None:
+    """New intermediates under the new root (default: every cluster not yet done).
+
+    root-cert.pem stays old + new; cert-chain.pem becomes new intermediate + new root.
+    """
+    from meshpki import rotate
+    from meshpki.store import validate_cluster_name
+
+    for name in clusters:
+        validate_cluster_name(name)
+    store = settings.store
+    options = issue_options(settings, key_type, days, org, san_dns)
+    results, skipped = rotate.reissue(store, clusters, options, root_passphrase(store, passphrase_file),
+                                      progress=progress_printer("generating keys"))
+    for name in skipped:
+        say(f"{name}: already issues under the new root; unchanged")
+    if not results:
+        emit({"clusters": [], "unchanged": skipped}, output, "nothing to reissue: every cluster issues under the new root")
+        return
+    _print_issued(results, output, verb="reissued",
+                  next_step="next: meshpki push --all, wait the grace period, then meshpki rotate-root finish")
+
+
+@rotate_root_group.command("finish")
+@store_options
+@click.option("--grace", default="24h", show_default=True,
+              help="How long after the last reissue (or its push) workloads may still hold old-chain certs.")
+@click.option("--force", is_flag=True, help="Skip the grace period wait (workloads with old certs lose mTLS).")
+@output_option("text", "json")
+def rotate_root_finish(settings: Settings, grace: str, force: bool, output: str) -> None:
+    """Trust the new root alone; it becomes the store's root, the old one goes to history.
+
+    Refused while any cluster still issues under the old root, and until the
+    grace period has passed.
+    """
+    from meshpki import rotate
+
+    result = rotate.finish(settings.store, rotate.parse_duration(grace), force=force)
+    _print_step(result, output, "now trusts the new root only", "meshpki push --all")
+
+
+@rotate_root_group.command("status")
+@store_options
+@click.option("--grace", default="24h", show_default=True, help="Grace period used to compute when finish may run.")
+@output_option("text", "json")
+def rotate_root_status(settings: Settings, grace: str, output: str) -> None:
+    """The rotation's phase, and per cluster which root issues it and which it trusts."""
+    from meshpki import rotate
+    from meshpki.render import table
+
+    report = rotate.status(settings.store, rotate.parse_duration(grace))
+    lines = [f"phase: {report.phase}", f"old root: {report.old_root}"]
+    if report.new_root:
+        lines.append(f"new root: {report.new_root}")
+    if report.grace_ends:
+        lines.append(f"grace period ends: {report.grace_ends}")
+    lines.append(table(["CLUSTER", "ISSUED BY", "TRUSTS"],
+                       [[c.cluster, c.issuer, "+".join(c.trusts)] for c in report.clusters]))
+    emit(report.to_dict(), output, "\n".join(lines))
+
+
+def _print_step(result, output: str, changed_text: str, next_step: str) -> None:
+    for note in result.notes:
+        say(note)
+    lines = [f"{c}: {changed_text}" for c in result.changed]
+    lines += [f"{c}: unchanged (already done)" for c in result.unchanged]
+    lines.append(f"next: {next_step}")
+    emit({"changed": list(result.changed), "unchanged": list(result.unchanged), "notes": list(result.notes)},
+         output, "\n".join(lines))
 
 
 @cli.command("history")

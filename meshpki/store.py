@@ -101,6 +101,7 @@ class Store:
     def __init__(self, path: Path | str, lock_timeout: float = LOCK_TIMEOUT_SECONDS) -> None:
         self.path = Path(path).expanduser()
         self.lock_timeout = lock_timeout
+        self._lock_depth = 0
 
     # -- layout -----------------------------------------------------------
     @property
@@ -168,6 +169,45 @@ class Store:
         """Replace the root (rotate-root's last step); the old one goes to history."""
         return self._publish(self.root_dir, {ROOT_CERT_FILE: cert_pem, ROOT_KEY_FILE: key_pem},
                              archive_to=self.history_dir / "roots")
+
+    # -- a root rotation in progress (rotate.py owns the meaning) ---------
+    @property
+    def rotation_dir(self) -> Path:
+        return self.path / "rotation"
+
+    def has_rotation(self) -> bool:
+        return (self.rotation_dir / ROOT_CERT_FILE).is_file()
+
+    def rotation_file(self, name: str) -> bytes:
+        return self._read(self._inside(self.rotation_dir) / name)
+
+    def write_rotation(self, files: Mapping[str, bytes]) -> Path:
+        """Create the rotation folder (new root + state) as one unit."""
+        if self.rotation_dir.exists():
+            raise StoreError(f"{self.rotation_dir} already exists; a root rotation is under way")
+        self._publish(self.rotation_dir, dict(files))
+        return self.rotation_dir
+
+    def write_rotation_file(self, name: str, data: bytes) -> None:
+        """Replace one file of the rotation folder atomically (its state)."""
+        folder = self._inside(self.rotation_dir)
+        tmp = folder / f".tmp-{name}-{secrets.token_hex(4)}"
+        try:
+            _write_file(tmp, data, 0o600 if is_key_file(name) else 0o644)
+            os.rename(tmp, folder / name)
+            _fsync_dir(folder)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"cannot write {folder / name}: {exc.strerror or exc}") from None
+
+    def end_rotation(self) -> Path:
+        """Move the finished rotation's folder (state, and the new root's first copy) to history."""
+        archive = self.history_dir / "rotations"
+        self._ensure_dirs(archive)
+        target = archive / self._unique_stamp(archive)
+        os.rename(self._inside(self.rotation_dir), target)
+        _fsync_dir(self.path)
+        return target
 
     # -- clusters ---------------------------------------------------------
     def clusters(self) -> list[str]:
@@ -284,6 +324,8 @@ class Store:
     def recover(self) -> list[str]:
         """Finish or discard what a killed meshpki left behind (called under the lock)."""
         notes: list[str] = []
+        for leftover in sorted(self.rotation_dir.glob(".tmp-*")) if self.rotation_dir.is_dir() else []:
+            leftover.unlink(missing_ok=True)
         for parent in (self.path, self.clusters_dir):
             if not parent.is_dir():
                 continue
@@ -305,7 +347,18 @@ class Store:
     # -- locking ----------------------------------------------------------
     @contextmanager
     def locked(self) -> Iterator[Store]:
-        """Hold the store's write lock: an flock, so a killed holder never blocks forever."""
+        """Hold the store's write lock: an flock, so a killed holder never blocks forever.
+
+        Re-entrant for this Store object: a workflow that holds the lock can
+        call helpers that take it too (a second flock would deadlock).
+        """
+        if self._lock_depth:
+            self._lock_depth += 1
+            try:
+                yield self
+            finally:
+                self._lock_depth -= 1
+            return
         from filelock import FileLock, Timeout
 
         self._ensure_dirs(self.path)
@@ -318,8 +371,10 @@ class Store:
             ) from None
         except OSError as exc:
             raise StoreError(f"cannot lock store {self.path}: {exc.strerror or exc}") from None
+        self._lock_depth = 1
         try:
             self.recover()
             yield self
         finally:
+            self._lock_depth = 0
             lock.release()

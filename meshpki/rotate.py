@@ -1,0 +1,369 @@
+"""Rotation: new intermediates (`rotate`) and a root change with no outage
+(`rotate-root begin | reissue | finish | status`).
+
+The root sequence is Istio's (ISTIO.md): A -> trust A+B everywhere ->
+re-issue every intermediate under B (still trusting A+B) -> wait one
+workload certificate lifetime -> trust B alone. istiod (up to 1.30) takes a
+root change live only when the new root-cert.pem contains the old one byte
+for byte, so `begin` appends B after each cluster's existing root-cert.pem
+exactly as it is, and never re-encodes it.
+
+Every step reads the facts from the bundles themselves (which root signed an
+intermediate, which roots a bundle trusts) rather than trusting a progress
+counter, so each step is idempotent and resumes cleanly after a kill.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+
+from meshpki import ca, keys, profiles
+from meshpki.bundle import ROOT_CERT, Bundle, cert_to_pem, fingerprint, parse_certs
+from meshpki.errors import InputError, MeshPKIError, PassphraseError
+from meshpki.keys import KeyType
+from meshpki.store import ROOT_CERT_FILE, ROOT_KEY_FILE, Store
+
+STATE_FILE = "state.json"
+DEFAULT_GRACE = dt.timedelta(hours=24)  # istiod's default workload certificate lifetime
+
+
+class RotationError(MeshPKIError):
+    """A rotate-root step is refused (wrong phase, too early, nothing to do)."""
+
+
+# -- intermediate rotation ---------------------------------------------------
+
+def issue_now(store: Store, clusters: Sequence[str], options: ca.IssueOptions, passphrase: bytes | None,
+              replace: bool = False, progress: Callable[[int, int], None] | None = None) -> list[ca.IssueResult]:
+    """`issue` and `rotate` both land here: during a root rotation new
+    intermediates are signed by the new root, trust old+new, and restart the
+    grace clock like a reissue does."""
+    issuer = current_issuer(store, passphrase)
+    with store.locked():
+        if store.has_rotation():
+            _note_reissue(store)
+        return ca.issue(store, clusters, options, issuer, replace=replace, progress=progress)
+
+
+def rotate(store: Store, clusters: Sequence[str], options: ca.IssueOptions, passphrase: bytes | None,
+           progress: Callable[[int, int], None] | None = None) -> list[ca.IssueResult]:
+    """A new key and intermediate for existing clusters; the old bundle goes to history."""
+    if not clusters:
+        raise InputError("name at least one cluster to rotate")
+    for name in clusters:
+        store.load_bundle(name)  # raises "no bundle ... run meshpki issue" for unknown clusters
+    return issue_now(store, clusters, options, passphrase, replace=True, progress=progress)
+
+
+# -- the root rotation's state -----------------------------------------------
+
+@dataclass(frozen=True)
+class RotationState:
+    """What cannot be read off the bundles: when things happened."""
+
+    started: str
+    old_root_sha256: str
+    new_root_sha256: str
+    last_reissue: str | None = None
+    last_push: str | None = None
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.__dict__, indent=2).encode() + b"\n"
+
+    @classmethod
+    def from_json(cls, data: bytes) -> RotationState:
+        try:
+            return cls(**json.loads(data))
+        except (ValueError, TypeError) as exc:
+            raise RotationError(f"rotation state is damaged ({exc}); inspect the store's rotation/ folder") from None
+
+    def grace_starts(self) -> dt.datetime | None:
+        stamps = [dt.datetime.fromisoformat(s) for s in (self.last_reissue, self.last_push) if s]
+        return max(stamps) if stamps else None
+
+
+def _now_text() -> str:
+    return profiles.utcnow().isoformat(timespec="seconds")
+
+
+def load_state(store: Store) -> RotationState:
+    return RotationState.from_json(store.rotation_file(STATE_FILE))
+
+
+def _save_state(store: Store, state: RotationState) -> None:
+    store.write_rotation_file(STATE_FILE, state.to_json())
+
+
+def _require_rotation(store: Store) -> RotationState:
+    if not store.has_rotation():
+        raise RotationError("no root rotation is under way; start one with `meshpki rotate-root begin`")
+    return load_state(store)
+
+
+def new_root_cert(store: Store) -> tuple[x509.Certificate, bytes]:
+    pem = store.rotation_file(ROOT_CERT_FILE)
+    return parse_certs(pem, "rotation/root-cert.pem")[0], pem
+
+
+def current_issuer(store: Store, passphrase: bytes | None) -> ca.Issuer:
+    """Who signs new intermediates now: B during a rotation (trusting A+B), else the root."""
+    if not store.has_rotation():
+        return ca.store_issuer(store, passphrase)
+    cert, pem = new_root_cert(store)
+    key = keys.load_private_key(store.rotation_file(ROOT_KEY_FILE), passphrase,
+                                what=f"new root key {store.rotation_dir / ROOT_KEY_FILE}")
+    if not keys.public_keys_match(key, cert.public_key()):
+        raise PassphraseError(f"{store.rotation_dir}: the new root key does not match its certificate")
+    return ca.Issuer(cert, pem, key, append_pem(store.root_cert_pem(), pem))
+
+
+def append_pem(old: bytes, new: bytes) -> bytes:
+    """old byte for byte, then new: what istiod's byte comparison needs."""
+    return old + (b"" if old.endswith(b"\n") else b"\n") + new
+
+
+def issued_by(bundle: Bundle, root: x509.Certificate) -> bool:
+    """True when the bundle's intermediate carries `root`'s signature."""
+    if bundle.ca_cert is None:
+        return False
+    try:
+        cert = parse_certs(bundle.ca_cert, "ca-cert.pem")[0]
+        cert.verify_directly_issued_by(root)
+        return True
+    except Exception:  # wrong issuer name, bad signature, unparsable: not issued by root
+        return False
+
+
+def trusts(bundle: Bundle, root: x509.Certificate) -> bool:
+    if bundle.root_cert is None:
+        return False
+    try:
+        return fingerprint(root) in {fingerprint(c) for c in parse_certs(bundle.root_cert, "root-cert.pem")}
+    except MeshPKIError:
+        return False
+
+
+# -- begin / reissue / finish -------------------------------------------------
+
+@dataclass(frozen=True)
+class StepResult:
+    """What a rotate-root step changed, for the CLI to confirm."""
+
+    changed: tuple[str, ...]
+    unchanged: tuple[str, ...]
+    notes: tuple[str, ...] = ()
+
+
+def begin(store: Store, key_type: KeyType | None, days: int, passphrase: bytes | None,
+          org: str | None = None) -> StepResult:
+    """Make root B and let every cluster trust A+B (intermediates unchanged).
+
+    Resumable: run again after a kill and it finishes the clusters it had not
+    reached; the new root is made only once.
+    """
+    ca.check_days(days)
+    old_root = store.root_cert()
+    notes = []
+    with store.locked():
+        if not store.has_rotation():
+            old_key = store.load_root_key(passphrase)  # proves the passphrase before making B
+            chosen = key_type or ca.key_type_of(old_key)
+            key = chosen.generate()
+            cert = profiles.make_root(key, days, org=org or ca.organization_of(old_root),
+                                      cn=_root_cn(old_root))
+            key_pem = keys.to_encrypted_pem(key, passphrase) if passphrase else keys.to_pem(key)
+            state = RotationState(_now_text(), fingerprint(old_root), fingerprint(cert))
+            store.write_rotation({ROOT_CERT_FILE: cert_to_pem(cert), ROOT_KEY_FILE: key_pem,
+                                  STATE_FILE: state.to_json()})
+            notes.append(f"created new root {fingerprint(cert)[:16]} ({chosen.value})")
+        else:
+            notes.append("a rotation was already under way; resuming it")
+        new_cert, new_pem = new_root_cert(store)
+        changed, unchanged = [], []
+        for cluster in store.clusters():
+            bundle = store.load_bundle(cluster)
+            if trusts(bundle, new_cert):
+                unchanged.append(cluster)
+                continue
+            files = dict(bundle.secret_data())
+            files[ROOT_CERT] = append_pem(files[ROOT_CERT], new_pem)
+            store.write_bundle(cluster, files, replace=True)
+            changed.append(cluster)
+    return StepResult(tuple(changed), tuple(unchanged), tuple(notes))
+
+
+def _root_cn(old_root: x509.Certificate) -> str:
+    cns = old_root.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    return str(cns[0].value) if cns else profiles.ROOT_CN
+
+
+def pending_reissue(store: Store) -> list[str]:
+    """Clusters whose intermediate is not yet signed by the new root."""
+    new_cert, _ = new_root_cert(store)
+    return [c for c in store.clusters() if not issued_by(store.load_bundle(c), new_cert)]
+
+
+def reissue(store: Store, clusters: Sequence[str], options: ca.IssueOptions, passphrase: bytes | None,
+            progress: Callable[[int, int], None] | None = None) -> tuple[list[ca.IssueResult], list[str]]:
+    """New intermediates under B, root-cert.pem stays A+B byte for byte.
+
+    Returns the results and the clusters skipped because they are done.
+    """
+    state = _require_rotation(store)
+    pending = pending_reissue(store)
+    if clusters:
+        unknown = [c for c in clusters if c not in store.clusters()]
+        if unknown:
+            raise InputError(f"unknown cluster(s) {', '.join(unknown)}; the store has {', '.join(store.clusters())}")
+        targets = [c for c in clusters if c in pending]
+    else:
+        targets = pending
+    skipped = [c for c in (clusters or store.clusters()) if c not in targets]
+    if not targets:
+        return [], skipped
+    issuer = current_issuer(store, passphrase)
+    results = []
+    with store.locked():
+        _note_reissue(store)  # the grace clock starts before the first new bundle exists
+        for cluster in targets:
+            # keep the cluster's live root-cert.pem (A+B) byte for byte
+            live_roots = store.load_bundle(cluster).root_cert or issuer.trust_pem
+            per_cluster = ca.Issuer(issuer.cert, issuer.cert_pem, issuer.key, live_roots)
+            results.extend(ca.issue(store, [cluster], options, per_cluster, replace=True, progress=progress))
+    return results, skipped
+
+
+def _note_reissue(store: Store) -> None:
+    state = load_state(store)
+    _save_state(store, RotationState(**{**state.__dict__, "last_reissue": _now_text()}))
+
+
+def record_push(store: Store, cluster: str, bundle: Bundle) -> None:
+    """push.py calls this after writing a bundle: a reissued bundle's push
+    restarts the grace clock (workloads only get B certs once istiod has B)."""
+    if not store.has_rotation():
+        return
+    new_cert, _ = new_root_cert(store)
+    if issued_by(bundle, new_cert):
+        with store.locked():
+            state = load_state(store)
+            _save_state(store, RotationState(**{**state.__dict__, "last_push": _now_text()}))
+
+
+def finish(store: Store, grace: dt.timedelta = DEFAULT_GRACE, force: bool = False,
+           now: dt.datetime | None = None) -> StepResult:
+    """Trust B alone; B becomes the store's root and A goes to history."""
+    with store.locked():
+        return _finish_locked(store, grace, force, now)
+
+
+def _finish_locked(store: Store, grace: dt.timedelta, force: bool, now: dt.datetime | None) -> StepResult:
+    state = _require_rotation(store)
+    pending = pending_reissue(store)
+    if pending:
+        raise RotationError(
+            f"{', '.join(pending)} still issue under the old root; run `meshpki rotate-root reissue` "
+            "and push first (finishing now would break their workloads' certificates)"
+        )
+    now = now or profiles.utcnow()
+    starts = state.grace_starts()
+    if not force and starts is not None and now < starts + grace:
+        wait = starts + grace - now
+        raise RotationError(
+            f"grace period not over: workloads may still hold certificates from the old chain until "
+            f"{(starts + grace):%Y-%m-%d %H:%M} UTC ({_human(wait)} from now); wait, or pass --force"
+        )
+    new_cert, new_pem = new_root_cert(store)
+    changed, unchanged = [], []
+    for cluster in store.clusters():
+        bundle = store.load_bundle(cluster)
+        files = dict(bundle.secret_data())
+        if files[ROOT_CERT] == new_pem:
+            unchanged.append(cluster)
+            continue
+        files[ROOT_CERT] = new_pem
+        store.write_bundle(cluster, files, replace=True)
+        changed.append(cluster)
+    if fingerprint(store.root_cert()) != fingerprint(new_cert):
+        store.retire_root(new_pem, store.rotation_file(ROOT_KEY_FILE))
+    archived = store.end_rotation()
+    return StepResult(tuple(changed), tuple(unchanged), (f"old root archived; rotation record in {archived}",))
+
+
+def _human(delta: dt.timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+# -- status --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ClusterRotation:
+    cluster: str
+    issuer: str  # "root" (no rotation), "old", "new" or "other"
+    trusts: tuple[str, ...]  # the same names, or a fingerprint prefix for anything else
+
+
+@dataclass(frozen=True)
+class RotationStatus:
+    phase: str  # none | trusting-both | reissuing | grace | ready-to-finish
+    clusters: tuple[ClusterRotation, ...]
+    old_root: str
+    new_root: str | None
+    grace_ends: str | None
+
+    def to_dict(self) -> dict[str, object]:
+        return {"phase": self.phase, "old_root": self.old_root, "new_root": self.new_root,
+                "grace_ends": self.grace_ends,
+                "clusters": [{"cluster": c.cluster, "issuer": c.issuer, "trusts": list(c.trusts)}
+                             for c in self.clusters]}
+
+
+def status(store: Store, grace: dt.timedelta = DEFAULT_GRACE, now: dt.datetime | None = None) -> RotationStatus:
+    old = store.root_cert()
+    new = new_root_cert(store)[0] if store.has_rotation() else None
+    names = {fingerprint(old): "old" if new is not None else "root"}
+    if new is not None:
+        names[fingerprint(new)] = "new"
+    rows = []
+    for cluster in store.clusters():
+        bundle = store.load_bundle(cluster)
+        issuer = ("new" if new is not None and issued_by(bundle, new)
+                  else names[fingerprint(old)] if issued_by(bundle, old) else "other")
+        try:
+            roots = parse_certs(bundle.root_cert or b"", "root-cert.pem")
+        except MeshPKIError:
+            roots = []
+        rows.append(ClusterRotation(cluster, issuer, tuple(names.get(fingerprint(r), fingerprint(r)[:16])
+                                                           for r in roots)))
+    if new is None:
+        return RotationStatus("none", tuple(rows), fingerprint(old), None, None)
+    state = load_state(store)
+    starts = state.grace_starts()
+    grace_ends = starts + grace if starts else None
+    if any(r.issuer != "new" for r in rows):
+        phase = "reissuing" if any(r.issuer == "new" for r in rows) else "trusting-both"
+    elif grace_ends and (now or profiles.utcnow()) < grace_ends:
+        phase = "grace"
+    else:
+        phase = "ready-to-finish"
+    return RotationStatus(phase, tuple(rows), fingerprint(old), fingerprint(new),
+                          grace_ends.isoformat(timespec="seconds") if grace_ends else None)
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    """'24h', '90m', '2d', '1d12h', or plain seconds."""
+    import re
+
+    if text.isdigit():
+        return dt.timedelta(seconds=int(text))
+    parts = re.fullmatch(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", text.strip())
+    if not text.strip() or not parts or not any(parts.groups()):
+        raise InputError(f"invalid duration {text!r}; use e.g. 24h, 90m, 2d or 1d12h")
+    d, h, m, s = (int(g) if g else 0 for g in parts.groups())
+    return dt.timedelta(days=d, hours=h, minutes=m, seconds=s)
