@@ -37,3 +37,11 @@ class KubeError(MeshPKIError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class KubeConflict(KubeError):
+    """409: the object changed (Conflict) or appeared (AlreadyExists) since it
+    was read; the caller may re-read and re-plan instead of failing."""
+
+    def __init__(self, message: str, status: int | None = 409) -> None:
+        super().__init__(message, status)

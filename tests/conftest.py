@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from meshpki.store import Store
+from tests.kubeapi import kube_api, kube_api_server, kubeconfig, kubeconfig_env  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,685 @@
+"""The one door to Kubernetes: kubeconfig loading, the cacerts secret, errors.
+
+Only this module imports `kubernetes` (and urllib3), and only inside functions:
+`meshpki --version` and offline commands never pay for importing it.
+
+Every failure becomes a `KubeError` whose message is one line that starts
+with the context name, says what went wrong and how to fix it. The client
+runs with a small, bounded retry policy and a per-request timeout, so an
+unreachable cluster costs seconds, not minutes, and urllib3's connection
+errors never surface as tracebacks. Secret data never appears in a message.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import json
+import os
+import re
+import ssl
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from meshpki.errors import KubeConflict, KubeError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from kubernetes.client import ApiClient, CoreV1Api
+
+T = TypeVar("T")
+
+IN_CLUSTER_CONTEXT = "in-cluster"
+"""The context name reported when the pod's service account is used."""
+
+_DEFAULT_KUBECONFIG = os.path.join("~", ".kube", "config")
+
+
+@dataclass(frozen=True)
+class LiveSecret:
+    """A secret as the API server returned it, data decoded to bytes."""
+
+    name: str
+    namespace: str
+    type: str
+    data: dict[str, bytes]
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    resource_version: str
+
+    def __repr__(self) -> str:
+        # The data holds a private key: never let it reach a log or a traceback.
+        return (
+            f"LiveSecret(name={self.name!r}, namespace={self.namespace!r}, type={self.type!r}, "
+            f"data=<{len(self.data)} keys: {', '.join(sorted(self.data))}>, labels={self.labels!r}, "
+            f"annotations={self.annotations!r}, resource_version={self.resource_version!r})"
+        )
+
+
+# --------------------------------------------------------------------------
+# kubeconfig
+
+
+def _display(path: str) -> str:
+    """A path as a user would type it (~ for the home folder)."""
+    home = os.path.expanduser("~")
+    if home not in ("", "~") and (path == home or path.startswith(home + os.sep)):
+        return "~" + path[len(home):]
+    return path
+
+
+def kubeconfig_paths(kubeconfig: str | os.PathLike[str] | None = None) -> tuple[list[str], bool]:
+    """The kubeconfig files to read, like kubectl, and whether they were named explicitly.
+
+    An explicit `kubeconfig` is one file; otherwise KUBECONFIG (paths joined
+    with os.pathsep, merged in order) or ~/.kube/config.
+    """
+    if kubeconfig is not None:
+        return [os.path.expanduser(os.fspath(kubeconfig))], True
+    env = os.environ.get("KUBECONFIG")
+    if env:
+        return [os.path.expanduser(p) for p in env.split(os.pathsep) if p], False
+    return [os.path.expanduser(_DEFAULT_KUBECONFIG)], False
+
+
+@dataclass(frozen=True)
+class _Kubeconfig:
+    """Parsed and merged kubeconfig files: names resolved the way kubectl does
+    (the first file that defines a name or sets current-context wins)."""
+
+    paths: tuple[str, ...]
+    docs: tuple[dict[str, Any], ...]
+    contexts: tuple[str, ...]
+    current_context: str | None
+
+    @property
+    def where(self) -> str:
+        return ", ".join(_display(p) for p in self.paths)
+
+    def _entry(self, item: str, name: Any) -> tuple[str, dict[str, Any]] | None:
+        """(file, entry) of the first entry called `name` in `item`."""
+        for path, doc in zip(self.paths, self.docs):
+            for entry in doc.get(item) or []:
+                if entry.get("name") == name:
+                    return path, entry
+        return None
+
+    def config_node(self, context: str) -> Any:
+        """A kubeconfig for the kubernetes loader holding only `context` and the
+        cluster and user it names, deep-copied (the docs are a shared cache
+        and the loader may edit what it gets). Each entry remembers its file,
+        so a relative certificate path resolves against the right folder, as
+        kubernetes' own KubeConfigMerger does."""
+        from kubernetes.config.kube_config import ConfigNode
+
+        merged: dict[str, Any] = {"current-context": context, "contexts": [], "clusters": [], "users": []}
+        found = self._entry("contexts", context)
+        if found is not None:
+            merged["contexts"].append(ConfigNode(f"{found[0]}/contexts", copy.deepcopy(found[1]), found[0]))
+            ctx = found[1].get("context") or {}
+            for item, key in (("clusters", "cluster"), ("users", "user")):
+                entry = self._entry(item, ctx.get(key)) if isinstance(ctx, dict) else None
+                if entry is not None:
+                    merged[item].append(ConfigNode(f"{entry[0]}/{item}", copy.deepcopy(entry[1]), entry[0]))
+        return ConfigNode(self.paths[0], merged, self.paths[0])
+
+
+def _yaml_load(text: str) -> Any:
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 10x faster for big fleets
+    return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+
+
+# Parsed kubeconfig documents by content: connecting to 100 contexts of one
+# fleet file must not parse it 100 times (YAML costs ~50 ms per 100 contexts).
+# Keyed by a hash of the text, not mtime, so a file rewritten within the same
+# clock tick is never served stale. Cached documents are shared: read-only.
+_PARSED: dict[bytes, dict[str, Any]] = {}
+_PARSED_LOCK = threading.Lock()
+
+
+def _read_kubeconfig(path: str) -> dict[str, Any]:
+    """The parsed, checked kubeconfig file (shared: treat it as read-only)."""
+    import yaml
+
+    where = _display(path)
+    fix = "fix the file or point --kubeconfig/KUBECONFIG at a valid one"
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        text = raw.decode("utf-8")
+    except OSError as exc:
+        raise KubeError(f"cannot read kubeconfig {where}: {exc.strerror or exc}; {fix}") from None
+    except UnicodeDecodeError:
+        raise KubeError(f"kubeconfig {where} is not UTF-8 text; {fix}") from None
+    key = hashlib.sha256(raw).digest()
+    with _PARSED_LOCK:
+        cached = _PARSED.get(key)
+    if cached is not None:
+        return cached
+    try:
+        doc = _yaml_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        raise KubeError(f"kubeconfig {where} is not valid YAML ({at}{problem}); {fix}") from None
+    if doc is None:
+        raise KubeError(f"kubeconfig {where} is empty; {fix}")
+    if not isinstance(doc, dict):
+        raise KubeError(f"kubeconfig {where} is not a kubeconfig (a YAML mapping with clusters, users, contexts); {fix}")
+    for item in ("clusters", "contexts", "users"):
+        entries = doc.get(item) or []
+        if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("name"), str) for e in entries):
+            raise KubeError(f"kubeconfig {where}: '{item}' must be a list of entries that each have a name; {fix}")
+    with _PARSED_LOCK:
+        if len(_PARSED) >= 32:
+            _PARSED.clear()
+        _PARSED[key] = doc
+    return doc
+
+
+def _load_kubeconfig(kubeconfig: str | os.PathLike[str] | None) -> _Kubeconfig | None:
+    """Read and merge the kubeconfig files; None when none exists (and none was
+    named explicitly), which lets `connect` fall back to in-cluster config."""
+    paths, explicit = kubeconfig_paths(kubeconfig)
+    existing = [p for p in paths if os.path.exists(p)]
+    if explicit and not existing:
+        raise KubeError(
+            f"kubeconfig {_display(paths[0])} does not exist; pass --kubeconfig with an existing file "
+            "(or leave it out to use KUBECONFIG or ~/.kube/config)"
+        )
+    if not existing:
+        return None
+    docs = [_read_kubeconfig(p) for p in existing]
+    contexts: list[str] = []
+    for doc in docs:
+        for entry in doc.get("contexts") or []:
+            if entry["name"] not in contexts:
+                contexts.append(entry["name"])
+    current = next((d["current-context"] for d in docs if d.get("current-context")), None)
+    return _Kubeconfig(tuple(existing), tuple(docs), tuple(contexts), current)
+
+
+def _missing_kubeconfig_message(kubeconfig: str | os.PathLike[str] | None) -> str:
+    paths, _ = kubeconfig_paths(kubeconfig)
+    return (
+        f"no kubeconfig found (looked for {', '.join(_display(p) for p in paths)}) and not running in a pod; "
+        "pass --kubeconfig or set KUBECONFIG"
+    )
+
+
+def list_contexts(kubeconfig: str | os.PathLike[str] | None = None) -> list[str]:
+    """The context names of the (merged) kubeconfig, in file order."""
+    config = _load_kubeconfig(kubeconfig)
+    if config is None:
+        raise KubeError(_missing_kubeconfig_message(kubeconfig))
+    return list(config.contexts)
+
+
+def current_context(kubeconfig: str | os.PathLike[str] | None = None) -> str | None:
+    """The kubeconfig's current-context (None when it sets none)."""
+    config = _load_kubeconfig(kubeconfig)
+    if config is None:
+        raise KubeError(_missing_kubeconfig_message(kubeconfig))
+    return config.current_context
+
+
+# --------------------------------------------------------------------------
+# what an operation is, for messages
+
+
+@dataclass(frozen=True)
+class _Op:
+    """One API call, described well enough to explain a refusal."""
+
+    verb: str  # RBAC verb: get, create, update, patch
+    resource: str  # secrets, namespaces
+    namespace: str | None
+    name: str
+
+    @property
+    def what(self) -> str:
+        if self.resource == "namespaces":
+            return f"namespace {self.name}"
+        return f"secret {self.namespace}/{self.name}"
+
+    def rbac_rule(self) -> str:
+        """The RBAC rule that would allow this call (create cannot be limited by
+        resourceNames: https://kubernetes.io/docs/reference/access-authn-authz/rbac/#referring-to-resources)."""
+        if self.resource == "namespaces":
+            return (
+                f'a ClusterRole with apiGroups [""], resources ["namespaces"], verbs ["{self.verb}"] '
+                f"bound to that user (or create namespace {self.name} beforehand)"
+            )
+        if self.verb == "create":
+            return (
+                f'a Role in {self.namespace} with apiGroups [""], resources ["secrets"], verbs ["create"] '
+                "and a RoleBinding to that user (create cannot be limited by resourceNames)"
+            )
+        verbs = ["get", "update", "patch"]
+        if self.verb not in verbs:
+            verbs.append(self.verb)
+        verb_list = ",".join(f'"{v}"' for v in verbs)
+        return (
+            f'a Role in {self.namespace} with apiGroups [""], resources ["secrets"], resourceNames ["{self.name}"], '
+            f"verbs [{verb_list}] and a RoleBinding to that user"
+        )
+
+
+# --------------------------------------------------------------------------
+# error translation
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """exc and everything it wraps (urllib3 reasons, causes, contexts, args)."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop(0)
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        for nxt in (getattr(e, "reason", None), e.__cause__, e.__context__, *getattr(e, "args", ())):
+            if isinstance(nxt, BaseException):
+                todo.append(nxt)
+
+
+def _status_message(body: str | None) -> tuple[str, str]:
+    """(reason, message) of a Kubernetes Status body, tolerant of anything else."""
+    if not body:
+        return "", ""
+    try:
+        status = json.loads(body)
+    except ValueError:
+        text = " ".join(body.split())
+        return "", text[:200]
+    if not isinstance(status, dict):
+        return "", ""
+    return str(status.get("reason") or ""), " ".join(str(status.get("message") or "").split())
+
+
+def _api_error(ctx: str, server: str, op: _Op, status: int, reason_phrase: str, body: str | None) -> KubeError:
+    reason, message = _status_message(body)
+    phrase = reason_phrase or reason or "error"
+    said = f": {message}" if message else ""
+    if status == 401:
+        return KubeError(
+            f"context {ctx}: the API server rejected the credentials (401 Unauthorized); refresh the token in the kubeconfig",
+            401,
+        )
+    if status == 403:
+        user = re.search(r'User "([^"]*)"', message)
+        who = f'user "{user.group(1)}"' if user else "the kubeconfig's user"
+        return KubeError(
+            f"context {ctx}: {who} may not {op.verb} {op.what} (403 Forbidden{said}); allow it with {op.rbac_rule()}",
+            403,
+        )
+    if status == 409:
+        if reason == "AlreadyExists":
+            return KubeConflict(
+                f"context {ctx}: {op.what} already exists (409 AlreadyExists), it appeared after meshpki read it; "
+                "re-run to plan against the live object",
+                409,
+            )
+        return KubeConflict(
+            f"context {ctx}: {op.what} was changed by someone else while meshpki was writing it (409 Conflict); "
+            "re-run to plan against the current version",
+            409,
+        )
+    if status == 404:
+        if op.verb == "create" and op.resource == "secrets":
+            return KubeError(
+                f"context {ctx}: cannot create {op.what} (404 Not Found{said}); create namespace {op.namespace} first",
+                404,
+            )
+        return KubeError(
+            f"context {ctx}: {op.what} not found (404 Not Found{said}); it was deleted meanwhile, re-run", 404
+        )
+    if status == 429:
+        return KubeError(
+            f"context {ctx}: the API server is throttling requests (429 Too Many Requests{said}); retry in a minute",
+            429,
+        )
+    if status >= 500:
+        return KubeError(
+            f"context {ctx}: the API server at {server} failed to {op.verb} {op.what} ({status} {phrase}{said}); "
+            "retry later or check the API server's health",
+            status,
+        )
+    return KubeError(
+        f"context {ctx}: the API server refused to {op.verb} {op.what} ({status} {phrase}{said}); "
+        "check the message above, an admission policy may be in the way",
+        status,
+    )
+
+
+def _transport_error(ctx: str, server: str, timeout: float, exc: BaseException) -> KubeError:
+    """Translate what urllib3/ssl/socket raised before any HTTP answer came."""
+    import urllib3.exceptions as u3
+
+    causes = list(_causes(exc))
+
+    def first(*types: type[BaseException]) -> BaseException | None:
+        return next((c for c in causes if isinstance(c, types)), None)
+
+    if (verify := first(ssl.SSLCertVerificationError)) is not None:
+        detail = getattr(verify, "verify_message", "") or str(verify)
+        return KubeError(
+            f"context {ctx}: TLS certificate verify failed for {server} ({detail}); "
+            "check certificate-authority-data (or certificate-authority) of this cluster in the kubeconfig"
+        )
+    text = " ".join(str(c) for c in causes)
+    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+        return KubeError(
+            f"context {ctx}: TLS certificate verify failed for {server}; "
+            "check certificate-authority-data (or certificate-authority) of this cluster in the kubeconfig"
+        )
+    if first(ConnectionRefusedError) is not None:
+        return KubeError(
+            f"context {ctx}: cannot connect to {server}: connection refused; "
+            "check that the API server is up and the server address in the kubeconfig"
+        )
+    if (dns := first(u3.NameResolutionError)) is not None:
+        return KubeError(
+            f"context {ctx}: cannot resolve the host of {server} ({dns}); check the server address in the kubeconfig"
+        )
+    # NewConnectionError (any OSError while connecting, never a timeout) subclasses
+    # ConnectTimeoutError in urllib3 2: test it before the real timeout.
+    if (conn := first(u3.NewConnectionError)) is not None:
+        return KubeError(
+            f"context {ctx}: cannot connect to {server} ({conn}); "
+            "check that the API server is up and the server address in the kubeconfig"
+        )
+    if first(u3.ConnectTimeoutError) is not None:
+        return KubeError(
+            f"context {ctx}: connecting to {server} timed out after {timeout:g} s; "
+            "check the server address in the kubeconfig and any VPN or firewall in between"
+        )
+    if first(u3.ReadTimeoutError, TimeoutError) is not None:
+        return KubeError(
+            f"context {ctx}: the API server at {server} did not answer within {timeout:g} s; "
+            "retry, or check the API server's load and the network"
+        )
+    if first(u3.ProtocolError, ConnectionResetError, ConnectionAbortedError, BrokenPipeError,
+             ssl.SSLEOFError, ssl.SSLZeroReturnError) is not None or "RemoteDisconnected" in text:
+        return KubeError(
+            f"context {ctx}: the API server at {server} closed the connection without an answer; "
+            "retry, and check any proxy or load balancer in front of it"
+        )
+    if (tls := first(ssl.SSLError, u3.SSLError)) is not None:
+        return KubeError(
+            f"context {ctx}: TLS handshake with {server} failed ({tls}); check the server address and TLS settings in the kubeconfig"
+        )
+    if (conn := first(u3.NewConnectionError, OSError)) is not None:
+        return KubeError(
+            f"context {ctx}: cannot connect to {server} ({type(conn).__name__}: {conn}); "
+            "check that the API server is up and the server address in the kubeconfig"
+        )
+    return KubeError(f"context {ctx}: request to {server} failed ({type(exc).__name__}: {exc}); retry, or check the kubeconfig")
+
+
+# --------------------------------------------------------------------------
+# the cluster
+
+
+def _live_secret(obj: Any) -> LiveSecret:
+    meta = obj.metadata
+    data = {}
+    for key, value in (obj.data or {}).items():
+        # The API sends base64 text; decode it here so no caller handles base64.
+        data[key] = base64.b64decode(value if isinstance(value, (str, bytes)) else str(value))
+    return LiveSecret(
+        name=meta.name,
+        namespace=meta.namespace,
+        type=obj.type or "Opaque",
+        data=data,
+        labels=dict(meta.labels or {}),
+        annotations=dict(meta.annotations or {}),
+        resource_version=meta.resource_version or "",
+    )
+
+
+def _secret_body(
+    namespace: str,
+    name: str,
+    data: Mapping[str, bytes],
+    labels: Mapping[str, str] | None,
+    annotations: Mapping[str, str] | None,
+    type: str,
+    resource_version: str | None = None,
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": namespace}
+    if labels:
+        meta["labels"] = dict(labels)
+    if annotations:
+        meta["annotations"] = dict(annotations)
+    if resource_version is not None:
+        meta["resourceVersion"] = resource_version
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": meta,
+        "type": type,
+        "data": {k: base64.b64encode(v).decode("ascii") for k, v in data.items()},
+    }
+
+
+class Cluster:
+    """One API server reached through one kubeconfig context (or the pod's service account)."""
+
+    def __init__(self, context: str, api_client: ApiClient, timeout: float) -> None:
+        """Use `Cluster.connect`; this only wires an already configured client."""
+        from kubernetes.client import CoreV1Api
+
+        self.context = context
+        self.server: str = api_client.configuration.host
+        self.timeout = timeout
+        self._client = api_client
+        self._core: CoreV1Api = CoreV1Api(api_client)
+
+    def __repr__(self) -> str:
+        return f"Cluster(context={self.context!r}, server={self.server!r})"
+
+    @classmethod
+    def connect(
+        cls,
+        context: str | None = None,
+        kubeconfig: str | os.PathLike[str] | None = None,
+        timeout: float = 10.0,
+    ) -> Cluster:
+        """Load the kubeconfig like kubectl (no request is made yet).
+
+        kubeconfig None -> KUBECONFIG (merged) else ~/.kube/config; when none
+        exists and we run in a pod, the pod's service account. context None ->
+        current-context.
+        """
+        from kubernetes.client import ApiClient, Configuration
+        from kubernetes.config.config_exception import ConfigException
+        from urllib3.util.retry import Retry
+
+        configuration = Configuration()
+        config = _load_kubeconfig(kubeconfig)
+        if config is None:
+            if not os.environ.get("KUBERNETES_SERVICE_HOST"):
+                raise KubeError(_missing_kubeconfig_message(kubeconfig))
+            if context not in (None, IN_CLUSTER_CONTEXT):
+                raise KubeError(
+                    f'context "{context}" requested but no kubeconfig exists (running in a pod); '
+                    "drop --context to use the pod's service account, or pass --kubeconfig"
+                )
+            from kubernetes.config.incluster_config import load_incluster_config
+
+            name = IN_CLUSTER_CONTEXT
+            try:
+                load_incluster_config(client_configuration=configuration)
+            except ConfigException as exc:
+                raise KubeError(
+                    f"context {name}: cannot use the pod's service account ({exc}); mount a token or pass --kubeconfig"
+                ) from None
+        else:
+            available = ", ".join(config.contexts) or "none"
+            if context is None:
+                if config.current_context is None:
+                    raise KubeError(
+                        f"kubeconfig {config.where} sets no current-context (contexts: {available}); "
+                        "pass --context with one of them"
+                    )
+                context = config.current_context
+            if context not in config.contexts:
+                what = "current-context" if context == config.current_context else "context"
+                raise KubeError(
+                    f'{what} "{context}" not found in kubeconfig {config.where} (contexts: {available}); '
+                    "pass --context with one of them"
+                )
+            name = context
+            from kubernetes.config.kube_config import KubeConfigLoader
+
+            try:
+                loader = KubeConfigLoader(config_dict=config.config_node(context), active_context=context)
+                loader.load_and_set(configuration)
+            except ConfigException as exc:
+                msg = " ".join(str(exc).split())
+                raise KubeError(
+                    f"context {name}: kubeconfig {config.where} cannot be used ({msg}); fix that entry of the kubeconfig"
+                ) from None
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise KubeError(
+                    f"context {name}: kubeconfig {config.where} cannot be used ({type(exc).__name__}: {exc}); "
+                    "fix that entry of the kubeconfig"
+                ) from None
+        # One retry for a failed connect only (cheap when refused); never retry a
+        # read: a write may have landed, and a read timeout must not double.
+        configuration.retries = Retry(total=1, connect=1, read=0, status=0, other=0, redirect=0, raise_on_status=False)
+        return cls(name, ApiClient(configuration), timeout)
+
+    # -- lifecycle -------------------------------------------------------
+    def close(self) -> None:
+        """Release pooled connections."""
+        self._client.close()
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the API -----------------------------------------------------------
+    def _call(self, op: _Op, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run one API call; every failure leaves as a KubeError."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError as Urllib3Error
+
+        try:
+            return fn(*args, _request_timeout=(self.timeout, self.timeout), **kwargs)
+        except ApiException as exc:
+            if not exc.status:  # the client's own wrapper around an SSL error: no answer came
+                raise _transport_error(self.context, self.server, self.timeout, exc) from None
+            raise _api_error(self.context, self.server, op, exc.status, exc.reason or "", exc.body) from None
+        except (Urllib3Error, OSError) as exc:
+            raise _transport_error(self.context, self.server, self.timeout, exc) from None
+
+    def read_secret(self, namespace: str, name: str) -> LiveSecret | None:
+        """The secret, or None when it (or its namespace) does not exist."""
+        op = _Op("get", "secrets", namespace, name)
+        try:
+            obj = self._call(op, self._core.read_namespaced_secret, name, namespace)
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return _live_secret(obj)
+
+    def ensure_namespace(self, namespace: str) -> bool:
+        """Create the namespace unless it exists; True when this call created it.
+
+        Creates without reading first: a user allowed to create namespaces but
+        not to get them still succeeds, and 409 AlreadyExists means done.
+        """
+        op = _Op("create", "namespaces", None, namespace)
+        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+        try:
+            self._call(op, self._core.create_namespace, body)
+        except KubeConflict:
+            return False
+        except KubeError as exc:
+            if exc.status != 403:
+                raise
+            # Not allowed to create namespaces: fine if it is already there.
+            if self._namespace_exists(namespace):
+                return False
+            raise
+        return True
+
+    def _namespace_exists(self, namespace: str) -> bool:
+        try:
+            self._call(_Op("get", "namespaces", None, namespace), self._core.read_namespace, namespace)
+        except KubeError as exc:
+            if exc.status in (403, 404):
+                return False
+            raise
+        return True
+
+    def create_secret(
+        self,
+        namespace: str,
+        name: str,
+        data: Mapping[str, bytes],
+        labels: Mapping[str, str] | None = None,
+        annotations: Mapping[str, str] | None = None,
+        type: str = "Opaque",
+    ) -> LiveSecret:
+        """Create the secret; KubeConflict (409) when it already exists."""
+        body = _secret_body(namespace, name, data, labels, annotations, type)
+        op = _Op("create", "secrets", namespace, name)
+        return _live_secret(self._call(op, self._core.create_namespaced_secret, namespace, body))
+
+    def replace_secret(
+        self,
+        namespace: str,
+        name: str,
+        data: Mapping[str, bytes],
+        labels: Mapping[str, str] | None,
+        annotations: Mapping[str, str] | None,
+        resource_version: str,
+        type: str = "Opaque",
+    ) -> LiveSecret:
+        """Replace data, labels and annotations as a whole, only if the secret is
+        still at `resource_version` (else KubeConflict): a plan made from an
+        older read must not overwrite someone else's newer write."""
+        body = _secret_body(namespace, name, data, labels, annotations, type, resource_version)
+        op = _Op("update", "secrets", namespace, name)
+        return _live_secret(self._call(op, self._core.replace_namespaced_secret, name, namespace, body))
+
+    def patch_secret_metadata(
+        self,
+        namespace: str,
+        name: str,
+        labels: Mapping[str, str | None] | None,
+        annotations: Mapping[str, str | None] | None,
+        resource_version: str | None,
+    ) -> LiveSecret:
+        """Merge labels and annotations into the secret (a None value removes a
+        key), leaving data untouched; conditional on `resource_version` when given."""
+        meta: dict[str, Any] = {}
+        if labels:
+            meta["labels"] = dict(labels)
+        if annotations:
+            meta["annotations"] = dict(annotations)
+        if resource_version is not None:
+            meta["resourceVersion"] = resource_version
+        op = _Op("patch", "secrets", namespace, name)
+        return _live_secret(
+            self._call(
+                op,
+                self._core.patch_namespaced_secret,
+                name,
+                namespace,
+                {"metadata": meta},
+                _content_type="application/merge-patch+json",
+            )
+        )

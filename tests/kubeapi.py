@@ -1,0 +1,1105 @@
+"""A real HTTPS server that speaks enough of the Kubernetes core/v1 API for tests.
+
+Project rule: Kubernetes code is tested through the real kubernetes client,
+real kubeconfig loading and a real TLS connection, never by monkeypatching the
+client. kmock (aiohttp, plain HTTP, no resourceVersion preconditions) would
+need an event-loop thread plus TLS and RBAC on top, so this is a small stdlib
+server instead: `ThreadingHTTPServer` + `ssl` in a daemon thread.
+
+One server (one port) hosts many *virtual clusters*, each under its own path
+prefix (`https://127.0.0.1:PORT/clusters/NAME`); each has its own namespaces,
+secrets, tokens and fault settings, so a test can model a 100-cluster fleet
+without 100 ports.
+
+Fixtures (import with `from tests.kubeapi import *` in conftest.py, or
+`pytest -p tests.kubeapi`):
+
+- `kube_api_server` (session): the running `KubeAPIServer`.
+- `kube_api` (function): the same server with every virtual cluster wiped,
+  so each test starts from fresh state.
+- `kubeconfig` (function): a kubeconfig file (Path) with contexts cluster1,
+  cluster2, readonly, badtoken, badca, down; current-context cluster1.
+- `kubeconfig_env` (function): `kubeconfig`, also exported as KUBECONFIG.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import datetime
+import ipaddress
+import json
+import os
+import re
+import socket
+import ssl
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+__all__ = [
+    "ADMIN_TOKEN",
+    "READONLY_TOKEN",
+    "Call",
+    "Context",
+    "KubeAPIServer",
+    "VirtualCluster",
+    "kube_api",
+    "kube_api_server",
+    "kubeconfig",
+    "kubeconfig_env",
+]
+
+# freezegun scans every loaded module's attributes when time is frozen; on
+# kubernetes.client that getattr triggers lazy imports of hundreds of pydantic
+# models, built while datetime is FakeDatetime -> PydanticSchemaGenerationError
+# in any freezegun test that runs after a Kubernetes test. Keep it out.
+try:
+    import freezegun
+
+    freezegun.configure(extend_ignore_list=["kubernetes"])
+except ImportError:  # pragma: no cover - freezegun is a test dependency
+    pass
+
+ADMIN_TOKEN = "admin-token"
+READONLY_TOKEN = "readonly-token"
+
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_READ_VERBS = frozenset({"get", "list", "watch"})
+_ALL_VERBS = frozenset({"get", "list", "watch", "create", "update", "patch", "delete"})
+_DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+# What the API server validates secret keys against (validation.IsConfigMapKey).
+_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+_REASONS = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
+    410: "Gone",
+    415: "UnsupportedMediaType",
+    422: "Invalid",
+    429: "TooManyRequests",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+    504: "Timeout",
+}
+
+
+# --------------------------------------------------------------------------
+# TLS material
+
+
+@dataclass(frozen=True)
+class _TLS:
+    ca_pem: bytes
+    cert_pem: bytes
+    key_pem: bytes
+
+
+def _make_tls() -> _TLS:
+    """A throw-away CA and a server certificate for 127.0.0.1, both ECDSA P-256.
+
+    Validity is a fixed wide window rather than "now": OpenSSL checks the real
+    clock, while a test may have frozen Python's (freezegun) when the session
+    server happens to start.
+    """
+    not_before = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
+    not_after = datetime.datetime(2099, 12, 31, tzinfo=datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"kubeapi test CA {uuid.uuid4().hex[:8]}")])
+    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                crl_sign=True, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ca_ski, critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                crl_sign=False, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return _TLS(
+        ca_pem=ca_cert.public_bytes(serialization.Encoding.PEM),
+        cert_pem=cert.public_bytes(serialization.Encoding.PEM),
+        key_pem=key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+    )
+
+
+def _server_ssl_context(tls: _TLS) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    # load_cert_chain only reads files: write them, load, delete at once.
+    with tempfile.TemporaryDirectory(prefix="kubeapi-") as tmp:
+        cert_file = Path(tmp, "tls.crt")
+        key_file = Path(tmp, "tls.key")
+        cert_file.write_bytes(tls.cert_pem)
+        key_file.write_bytes(tls.key_pem)
+        key_file.chmod(0o600)
+        ctx.load_cert_chain(cert_file, key_file)
+    return ctx
+
+
+# --------------------------------------------------------------------------
+# Kubernetes objects and errors
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class _APIError(Exception):
+    """An error answer: carries a Kubernetes Status object."""
+
+    def __init__(
+        self,
+        code: int,
+        message: str,
+        reason: str | None = None,
+        details: dict[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.headers = dict(headers or {})
+        self.status: dict[str, Any] = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": message,
+            "reason": reason or _REASONS.get(code, "Unknown"),
+            "code": code,
+        }
+        if details:
+            self.status["details"] = details
+
+
+class _Drop(Exception):
+    """Close the connection without answering."""
+
+
+def _not_found(kind: str, name: str) -> _APIError:
+    return _APIError(404, f'{kind} "{name}" not found', "NotFound", {"name": name, "kind": kind})
+
+
+def _conflict(kind: str, name: str) -> _APIError:
+    return _APIError(
+        409,
+        f'Operation cannot be fulfilled on {kind} "{name}": the object has been modified; '
+        "please apply your changes to the latest version and try again",
+        "Conflict",
+        {"name": name, "kind": kind},
+    )
+
+
+def _invalid(kind: str, name: str, field_path: str, message: str) -> _APIError:
+    kind_title = {"secrets": "Secret", "namespaces": "Namespace"}.get(kind, kind)
+    return _APIError(
+        422,
+        f'{kind_title} "{name}" is invalid: {field_path}: {message}',
+        "Invalid",
+        {"name": name, "kind": kind_title, "causes": [{"reason": "FieldValueInvalid", "message": message, "field": field_path}]},
+    )
+
+
+def _merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch; for a Secret, strategic merge is the same
+    thing (labels, annotations and data are plain maps)."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if key.startswith("$"):  # strategic-merge directives: nothing to do for maps
+            continue
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = _merge_patch(result.get(key), value)
+    return result
+
+
+def _json_pointer(path: str) -> list[str]:
+    if not path.startswith("/"):
+        raise _APIError(422, f"invalid JSON pointer {path!r}")
+    return [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
+
+
+def _json_patch(obj: dict[str, Any], ops: Any) -> dict[str, Any]:
+    """RFC 6902 JSON patch: add, remove, replace, test (enough for maps)."""
+    if not isinstance(ops, list):
+        raise _APIError(400, "json patch body must be a list of operations")
+    doc = copy.deepcopy(obj)
+    for op in ops:
+        if not isinstance(op, dict) or "op" not in op or "path" not in op:
+            raise _APIError(400, f"malformed json patch operation {op!r}")
+        *parents, last = _json_pointer(op["path"])
+        node: Any = doc
+        for part in parents:
+            if not isinstance(node, dict) or part not in node:
+                raise _APIError(422, f"json patch: path {op['path']!r} does not exist")
+            node = node[part]
+        if not isinstance(node, dict):
+            raise _APIError(422, f"json patch: path {op['path']!r} is not inside an object")
+        kind = op["op"]
+        if kind in ("add", "replace"):
+            if kind == "replace" and last not in node:
+                raise _APIError(422, f"json patch: replace of missing path {op['path']!r}")
+            node[last] = copy.deepcopy(op.get("value"))
+        elif kind == "remove":
+            if last not in node:
+                raise _APIError(422, f"json patch: remove of missing path {op['path']!r}")
+            del node[last]
+        elif kind == "test":
+            if node.get(last) != op.get("value"):
+                raise _APIError(422, f"json patch: test failed at {op['path']!r}")
+        else:
+            raise _APIError(422, f"json patch: unsupported op {kind!r}")
+    return doc
+
+
+# --------------------------------------------------------------------------
+# Virtual clusters
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request as the server saw it (before any injected fault)."""
+
+    method: str
+    path: str  # below the cluster prefix, without the query: /api/v1/namespaces/x/secrets/y
+    query: dict[str, list[str]]
+    content_type: str | None
+    user: str | None  # None when the token was unknown or missing
+    body: Any  # parsed JSON, or None
+
+
+@dataclass
+class _Failure:
+    status: int
+    remaining: int
+    methods: frozenset[str] | None
+    message: str
+
+
+@dataclass
+class _User:
+    name: str
+    verbs: frozenset[str]
+
+
+class VirtualCluster:
+    """State and fault knobs of one virtual cluster; every method is thread-safe."""
+
+    def __init__(self, name: str, server: KubeAPIServer) -> None:
+        self.name = name
+        self._server = server
+        self._lock = threading.RLock()
+        self._rv = 0
+        self._namespaces: dict[str, dict[str, Any]] = {}
+        self._secrets: dict[tuple[str, str], dict[str, Any]] = {}
+        self._calls: list[Call] = []
+        self._failures: list[_Failure] = []
+        self._drops = 0
+        self._conflicts = 0
+        self.delay: float = 0.0
+        """Seconds every request waits before it is answered (for timeouts)."""
+        self.tokens: dict[str, _User] = {
+            ADMIN_TOKEN: _User("admin", _ALL_VERBS),
+            READONLY_TOKEN: _User("readonly", _READ_VERBS),
+        }
+        for ns in _DEFAULT_NAMESPACES:
+            self._store_namespace(ns)
+
+    # -- addresses -------------------------------------------------------
+    @property
+    def url(self) -> str:
+        """The `server:` a kubeconfig uses for this cluster."""
+        return self._server.url(self.name)
+
+    # -- knobs -----------------------------------------------------------
+    def add_token(self, token: str, user: str, readonly: bool = False) -> None:
+        """Accept another bearer token in this cluster only."""
+        with self._lock:
+            self.tokens[token] = _User(user, _READ_VERBS if readonly else _ALL_VERBS)
+
+    def fail_next(
+        self, status: int = 500, count: int = 1, methods: Iterable[str] | None = None, message: str | None = None
+    ) -> None:
+        """Answer the next `count` requests (of `methods`, default any) with `status`."""
+        with self._lock:
+            self._failures.append(
+                _Failure(
+                    status,
+                    count,
+                    frozenset(m.upper() for m in methods) if methods is not None else None,
+                    message or f"injected failure ({status})",
+                )
+            )
+
+    def drop_next(self, count: int = 1) -> None:
+        """Close the connection on the next `count` requests without any answer."""
+        with self._lock:
+            self._drops += count
+
+    def conflict_next_write(self, count: int = 1) -> None:
+        """Let "someone else" write the secret just before the next PUT/PATCH of
+        a secret lands, so a client precondition on resourceVersion fails (409)."""
+        with self._lock:
+            self._conflicts += count
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._failures.clear()
+            self._drops = 0
+            self._conflicts = 0
+            self.delay = 0.0
+
+    # -- request log -----------------------------------------------------
+    @property
+    def calls(self) -> list[Call]:
+        with self._lock:
+            return list(self._calls)
+
+    @property
+    def requests(self) -> list[tuple[str, str]]:
+        """(method, path) of every request received, faults included."""
+        with self._lock:
+            return [(c.method, c.path) for c in self._calls]
+
+    @property
+    def writes(self) -> list[tuple[str, str]]:
+        """The requests that would change state (POST/PUT/PATCH/DELETE)."""
+        return [r for r in self.requests if r[0] in WRITE_METHODS]
+
+    def clear_requests(self) -> None:
+        with self._lock:
+            self._calls.clear()
+
+    # -- direct state access ----------------------------------------------
+    @property
+    def namespaces(self) -> set[str]:
+        with self._lock:
+            return set(self._namespaces)
+
+    def add_namespace(self, namespace: str) -> None:
+        with self._lock:
+            if namespace not in self._namespaces:
+                self._store_namespace(namespace)
+
+    def put_secret(
+        self,
+        namespace: str,
+        name: str,
+        data: Mapping[str, bytes],
+        labels: Mapping[str, str] | None = None,
+        annotations: Mapping[str, str] | None = None,
+        type: str = "Opaque",
+    ) -> str:
+        """Seed (or overwrite) a secret, creating its namespace; returns its resourceVersion."""
+        with self._lock:
+            self.add_namespace(namespace)
+            old = self._secrets.get((namespace, name))
+            meta: dict[str, Any] = {"name": name, "namespace": namespace}
+            if labels:
+                meta["labels"] = dict(labels)
+            if annotations:
+                meta["annotations"] = dict(annotations)
+            obj = {
+                "kind": "Secret",
+                "apiVersion": "v1",
+                "metadata": meta,
+                "type": type,
+                "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
+            }
+            self._stamp(obj, old)
+            self._secrets[(namespace, name)] = obj
+            return obj["metadata"]["resourceVersion"]
+
+    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The stored secret with `data` decoded to bytes, or None."""
+        with self._lock:
+            obj = self._secrets.get((namespace, name))
+            if obj is None:
+                return None
+            result = copy.deepcopy(obj)
+        result["data"] = {k: base64.b64decode(v) for k, v in (result.get("data") or {}).items()}
+        return result
+
+    def secret_object(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The stored secret exactly as the API would return it (base64 data)."""
+        with self._lock:
+            obj = self._secrets.get((namespace, name))
+            return copy.deepcopy(obj) if obj is not None else None
+
+    def touch_secret(self, namespace: str, name: str) -> str:
+        """Simulate another writer: bump the secret's resourceVersion."""
+        with self._lock:
+            obj = self._secrets[(namespace, name)]
+            obj["metadata"]["resourceVersion"] = self._next_rv()
+            return obj["metadata"]["resourceVersion"]
+
+    def delete_secret(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._secrets.pop((namespace, name), None)
+
+    # -- internals ---------------------------------------------------------
+    def _next_rv(self) -> str:
+        self._rv += 1
+        return str(self._rv)
+
+    def _stamp(self, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+        meta = obj.setdefault("metadata", {})
+        if old is not None:
+            meta["uid"] = old["metadata"]["uid"]
+            meta["creationTimestamp"] = old["metadata"]["creationTimestamp"]
+        else:
+            meta["uid"] = str(uuid.uuid4())
+            meta["creationTimestamp"] = _now()
+        meta["resourceVersion"] = self._next_rv()
+        for key in ("generation", "selfLink", "managedFields", "deletionTimestamp"):
+            meta.pop(key, None)
+
+    def _store_namespace(self, name: str) -> dict[str, Any]:
+        obj = {
+            "kind": "Namespace",
+            "apiVersion": "v1",
+            "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}},
+            "spec": {"finalizers": ["kubernetes"]},
+            "status": {"phase": "Active"},
+        }
+        self._stamp(obj, None)
+        self._namespaces[name] = obj
+        return obj
+
+    def _handle(
+        self, method: str, path: str, query: dict[str, list[str]], headers: Mapping[str, str], raw: bytes
+    ) -> tuple[int, Any, dict[str, str]]:
+        """Faults, authentication, authorization, then the API itself."""
+        content_type = (headers.get("Content-Type") or "").split(";")[0].strip() or None
+        body: Any = None
+        body_error = None
+        if raw:
+            try:
+                body = json.loads(raw)
+            except ValueError as exc:
+                body_error = str(exc)
+        token = None
+        auth = headers.get("Authorization") or ""
+        if auth.lower().startswith("bearer "):
+            token = auth[7:].strip()
+        with self._lock:
+            user = self.tokens.get(token) if token else None
+            self._calls.append(Call(method, path, query, content_type, user.name if user else None, body))
+            if self._drops:
+                self._drops -= 1
+                raise _Drop()
+            delay = self.delay
+            failure = None
+            for f in self._failures:
+                if f.methods is None or method in f.methods:
+                    failure = f
+                    f.remaining -= 1
+                    if f.remaining <= 0:
+                        self._failures.remove(f)
+                    break
+        if delay and self._server.sleep(delay):
+            raise _Drop()  # the server is stopping
+        if failure is not None:
+            headers_out = {"Retry-After": "1"} if failure.status == 429 else {}
+            raise _APIError(failure.status, failure.message, headers=headers_out)
+        if user is None:
+            raise _APIError(401, "Unauthorized")
+        if body_error is not None:
+            raise _APIError(400, f"the body of the request was in an unknown format: {body_error}", "BadRequest")
+        with self._lock:
+            return self._route(method, path, query, content_type, user, body)
+
+    def _route(
+        self, method: str, path: str, query: dict[str, list[str]], content_type: str | None, user: _User, body: Any
+    ) -> tuple[int, Any, dict[str, str]]:
+        parts = [p for p in path.split("/") if p]
+        if parts in (["version"], ["version", ""]):
+            return 200, {"major": "1", "minor": "30", "gitVersion": "v1.30.0-kubeapi-test", "platform": "linux/amd64"}, {}
+        if parts == ["api"]:
+            return 200, {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
+                {"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:443"}]}, {}
+        if parts == ["api", "v1"]:
+            return 200, self._discovery(), {}
+        if parts[:2] != ["api", "v1"] or len(parts) < 3 or parts[2] != "namespaces":
+            raise _APIError(404, "the server could not find the requested resource", "NotFound")
+        rest = parts[3:]
+        if len(rest) == 0:  # /api/v1/namespaces
+            verb = {"GET": "list", "POST": "create"}.get(method)
+            self._authorize(user, verb, "namespaces", None, None, method)
+            if method == "GET":
+                return 200, self._list("NamespaceList", self._namespaces.values()), {}
+            return self._create_namespace(body)
+        ns = rest[0]
+        if len(rest) == 1:  # /api/v1/namespaces/{ns}
+            verb = {"GET": "get", "DELETE": "delete"}.get(method)
+            self._authorize(user, verb, "namespaces", ns, None, method)
+            obj = self._namespaces.get(ns)
+            if obj is None:
+                raise _not_found("namespaces", ns)
+            if method == "DELETE":
+                del self._namespaces[ns]
+                for key in [k for k in self._secrets if k[0] == ns]:
+                    del self._secrets[key]
+                return 200, obj, {}
+            return 200, copy.deepcopy(obj), {}
+        if rest[1] != "secrets" or len(rest) > 3:
+            raise _APIError(404, "the server could not find the requested resource", "NotFound")
+        if len(rest) == 2:  # /api/v1/namespaces/{ns}/secrets
+            verb = {"GET": "list", "POST": "create"}.get(method)
+            self._authorize(user, verb, "secrets", None, ns, method)
+            if method == "GET":
+                return 200, self._list("SecretList", (o for (n, _), o in self._secrets.items() if n == ns)), {}
+            return self._create_secret(ns, body, query)
+        name = rest[2]
+        verb = {"GET": "get", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method)
+        self._authorize(user, verb, "secrets", name, ns, method)
+        current = self._secrets.get((ns, name))
+        if current is None:
+            raise _not_found("secrets", name)
+        if method == "GET":
+            return 200, copy.deepcopy(current), {}
+        if method == "DELETE":
+            del self._secrets[(ns, name)]
+            return 200, {
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                "details": {"name": name, "kind": "secrets", "uid": current["metadata"]["uid"]},
+            }, {}
+        if self._conflicts:
+            self._conflicts -= 1
+            current["metadata"]["resourceVersion"] = self._next_rv()
+        if method == "PUT":
+            return self._replace_secret(ns, name, current, body, query)
+        return self._patch_secret(ns, name, current, body, content_type, query)
+
+    def _authorize(
+        self, user: _User, verb: str | None, resource: str, name: str | None, namespace: str | None, method: str
+    ) -> None:
+        if verb is None:
+            raise _APIError(405, f"the server does not allow this method on the requested resource ({method})")
+        if verb in user.verbs:
+            return
+        subject = f'{resource} "{name}"' if name else resource
+        scope = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
+        details: dict[str, Any] = {"kind": resource}
+        if name:
+            details["name"] = name
+        raise _APIError(
+            403,
+            f'{subject} is forbidden: User "{user.name}" cannot {verb} resource "{resource}" in API group "" {scope}',
+            "Forbidden",
+            details,
+        )
+
+    @staticmethod
+    def _discovery() -> dict[str, Any]:
+        verbs = ["create", "delete", "get", "list", "patch", "update"]
+        return {
+            "kind": "APIResourceList",
+            "groupVersion": "v1",
+            "resources": [
+                {"name": "namespaces", "singularName": "namespace", "namespaced": False, "kind": "Namespace",
+                 "verbs": verbs, "shortNames": ["ns"]},
+                {"name": "secrets", "singularName": "secret", "namespaced": True, "kind": "Secret", "verbs": verbs},
+            ],
+        }
+
+    def _list(self, kind: str, items: Iterable[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "kind": kind,
+            "apiVersion": "v1",
+            "metadata": {"resourceVersion": str(self._rv)},
+            "items": [copy.deepcopy(o) for o in items],
+        }
+
+    @staticmethod
+    def _dry_run(query: dict[str, list[str]]) -> bool:
+        return "All" in query.get("dryRun", [])
+
+    def _create_namespace(self, body: Any) -> tuple[int, Any, dict[str, str]]:
+        name = (body or {}).get("metadata", {}).get("name") if isinstance(body, dict) else None
+        if not name:
+            raise _invalid("namespaces", "", "metadata.name", "Required value: name or generateName is required")
+        if name in self._namespaces:
+            raise _APIError(409, f'namespaces "{name}" already exists', "AlreadyExists", {"name": name, "kind": "namespaces"})
+        obj = self._store_namespace(name)
+        labels = body["metadata"].get("labels") or {}
+        obj["metadata"]["labels"].update(labels)
+        return 201, copy.deepcopy(obj), {}
+
+    def _validated_secret(self, ns: str, name: str, obj: Any) -> dict[str, Any]:
+        """Check and normalise a Secret body the way the API server does."""
+        if not isinstance(obj, dict) or obj.get("kind", "Secret") != "Secret":
+            raise _APIError(400, "the body is not a v1 Secret", "BadRequest")
+        obj = copy.deepcopy(obj)
+        obj["kind"], obj["apiVersion"] = "Secret", "v1"
+        meta = obj.setdefault("metadata", {})
+        if meta.get("namespace", ns) != ns:
+            raise _APIError(400, "the namespace of the provided object does not match the namespace sent on the request")
+        meta["namespace"] = ns
+        if meta.get("name") != name:
+            raise _APIError(400, f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})")
+        obj.setdefault("type", "Opaque")
+        data = obj.get("data") or {}
+        for key, value in (obj.pop("stringData", None) or {}).items():
+            data[key] = base64.b64encode(str(value).encode()).decode()
+        for key, value in data.items():
+            if not _SECRET_KEY.match(key):
+                raise _invalid("secrets", name, f"data[{key}]", "a valid config key must consist of alphanumeric characters, '-', '_' or '.'")
+            try:
+                base64.b64decode(value, validate=True)
+            except (ValueError, TypeError):
+                raise _APIError(400, f"illegal base64 data in data[{key}]", "BadRequest") from None
+        if data:
+            obj["data"] = data
+        else:
+            obj.pop("data", None)
+        for key in ("labels", "annotations"):
+            if key in meta and meta[key] is not None and not all(isinstance(v, str) for v in meta[key].values()):
+                raise _invalid("secrets", name, f"metadata.{key}", "values must be strings")
+        return obj
+
+    def _create_secret(self, ns: str, body: Any, query: dict[str, list[str]]) -> tuple[int, Any, dict[str, str]]:
+        name = body.get("metadata", {}).get("name") if isinstance(body, dict) else None
+        if not name:
+            raise _invalid("secrets", "", "metadata.name", "Required value: name or generateName is required")
+        if ns not in self._namespaces:
+            raise _not_found("namespaces", ns)
+        if (ns, name) in self._secrets:
+            raise _APIError(409, f'secrets "{name}" already exists', "AlreadyExists", {"name": name, "kind": "secrets"})
+        obj = self._validated_secret(ns, name, body)
+        if obj["metadata"].get("resourceVersion"):
+            raise _invalid("secrets", name, "metadata.resourceVersion", "must be empty on create")
+        self._stamp(obj, None)
+        if not self._dry_run(query):
+            self._secrets[(ns, name)] = obj
+        return 201, copy.deepcopy(obj), {}
+
+    def _replace_secret(
+        self, ns: str, name: str, current: dict[str, Any], body: Any, query: dict[str, list[str]]
+    ) -> tuple[int, Any, dict[str, str]]:
+        obj = self._validated_secret(ns, name, body)
+        rv = obj["metadata"].get("resourceVersion")
+        # Stricter than a real API server, which allows an unconditional update
+        # of a Secret: here an update must name the version it replaces.
+        if not rv:
+            raise _invalid("secrets", name, "metadata.resourceVersion", "Invalid value: 0x0: must be specified for an update")
+        if rv != current["metadata"]["resourceVersion"]:
+            raise _conflict("secrets", name)
+        if obj["type"] != current.get("type", "Opaque"):
+            raise _invalid("secrets", name, "type", "Invalid value: field is immutable")
+        self._stamp(obj, current)
+        if not self._dry_run(query):
+            self._secrets[(ns, name)] = obj
+        return 200, copy.deepcopy(obj), {}
+
+    def _patch_secret(
+        self,
+        ns: str,
+        name: str,
+        current: dict[str, Any],
+        body: Any,
+        content_type: str | None,
+        query: dict[str, list[str]],
+    ) -> tuple[int, Any, dict[str, str]]:
+        if content_type in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
+            if not isinstance(body, dict):
+                raise _APIError(400, "a merge patch must be a JSON object", "BadRequest")
+            rv = (body.get("metadata") or {}).get("resourceVersion")
+            if rv is not None and rv != current["metadata"]["resourceVersion"]:
+                raise _conflict("secrets", name)
+            patched = _merge_patch(current, body)
+        elif content_type == "application/json-patch+json":
+            patched = _json_patch(current, body)
+            rv = patched["metadata"].get("resourceVersion")
+            if rv is not None and rv != current["metadata"]["resourceVersion"]:
+                raise _conflict("secrets", name)
+        else:
+            raise _APIError(415, f"the body of the request was in an unknown format - accepted media types include: "
+                                 f"application/json-patch+json, application/merge-patch+json, "
+                                 f"application/strategic-merge-patch+json (got {content_type})")
+        obj = self._validated_secret(ns, name, patched)
+        if obj["type"] != current.get("type", "Opaque"):
+            raise _invalid("secrets", name, "type", "Invalid value: field is immutable")
+        self._stamp(obj, current)
+        if not self._dry_run(query):
+            self._secrets[(ns, name)] = obj
+        return 200, copy.deepcopy(obj), {}
+
+
+# --------------------------------------------------------------------------
+# The HTTP side
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, like a real API server
+    server_version = "kubeapi-test"
+    timeout = 30  # an idle keep-alive connection is closed after this
+    disable_nagle_algorithm = True  # else Nagle + delayed ACK add 40 ms to small answers
+    server: _HTTPServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        """Silent: pytest output stays readable."""
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        self._dispatch()
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
+
+    def _dispatch(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        split = urlsplit(self.path)
+        match = re.match(r"^/clusters/([^/]+)(/.*)?$", split.path)
+        cluster = self.server.api.find(match.group(1)) if match else None
+        try:
+            if cluster is None:
+                raise _APIError(404, f"no virtual cluster at {split.path}; use /clusters/NAME/...", "NotFound")
+            code, payload, headers = cluster._handle(
+                self.command, match.group(2) or "/", parse_qs(split.query), self.headers, raw
+            )
+        except _Drop:
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
+        except _APIError as exc:
+            code, payload, headers = exc.code, exc.status, exc.headers
+        except Exception as exc:  # a bug in this server: say so like an API server would
+            err = _APIError(500, f"kubeapi test server error: {type(exc).__name__}: {exc}")
+            code, payload, headers = err.code, err.status, err.headers
+        data = json.dumps(payload).encode()
+        self.send_response(code, HTTPStatus(code).phrase if code in HTTPStatus._value2member_map_ else None)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in headers.items():
+            self.send_header(key, value)
+        # Headers and body in one write: one TLS record, one segment.
+        self._headers_buffer.append(b"\r\n")
+        self._headers_buffer.append(data)
+        self.flush_headers()
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # 100 clusters connecting at once must not hit SYN drops
+    allow_reuse_address = True
+
+    def __init__(self, api: KubeAPIServer, ssl_context: ssl.SSLContext) -> None:
+        self.api = api
+        self.ssl_context = ssl_context
+        self.open_connections: set[ssl.SSLSocket] = set()
+        self.conn_lock = threading.Lock()
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """TLS handshake in the worker thread, so a slow or failing client
+        (say, one that rejects our CA) never blocks the accept loop."""
+        request.settimeout(10)
+        try:
+            conn = self.ssl_context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            return
+        with self.conn_lock:
+            self.open_connections.add(conn)
+        try:
+            self.RequestHandlerClass(conn, client_address, self)
+        except Exception:  # client went away mid-request: nothing to report
+            pass
+        finally:
+            with self.conn_lock:
+                self.open_connections.discard(conn)
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Silent: a client hanging up is normal in fault-injection tests."""
+
+    def close_connections(self) -> None:
+        with self.conn_lock:
+            conns = list(self.open_connections)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+@dataclass(frozen=True)
+class Context:
+    """One kubeconfig context for `KubeAPIServer.write_kubeconfig`."""
+
+    cluster: str  # virtual cluster name
+    token: str = ADMIN_TOKEN
+    bad_ca: bool = False  # certificate-authority-data is a different CA
+    down: bool = False  # server: a closed port on 127.0.0.1 (connection refused)
+    namespace: str | None = None
+
+
+class KubeAPIServer:
+    """The HTTPS server hosting all virtual clusters; start() before use."""
+
+    def __init__(self) -> None:
+        self._tls = _make_tls()
+        self._wrong_ca_pem = _make_tls().ca_pem
+        self._clusters: dict[str, VirtualCluster] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------
+    def start(self) -> KubeAPIServer:
+        self._httpd = _HTTPServer(self, _server_ssl_context(self._tls))
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="kubeapi", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop accepting, wake delayed requests, close keep-alive connections."""
+        if self._httpd is None:
+            return
+        self._stopping.set()
+        self._httpd.shutdown()
+        self._httpd.close_connections()
+        self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._httpd = None
+
+    def __enter__(self) -> KubeAPIServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def sleep(self, seconds: float) -> bool:
+        """Wait `seconds`, or less if the server stops; True when stopping."""
+        return self._stopping.wait(seconds)
+
+    # -- addresses and TLS -----------------------------------------------
+    @property
+    def port(self) -> int:
+        assert self._httpd is not None, "KubeAPIServer not started"
+        return self._httpd.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def url(self, cluster: str) -> str:
+        return f"{self.base_url}/clusters/{cluster}"
+
+    @property
+    def ca_pem(self) -> bytes:
+        """The CA that signed the server certificate."""
+        return self._tls.ca_pem
+
+    @property
+    def wrong_ca_pem(self) -> bytes:
+        """A CA that did NOT sign the server certificate (TLS failure tests)."""
+        return self._wrong_ca_pem
+
+    @staticmethod
+    def refused_url() -> str:
+        """An https URL on 127.0.0.1 where nothing listens (connection refused).
+
+        The port was free a moment ago; another process could take it, which on
+        a test machine is unlikely enough.
+        """
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        return f"https://127.0.0.1:{port}"
+
+    # -- virtual clusters ----------------------------------------------------
+    def cluster(self, name: str) -> VirtualCluster:
+        """The virtual cluster `name`, created fresh if it does not exist yet."""
+        if not re.match(r"^[A-Za-z0-9._-]+$", name):
+            raise ValueError(f"bad virtual cluster name {name!r}")
+        with self._lock:
+            vc = self._clusters.get(name)
+            if vc is None:
+                vc = self._clusters[name] = VirtualCluster(name, self)
+            return vc
+
+    def find(self, name: str) -> VirtualCluster | None:
+        with self._lock:
+            return self._clusters.get(name)
+
+    @property
+    def clusters(self) -> dict[str, VirtualCluster]:
+        with self._lock:
+            return dict(self._clusters)
+
+    def reset(self) -> None:
+        """Forget every virtual cluster (state, faults and logs)."""
+        with self._lock:
+            self._clusters.clear()
+
+    # -- kubeconfig ----------------------------------------------------------
+    def kubeconfig_dict(
+        self,
+        contexts: Mapping[str, Context | tuple[str, str]],
+        current: str | None = None,
+        bad_ca: bool = False,
+    ) -> dict[str, Any]:
+        """A kubeconfig document; each context gets its own cluster and user entry
+        (named after the context) so that several files merge without clashes."""
+        doc: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "preferences": {},
+            "clusters": [],
+            "users": [],
+            "contexts": [],
+        }
+        for ctx_name, spec in contexts.items():
+            if not isinstance(spec, Context):
+                spec = Context(*spec)
+            wrong = bad_ca or spec.bad_ca
+            ca = self.wrong_ca_pem if wrong else self.ca_pem
+            server = self.refused_url() if spec.down else self.cluster(spec.cluster).url
+            doc["clusters"].append({
+                "name": f"{ctx_name}-cluster",
+                "cluster": {"server": server, "certificate-authority-data": base64.b64encode(ca).decode()},
+            })
+            doc["users"].append({"name": f"{ctx_name}-user", "user": {"token": spec.token}})
+            context: dict[str, Any] = {"cluster": f"{ctx_name}-cluster", "user": f"{ctx_name}-user"}
+            if spec.namespace:
+                context["namespace"] = spec.namespace
+            doc["contexts"].append({"name": ctx_name, "context": context})
+        if current is None and contexts:
+            current = next(iter(contexts))
+        if current is not None:
+            doc["current-context"] = current
+        return doc
+
+    def write_kubeconfig(
+        self,
+        path: str | os.PathLike[str],
+        contexts: Mapping[str, Context | tuple[str, str]],
+        current: str | None = None,
+        bad_ca: bool = False,
+    ) -> Path:
+        """Write a kubeconfig (mode 0600) for `contexts`: name -> Context or
+        (virtual cluster, token). current defaults to the first context;
+        bad_ca=True gives every context the wrong CA."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(self.kubeconfig_dict(contexts, current, bad_ca), sort_keys=False))
+        path.chmod(0o600)
+        return path
+
+
+# --------------------------------------------------------------------------
+# pytest fixtures
+
+
+@pytest.fixture(scope="session")
+def kube_api_server() -> Iterator[KubeAPIServer]:
+    """One HTTPS server for the whole session; stopped (threads ended) at exit."""
+    server = KubeAPIServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def kube_api(kube_api_server: KubeAPIServer) -> KubeAPIServer:
+    """The session server with no virtual clusters: each test starts fresh."""
+    kube_api_server.reset()
+    return kube_api_server
+
+
+STANDARD_CONTEXTS: dict[str, Context] = {
+    "cluster1": Context("cluster1"),
+    "cluster2": Context("cluster2"),
+    "readonly": Context("cluster1", READONLY_TOKEN),
+    "badtoken": Context("cluster1", "not-a-valid-token"),
+    "badca": Context("cluster1", bad_ca=True),
+    "down": Context("cluster1", down=True),
+}
+
+
+@pytest.fixture
+def kubeconfig(kube_api: KubeAPIServer, tmp_path: Path) -> Path:
+    """A kubeconfig file with the standard contexts (current: cluster1):
+    cluster1, cluster2 (separate virtual clusters, admin token); readonly
+    (cluster1, read-only token); badtoken (cluster1, 401); badca (cluster1,
+    wrong CA); down (connection refused)."""
+    return kube_api.write_kubeconfig(tmp_path / "kubeconfig", STANDARD_CONTEXTS, current="cluster1")
+
+
+@pytest.fixture
+def kubeconfig_env(kubeconfig: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """`kubeconfig`, also set as KUBECONFIG (for code that uses the default)."""
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    return kubeconfig

@@ -1,0 +1,488 @@
+"""meshpki.kube end to end: the real kubernetes client, real kubeconfig loading
+and real TLS against tests/kubeapi.py (never a monkeypatched client)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from meshpki.errors import KubeConflict, KubeError
+from meshpki.kube import Cluster, LiveSecret, current_context, list_contexts
+from tests.kubeapi import READONLY_TOKEN, Context, KubeAPIServer
+
+NS = "istio-system"
+NAME = "cacerts"
+DATA = {"ca-cert.pem": b"CERT", "ca-key.pem": b"SECRET-KEY-BYTES", "root-cert.pem": b"ROOT", "cert-chain.pem": b"CHAIN"}
+LABELS = {"app.kubernetes.io/managed-by": "meshpki"}
+ANNOTATIONS = {"meshpki.io/fingerprint": "abc"}
+
+
+@pytest.fixture(autouse=True)
+def hermetic_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No test may read the developer's own ~/.kube/config or KUBECONFIG."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    return home
+
+
+def kube_error(excinfo: pytest.ExceptionInfo[KubeError], status: int | None, *fragments: str) -> str:
+    """Assert the common shape of every KubeError: one line, status kept, no secret bytes."""
+    message = str(excinfo.value)
+    assert excinfo.value.status == status, message
+    assert "\n" not in message, message
+    assert "SECRET-KEY-BYTES" not in message and "U0VDUkVU" not in message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+def connect(kubeconfig: Path, context: str | None = "cluster1", timeout: float = 5.0) -> Cluster:
+    return Cluster.connect(context, kubeconfig=str(kubeconfig), timeout=timeout)
+
+
+# --------------------------------------------------------------------------
+# import hygiene
+
+
+def test_importing_meshpki_does_not_import_kubernetes() -> None:
+    code = (
+        "import sys, meshpki, meshpki.errors, meshpki.kube\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('kubernetes', 'urllib3'))\n"
+        "assert not bad, bad\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+# --------------------------------------------------------------------------
+# kubeconfig loading
+
+
+def test_connect_uses_current_context_by_default(kubeconfig: Path) -> None:
+    with Cluster.connect(kubeconfig=str(kubeconfig)) as cluster:
+        assert cluster.context == "cluster1"
+        assert cluster.server.endswith("/clusters/cluster1")
+
+
+def test_connect_by_context_reaches_that_cluster(kube_api: KubeAPIServer, kubeconfig: Path) -> None:
+    kube_api.cluster("cluster2").put_secret(NS, NAME, DATA)
+    assert connect(kubeconfig, "cluster1").read_secret(NS, NAME) is None
+    secret = connect(kubeconfig, "cluster2").read_secret(NS, NAME)
+    assert secret is not None and secret.data == DATA
+
+
+def test_default_kubeconfig_is_home_kube_config(kube_api: KubeAPIServer, hermetic_env: Path) -> None:
+    kube_api.write_kubeconfig(hermetic_env / ".kube" / "config", {"east": ("cluster1", "admin-token")})
+    cluster = Cluster.connect()
+    assert cluster.context == "east"
+    assert cluster.read_secret(NS, NAME) is None
+
+
+def test_kubeconfig_env_merges_several_files(
+    kube_api: KubeAPIServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = kube_api.write_kubeconfig(tmp_path / "a.yaml", {"east": ("cluster1", "admin-token")})
+    second = kube_api.write_kubeconfig(tmp_path / "b.yaml", {"west": ("cluster2", "admin-token")})
+    missing = tmp_path / "not-there.yaml"  # kubectl skips missing entries; so do we
+    monkeypatch.setenv("KUBECONFIG", os.pathsep.join([str(first), str(missing), str(second)]))
+    kube_api.cluster("cluster2").put_secret(NS, NAME, DATA)
+
+    assert list_contexts() == ["east", "west"]
+    assert current_context() == "east"  # the first file that sets it wins, like kubectl
+    assert Cluster.connect().context == "east"
+    west = Cluster.connect("west")
+    secret = west.read_secret(NS, NAME)
+    assert secret is not None and secret.data == DATA
+
+
+def test_list_contexts(kubeconfig: Path) -> None:
+    assert list_contexts(str(kubeconfig)) == ["cluster1", "cluster2", "readonly", "badtoken", "badca", "down"]
+
+
+def test_unknown_context_lists_the_known_ones(kubeconfig: Path) -> None:
+    with pytest.raises(KubeError) as excinfo:
+        connect(kubeconfig, "foo")
+    kube_error(excinfo, None, 'context "foo" not found in kubeconfig', str(kubeconfig),
+               "(contexts: cluster1, cluster2, readonly, badtoken, badca, down)", "pass --context")
+
+
+def test_home_is_shown_as_tilde(kube_api: KubeAPIServer, hermetic_env: Path) -> None:
+    kube_api.write_kubeconfig(hermetic_env / ".kube" / "config", {"east": ("cluster1", "admin-token")})
+    with pytest.raises(KubeError) as excinfo:
+        Cluster.connect("foo")
+    kube_error(excinfo, None, 'context "foo" not found in kubeconfig ~/.kube/config (contexts: east)')
+
+
+def test_missing_kubeconfig_file(tmp_path: Path) -> None:
+    with pytest.raises(KubeError) as excinfo:
+        Cluster.connect(kubeconfig=str(tmp_path / "nope.yaml"))
+    kube_error(excinfo, None, "nope.yaml does not exist", "--kubeconfig")
+
+
+def test_no_kubeconfig_anywhere_and_not_in_a_pod() -> None:
+    with pytest.raises(KubeError) as excinfo:
+        Cluster.connect()
+    kube_error(excinfo, None, "no kubeconfig found", "~/.kube/config", "KUBECONFIG")
+
+
+def test_in_pod_without_service_account_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No kubeconfig + KUBERNETES_SERVICE_HOST = in-cluster config; without the
+    mounted token that must still be one clear line."""
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "1")
+    if Path("/var/run/secrets/kubernetes.io/serviceaccount/token").exists():
+        pytest.skip("running inside a real pod")
+    with pytest.raises(KubeError) as excinfo:
+        Cluster.connect()
+    kube_error(excinfo, None, "context in-cluster", "service account")
+
+
+def test_broken_yaml_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "config"
+    path.write_text("apiVersion: v1\nclusters:\n  - name: a\n   bad: [unclosed\n")
+    with pytest.raises(KubeError) as excinfo:
+        Cluster.connect(kubeconfig=str(path))
+    kube_error(excinfo, None, str(path), "is not valid YAML", "line 4")
+
+
+@pytest.mark.parametrize("text", ["", "- just\n- a list\n", "clusters: 3\n"])
+def test_not_a_kubeconfig(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "config"
+    path.write_text(text)
+    with pytest.raises(KubeError) as excinfo:
+        Cluster.connect(kubeconfig=str(path))
+    kube_error(excinfo, None, str(path))
+
+
+def test_context_pointing_at_missing_cluster_entry(kube_api: KubeAPIServer, tmp_path: Path) -> None:
+    doc = kube_api.kubeconfig_dict({"east": ("cluster1", "admin-token")})
+    doc["clusters"] = []
+    path = tmp_path / "config"
+    import yaml
+
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(KubeError) as excinfo:
+        Cluster.connect(kubeconfig=str(path))
+    kube_error(excinfo, None, "context east", "fix that entry")
+
+
+# --------------------------------------------------------------------------
+# secrets and namespaces
+
+
+def test_read_missing_and_present_secret(kube_api: KubeAPIServer, kubeconfig: Path) -> None:
+    cluster = connect(kubeconfig)
+    assert cluster.read_secret(NS, NAME) is None  # namespace missing too: still None
+    rv = kube_api.cluster("cluster1").put_secret(NS, NAME, DATA, LABELS, ANNOTATIONS)
+    secret = cluster.read_secret(NS, NAME)
+    assert secret == LiveSecret(NAME, NS, "Opaque", DATA, LABELS, ANNOTATIONS, rv)
+    assert "SECRET-KEY-BYTES" not in repr(secret)
+
+
+def test_ensure_namespace_then_create_secret(kube_api: KubeAPIServer, kubeconfig: Path) -> None:
+    cluster = connect(kubeconfig)
+    assert cluster.ensure_namespace(NS) is True
+    assert cluster.ensure_namespace(NS) is False  # 409 AlreadyExists is fine
+    created = cluster.create_secret(NS, NAME, DATA, LABELS, ANNOTATIONS)
+    assert created.data == DATA and created.labels == LABELS and created.annotations == ANNOTATIONS
+    stored = kube_api.cluster("cluster1").get_secret(NS, NAME)
+    assert stored is not None
+    assert stored["data"] == DATA and stored["type"] == "Opaque"
+    assert stored["metadata"]["resourceVersion"] == created.resource_version
+    assert stored["metadata"]["uid"] and stored["metadata"]["creationTimestamp"]
+    assert kube_api.cluster("cluster2").get_secret(NS, NAME) is None  # clusters are separate
+
+
+def test_create_secret_twice_is_a_conflict(kube_api: KubeAPIServer, kubeconfig: Path) -> None:
+    kube_api.cluster("cluster1").put_secret(NS, NAME, DATA)
+    with pytest.raises(KubeConflict) as excinfo:
+        connect(kubeconfig).create_secret(NS, NAME, DATA, LABELS, ANNOTATIONS)
+    kube_error(excinfo, 409, "context cluster1", "secret istio-system/cacerts already exists", "re-run")
+
+
+def test_create_secret_in_missing_namespace(kubeconfig: Path) -> None:
+    with pytest.raises(KubeError) as excinfo:
+        connect(kubeconfig).create_secret(NS, NAME, DATA, LABELS, ANNOTATIONS)
+    kube_error(excinfo, 404, 'namespaces "istio-system" not found', "create namespace istio-system first")
+
+
+def test_replace_with_current_resource_version(kube_api: KubeAPIServer, kubeconfig: Path) -> None:
+    vc = kube_api.cluster("cluster1")
+    rv = vc.put_secret(NS, NAME, {"old": b"x"}, {"keep": "no"})
+    new_data = dict(DATA, **{"ca-cert.pem": b"NEW"})
+    replaced = connect(kubeconfig).replace_secret(NS, NAME, new_data, LABELS, ANNOTATIONS, rv)
+    assert int(replaced.resource_version) > int(rv)
+    stored = vc.get_secret(NS, NAME)
+    assert stored is not None
+    assert stored["data"] == new_data  # replaced as a whole: "old" is gone
+    assert stored["metadata"]["labels"] == LABELS
+    assert vc.writes == [("PUT", f"/api/v1/namespaces/{NS}/secrets/{NAME}")]
+
+
+def test_replace_with_stale_resource_version(kube_api: KubeAPIServer, kubeconfig: Path) -> None:
+    vc = kube_api.cluster("cluster1")
+    rv = vc.put_secret(NS, NAME, {"old": b"x"})
+    vc.touch_secret(NS, NAME)  # someone else wrote after our read
+    with pytest.raises(KubeConflict) as excinfo:
+        connect(kubeconfig).replace_secret(NS, NAME, DATA, LABELS, ANNOTATIONS, rv)
+    kube_error(excinfo, 409, "context cluster1", "secret istio-system/cacerts was changed", "409 Conflict")
+    stored = vc.get_secret(NS, NAME)
+    assert stored is not None and stored["data"] == {"old": b"x"}
+
+
+def test_conflict_injected_on_next_write(kube_api: KubeAPIServer, kubeconfig: Path) -> None:
+    vc = kube_api.cluster("cluster1")
+    rv = vc.put_secret(NS, NAME, {"old": b"x"})
+    vc.conflict_next_write()
+    cluster = connect(kubeconfig)
+    with pytest.raises(KubeConflict):
+        cluster.replace_secret(NS, NAME, DATA, LABELS, ANNOTATIONS, rv)
+    fresh = cluster.read_secret(NS, NAME)
+    assert fresh is not None
+    cluster.replace_secret(NS, NAME, DATA, LABELS, ANNOTATIONS, fresh.resource_version)  # the caller's retry
+
+
+def test_patch_metadata_leaves_data_alone(kube_api: KubeAPIServer, kubeconfig: Path) -> None:
+    vc = kube_api.cluster("cluster1")
+    rv = vc.put_secret(NS, NAME, DATA, {"team": "mesh", "drop": "me"}, {"note": "by hand"})
+    patched = connect(kubeconfig).patch_secret_metadata(
+        NS, NAME, {**LABELS, "drop": None}, ANNOTATIONS, rv
+    )
+    assert patched.data == DATA
+    assert patched.labels == {"team": "mesh", **LABELS}
+    assert patched.annotations == {"note": "by hand", **ANNOTATIONS}
+    call = vc.calls[-1]
+    assert call.method == "PATCH" and call.content_type == "application/merge-patch+json"
+    assert call.body == {"metadata": {"labels": {**LABELS, "drop": None}, "annotations": ANNOTATIONS, "resourceVersion": rv}}
+
+
+def test_patch_metadata_with_stale_resource_version(kube_api: KubeAPIServer, kubeconfig: Path) -> None:
+    vc = kube_api.cluster("cluster1")
+    rv = vc.put_secret(NS, NAME, DATA)
+    vc.touch_secret(NS, NAME)
+    with pytest.raises(KubeConflict) as excinfo:
+        connect(kubeconfig).patch_secret_metadata(NS, NAME, LABELS, ANNOTATIONS, rv)
+    kube_error(excinfo, 409)
+    stored = vc.get_secret(NS, NAME)
+    assert stored is not None and "labels" not in stored["metadata"]
+
+
+# --------------------------------------------------------------------------
+# refusals
+
+
+def test_readonly_may_read(kube_api: KubeAPIServer, kubeconfig: Path) -> None:
+    kube_api.cluster("cluster1").put_secret(NS, NAME, DATA)
+    secret = connect(kubeconfig, "readonly").read_secret(NS, NAME)
+    assert secret is not None and secret.data == DATA
+
+
+def test_readonly_update_is_forbidden_with_rbac_hint(kube_api: KubeAPIServer, kubeconfig: Path) -> None:
+    vc = kube_api.cluster("cluster1")
+    rv = vc.put_secret(NS, NAME, {"old": b"x"})
+    with pytest.raises(KubeError) as excinfo:
+        connect(kubeconfig, "readonly").replace_secret(NS, NAME, DATA, LABELS, ANNOTATIONS, rv)
+    kube_error(
+        excinfo, 403,
+        'context readonly: user "readonly" may not update secret istio-system/cacerts (403 Forbidden',
+        'a Role in istio-system with apiGroups [""], resources ["secrets"], resourceNames ["cacerts"], '
+        'verbs ["get","update","patch"]',
+    )
+    stored = vc.get_secret(NS, NAME)
+    assert stored is not None and stored["data"] == {"old": b"x"}
+
+
+def test_readonly_create_hint_has_no_resource_names(kube_api: KubeAPIServer, kubeconfig: Path) -> None:
+    kube_api.cluster("cluster1").add_namespace(NS)
+    with pytest.raises(KubeError) as excinfo:
+        connect(kubeconfig, "readonly").create_secret(NS, NAME, DATA, LABELS, ANNOTATIONS)
+    message = kube_error(excinfo, 403, "may not create secret istio-system/cacerts", 'verbs ["create"]')
+    assert "resourceNames" not in message.split("allow it with")[1].split("(create")[0]
+
+
+def test_readonly_ensure_namespace(kube_api: KubeAPIServer, kubeconfig: Path) -> None:
+    readonly = connect(kubeconfig, "readonly")
+    with pytest.raises(KubeError) as excinfo:
+        readonly.ensure_namespace(NS)
+    kube_error(excinfo, 403, "may not create namespace istio-system", 'resources ["namespaces"]', "beforehand")
+    kube_api.cluster("cluster1").add_namespace(NS)
+    assert readonly.ensure_namespace(NS) is False  # may not create, but it is there
+
+
+def test_per_cluster_token(kube_api: KubeAPIServer, tmp_path: Path) -> None:
+    kube_api.cluster("cluster2").add_token("ci-token", "ci-bot", readonly=True)
+    path = kube_api.write_kubeconfig(
+        tmp_path / "kc", {"c1": Context("cluster1", "ci-token"), "c2": Context("cluster2", "ci-token")}
+    )
+    with pytest.raises(KubeError) as excinfo:
+        connect(path, "c1").read_secret(NS, NAME)
+    kube_error(excinfo, 401)
+    with pytest.raises(KubeError) as excinfo:
+        connect(path, "c2").ensure_namespace(NS)
+    kube_error(excinfo, 403, 'user "ci-bot"')
+
+
+def test_bad_token_is_401(kubeconfig: Path) -> None:
+    with pytest.raises(KubeError) as excinfo:
+        connect(kubeconfig, "badtoken").read_secret(NS, NAME)
+    kube_error(
+        excinfo, 401,
+        "context badtoken: the API server rejected the credentials (401 Unauthorized); refresh the token in the kubeconfig",
+    )
+
+
+# --------------------------------------------------------------------------
+# transport failures
+
+
+def test_wrong_ca_fails_tls_verification(kube_api: KubeAPIServer, kubeconfig: Path) -> None:
+    with pytest.raises(KubeError) as excinfo:
+        connect(kubeconfig, "badca").read_secret(NS, NAME)
+    kube_error(excinfo, None, "context badca", "certificate verify failed", "certificate-authority-data")
+    assert kube_api.cluster("cluster1").requests == []  # no request got through
+
+
+def test_refused_port(kubeconfig: Path) -> None:
+    with pytest.raises(KubeError) as excinfo:
+        connect(kubeconfig, "down").read_secret(NS, NAME)
+    kube_error(excinfo, None, "context down: cannot connect to https://127.0.0.1:", "connection refused")
+
+
+def test_slow_server_times_out_once(kube_api: KubeAPIServer, kubeconfig: Path) -> None:
+    vc = kube_api.cluster("cluster1")
+    vc.delay = 2.0
+    cluster = connect(kubeconfig, timeout=0.3)
+    start = time.monotonic()
+    with pytest.raises(KubeError) as excinfo:
+        cluster.read_secret(NS, NAME)
+    elapsed = time.monotonic() - start
+    kube_error(excinfo, None, "context cluster1", "did not answer within 0.3 s")
+    assert elapsed < 1.0, f"timeout was retried ({elapsed:.2f} s)"
+    assert len(vc.requests) == 1
+
+
+@pytest.mark.parametrize("status, phrase", [(500, "500 Internal Server Error"), (503, "503 Service Unavailable")])
+def test_server_error_keeps_status_and_message(
+    kube_api: KubeAPIServer, kubeconfig: Path, status: int, phrase: str
+) -> None:
+    vc = kube_api.cluster("cluster1")
+    vc.fail_next(status, message="etcdserver: request timed out")
+    cluster = connect(kubeconfig)
+    with pytest.raises(KubeError) as excinfo:
+        cluster.read_secret(NS, NAME)
+    kube_error(excinfo, status, "context cluster1", phrase, "etcdserver: request timed out", "retry later")
+    assert cluster.read_secret(NS, NAME) is None  # only the next request failed
+    assert len(vc.requests) == 2  # no transport-level retry on a 5xx
+
+
+def test_fail_next_only_hits_chosen_methods(kube_api: KubeAPIServer, kubeconfig: Path) -> None:
+    vc = kube_api.cluster("cluster1")
+    vc.fail_next(503, count=1, methods=["POST"])
+    cluster = connect(kubeconfig)
+    assert cluster.read_secret(NS, NAME) is None
+    with pytest.raises(KubeError) as excinfo:
+        cluster.ensure_namespace(NS)
+    kube_error(excinfo, 503, "failed to create namespace istio-system")
+    assert cluster.ensure_namespace(NS) is True
+
+
+@pytest.mark.parametrize("write", [False, True])
+def test_dropped_connection(kube_api: KubeAPIServer, kubeconfig: Path, write: bool) -> None:
+    vc = kube_api.cluster("cluster1")
+    rv = vc.put_secret(NS, NAME, DATA)
+    cluster = connect(kubeconfig)
+    assert cluster.read_secret(NS, NAME) is not None  # a pooled keep-alive connection now exists
+    vc.drop_next()
+    with pytest.raises(KubeError) as excinfo:
+        if write:
+            cluster.patch_secret_metadata(NS, NAME, LABELS, ANNOTATIONS, rv)
+        else:
+            cluster.read_secret(NS, NAME)
+    kube_error(excinfo, None, "context cluster1", "closed the connection without an answer")
+    assert len(vc.requests) == 2  # never re-sent
+    assert cluster.read_secret(NS, NAME) is not None  # and the client recovers
+
+
+# --------------------------------------------------------------------------
+# the server itself
+
+
+def test_server_rejects_replace_without_resource_version(kube_api: KubeAPIServer, kubeconfig: Path) -> None:
+    kube_api.cluster("cluster1").put_secret(NS, NAME, DATA)
+    with pytest.raises(KubeError) as excinfo:
+        connect(kubeconfig).replace_secret(NS, NAME, DATA, None, None, "")
+    kube_error(excinfo, 422, "must be specified for an update")
+
+
+def test_hundred_clusters_concurrently(kube_api: KubeAPIServer, tmp_path: Path) -> None:
+    names = [f"c{i:03d}" for i in range(100)]
+    path = kube_api.write_kubeconfig(tmp_path / "fleet", {n: (n, "admin-token") for n in names})
+
+    def push(name: str) -> str:
+        with Cluster.connect(name, kubeconfig=str(path), timeout=10) as cluster:
+            cluster.ensure_namespace(NS)
+            cluster.create_secret(NS, NAME, {"cluster": name.encode()}, LABELS, ANNOTATIONS)
+            secret = cluster.read_secret(NS, NAME)
+            assert secret is not None
+            return secret.data["cluster"].decode()
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=32) as pool:
+        assert list(pool.map(push, names)) == names
+    for name in names:
+        stored = kube_api.cluster(name).get_secret(NS, NAME)
+        assert stored is not None and stored["data"] == {"cluster": name.encode()}
+        assert len(kube_api.cluster(name).writes) == 2
+
+
+def test_readonly_token_constant_matches_fixture(kube_api: KubeAPIServer, kubeconfig: Path) -> None:
+    import yaml
+
+    doc = yaml.safe_load(kubeconfig.read_text())
+    tokens = {u["name"]: u["user"]["token"] for u in doc["users"]}
+    assert tokens["readonly-user"] == READONLY_TOKEN
+    assert doc["current-context"] == "cluster1"
+
+
+def test_kubeconfig_env_fixture(kubeconfig_env: Path) -> None:
+    assert Cluster.connect().context == "cluster1"
+    assert Cluster.connect("cluster2").read_secret(NS, NAME) is None
+
+
+def test_server_stops_with_requests_in_flight(tmp_path: Path) -> None:
+    """stop() must not wait for a delayed request or an idle keep-alive connection."""
+    import threading
+
+    server = KubeAPIServer().start()
+    path = server.write_kubeconfig(tmp_path / "kc", {"east": ("east", "admin-token")})
+    idle = Cluster.connect("east", kubeconfig=str(path))
+    assert idle.read_secret(NS, NAME) is None  # leaves a keep-alive connection open
+    server.cluster("east").delay = 30
+    slow = Cluster.connect("east", kubeconfig=str(path), timeout=30)
+    errors: list[KubeError] = []
+
+    def read() -> None:
+        try:
+            slow.read_secret(NS, NAME)
+        except KubeError as exc:
+            errors.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    while len(server.cluster("east").requests) < 2:
+        time.sleep(0.01)
+    start = time.monotonic()
+    server.stop()
+    reader.join(timeout=5)
+    assert time.monotonic() - start < 2
+    assert not reader.is_alive()
+    assert errors and errors[0].status is None
+    assert server._thread is not None and not server._thread.is_alive()
