@@ -35,4 +35,14 @@ def _run_in(store: Store, key_type: KeyType, step: Callable[[str], None]) -> str
     for result in issued:
         files = ", ".join(sorted(p.name for p in result.path.iterdir()))
         lines.append(f"{result.cluster}: {files}")
+    lines += _verify_step(store, step)
     return "\n".join(lines)
+
+
+def _verify_step(store: Store, step: Callable[[str], None]) -> list[str]:
+    """Both bundles and the pair, checked as istiod and the proxies would."""
+    from meshpki import render, verify
+
+    step(f"verify {' '.join(DEMO_CLUSTERS)}")
+    report = verify.run(store, DEMO_CLUSTERS)
+    return ["", render.verify_text(report)]

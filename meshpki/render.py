@@ -68,3 +68,39 @@ def render_data(data: Any, fmt: OutputFormat, text: str) -> str:
     if fmt not in formatters:
         raise ValueError(f"{fmt.value} output is not available here")
     return formatters[fmt]()
+
+
+# -- meshpki verify ------------------------------------------------------------
+
+def _finding_line(finding: Any) -> str:
+    """`  error    key-mismatch  ca-key.pem: ...; fix: ...` (file named, fix given)."""
+    text = finding.message
+    if finding.file and not text.startswith(finding.file):
+        text = f"{finding.file}: {text}"
+    if finding.fix:
+        text = f"{text}; fix: {finding.fix}"
+    return f"  {finding.severity.value:<8} {finding.code:<21} {text}"
+
+
+def verify_text(report: Any, verbose: bool = True) -> str:
+    """The verify report for people: per target and per pair a header with
+    OK/FAIL, one line per finding with its fix, then a summary line.
+    `verbose` False leaves out info findings."""
+    lines: list[str] = []
+    for result in report.results:
+        lines.append(f"{'OK  ' if result.ok else 'FAIL'} {result.target}")
+        lines += [_finding_line(f) for f in result.findings if verbose or f.severity.value != "info"]
+    if report.pairs:
+        lines.append("")
+        lines.append("pairs (cross-cluster mTLS):")
+        for pair in report.pairs:
+            lines.append(f"{'OK  ' if pair.ok else 'FAIL'} {pair.a} <-> {pair.b}")
+            lines += [_finding_line(f) for f in pair.findings if verbose or f.severity.value != "info"]
+    failing = sum(1 for p in report.pairs if not p.ok)
+    summary = (f"{'OK' if report.ok else 'FAIL'}: {len(report.results)} bundle(s), {len(report.pairs)} pair(s); "
+               f"{report.errors} error(s), {report.warnings} warning(s)")
+    if failing:
+        summary += f"; {failing} pair(s) cannot do mTLS"
+    lines.append("")
+    lines.append(summary)
+    return "\n".join(lines)

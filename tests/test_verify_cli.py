@@ -1,0 +1,154 @@
+"""`meshpki verify` end to end: store clusters, foreign folders, pairs, exit codes, JSON."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from meshpki.bundle import CA_KEY, CERT_CHAIN
+from meshpki.keys import KeyType
+
+from tests import factories as f
+
+INSECURE = "--insecure-no-passphrase"
+
+
+def issue(cli, key_type: str, *clusters: str) -> None:
+    result = cli("init-root", INSECURE, "--key-type", key_type, "--days", "3650")
+    assert result.exit_code == 0, result.output
+    result = cli("issue", *clusters)
+    assert result.exit_code == 0, result.output
+
+
+def as_json(result) -> dict:
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("key_type", ["ecdsa-p256", "rsa-2048"])
+def test_issued_bundles_verify_clean(cli, key_type):
+    issue(cli, key_type, "cluster1", "cluster2")
+    result = cli("verify", "cluster1", "cluster2")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("OK  ") == 3  # two bundles and the pair
+    assert "OK: 2 bundle(s), 1 pair(s); 0 error(s), 0 warning(s)" in result.output
+    strict = cli("verify", "--all", "--strict")
+    assert strict.exit_code == 0, strict.output
+
+
+def test_json_shape(cli, tmp_path):
+    issue(cli, "ecdsa-p256", "cluster1")
+    # the same bundle again, in cert-manager's tls.* shape, as a folder target
+    folder = f.write_folder(tmp_path / "cm", f.tls_form(_store_files(tmp_path, "cluster1")))
+    result = cli("verify", "cluster1", str(folder), "-o", "json")
+    assert result.exit_code == 0, result.output
+    data = as_json(result)
+    assert set(data) == {"ok", "errors", "warnings", "results", "pairs"}
+    assert data["ok"] is True and data["errors"] == 0 and isinstance(data["warnings"], int)
+    assert [r["target"] for r in data["results"]] == ["cluster1", str(folder)]
+    for entry in data["results"]:
+        assert set(entry) == {"target", "ok", "findings"} and entry["ok"] is True
+        for item in entry["findings"]:
+            assert set(item) == {"severity", "code", "message", "file"}
+    assert len(data["pairs"]) == 1
+    pair = data["pairs"][0]
+    assert set(pair) == {"a", "b", "ok", "findings"} and (pair["a"], pair["b"]) == ("cluster1", str(folder))
+    assert pair["ok"] is True and pair["findings"][0]["code"] == "handshake-ok"
+
+
+def _store_files(tmp_path, cluster: str) -> dict[str, bytes]:
+    folder = tmp_path / "store" / "clusters" / cluster
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_foreign_folders_makefile_and_samples(cli, tmp_path):
+    makefile, root = f.istio_makefile_bundle("cluster1")
+    other, _ = f.istio_makefile_bundle("cluster2", root=root)
+    a = f.write_folder(tmp_path / "cluster1", makefile)
+    b = f.write_folder(tmp_path / "cluster2", other)
+    samples = f.write_folder(tmp_path / "samples", f.istio_samples_bundle())
+    result = cli("verify", str(a), str(b), "--strict")
+    assert result.exit_code == 0, result.output
+    alone = cli("verify", str(samples), "--strict")
+    assert alone.exit_code == 0, alone.output
+    assert "legacy-profile" in alone.output
+
+
+def test_different_roots_fail_and_the_pair_counts_in_errors(cli, tmp_path):
+    r1, r2 = f.make_root("Root CA", slot=100), f.make_root("Root CA", slot=101)
+    a = f.write_folder(tmp_path / "cluster1", f.bundle_files(f.make_intermediate(r1, "cluster1", slot=102), r1))
+    b = f.write_folder(tmp_path / "cluster2", f.bundle_files(f.make_intermediate(r2, "cluster2", slot=103), r2))
+    result = cli("verify", str(a), str(b), "-o", "json")
+    assert result.exit_code == 1, result.output
+    data = as_json(result)
+    assert all(r["ok"] for r in data["results"])
+    assert data["ok"] is False and data["errors"] >= 1
+    assert data["errors"] == sum(1 for x in data["pairs"][0]["findings"] if x["severity"] == "error")
+    messages = " ".join(x["message"] for x in data["pairs"][0]["findings"])
+    assert "trust different roots" in messages and "UNKNOWN_CA" in messages
+    text = cli("verify", str(a), str(b))
+    assert text.exit_code == 1 and "FAIL " in text.output and "fix:" in text.output
+
+
+def test_broken_bundle_text_names_file_and_fix(cli, tmp_path):
+    root = f.make_root(slot=104)
+    files = f.bundle_files(f.make_intermediate(root, "cluster1", slot=105), root)
+    files[CA_KEY] = f.Authority(root.cert, f.pooled_key(KeyType.ECDSA_P256, 106)).key_pem  # someone else's key
+    del files[CERT_CHAIN]
+    folder = f.write_folder(tmp_path / "broken", files)
+    result = cli("verify", str(folder))
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = result.output.splitlines()
+    assert lines[0] == f"FAIL {folder}"
+    mismatch = next(line for line in lines if "key-mismatch" in line)
+    assert "ca-key.pem" in mismatch and "fix:" in mismatch
+    missing = next(line for line in lines if "missing-file" in line)
+    assert "cert-chain.pem" in missing and "fix:" in missing
+
+
+def test_strict_and_warn_days(cli, tmp_path):
+    root = f.make_root(slot=107)
+    folder = f.write_folder(tmp_path / "short", f.bundle_files(f.make_intermediate(root, "c", slot=108, days=10),
+                                                             root))
+    relaxed = cli("verify", str(folder))
+    assert relaxed.exit_code == 0, relaxed.output
+    assert "expiring-soon" in relaxed.output
+    assert cli("verify", str(folder), "--strict").exit_code == 1
+    quiet = cli("verify", str(folder), "--strict", "--warn-days", "5", "-o", "json")
+    assert quiet.exit_code == 0, quiet.output
+    assert as_json(quiet)["warnings"] == 0
+
+
+def test_usage_errors_exit_2_naming_the_target(cli, tmp_path):
+    issue(cli, "ecdsa-p256", "cluster1")
+    result = cli("verify", "cluster1", "no-such-thing")
+    assert result.exit_code == 2
+    assert "no-such-thing" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert cli("verify", str(tmp_path / "missing" / "dir")).exit_code == 2
+    assert cli("verify", "--warn-days", "-1", "cluster1").exit_code == 2
+
+
+def test_empty_store_without_targets_is_a_usage_error(cli):
+    result = cli("verify")
+    assert result.exit_code == 2 and "no clusters" in result.output
+
+
+def test_all_twenty_clusters(cli):
+    names = [f"c{i:02d}" for i in range(20)]
+    issue(cli, "ecdsa-p256", *names)
+    result = cli("verify", "--all", "-o", "json")
+    assert result.exit_code == 0, result.output
+    data = as_json(result)
+    assert [r["target"] for r in data["results"]] == names
+    assert len(data["pairs"]) == 20 * 19 // 2
+    assert all(p["ok"] and p["findings"][-1]["code"] == "handshake-ok" for p in data["pairs"])
+    assert data["ok"] and data["errors"] == 0
+
+
+def test_help_documents_every_option(cli):
+    result = cli("verify", "--help")
+    assert result.exit_code == 0, result.output
+    for option in ("--all", "--strict", "--warn-days", "--output", "--store", "Examples:"):
+        assert option in result.output
