@@ -174,3 +174,13 @@ def serial_hex(cert: x509.Certificate) -> str:
 
 def subject_text(cert: x509.Certificate) -> str:
     return cert.subject.rfc4514_string() or "(empty subject)"
+
+
+def differing_roles(ours: Bundle, theirs: Bundle) -> list[str]:
+    """Which of the four roles differ byte for byte between two bundles, whatever
+    their form; cert-chain.pem only counts when both carry it as a file (the
+    tls.* form derives it)."""
+    roles = [(CA_CERT, "ca_cert"), (CA_KEY, "ca_key"), (ROOT_CERT, "root_cert")]
+    if ours.form == theirs.form == FORM_FILES:
+        roles.append((CERT_CHAIN, "cert_chain"))
+    return [name for name, attr in roles if getattr(ours, attr) != getattr(theirs, attr)]

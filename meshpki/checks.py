@@ -92,6 +92,11 @@ CODES: dict[str, tuple[Severity, str]] = {
                                       "basicConstraints, PKCS#1 key)"),
     "chain-without-root": (Severity.INFO, "cert-chain.pem stops below the root; fine, peers hold the root"),
     "workload-ok": (Severity.INFO, "a workload cert signed by this bundle verified in a mutual-TLS handshake"),
+    # live secrets (verify --context)
+    "missing-secret": (Severity.ERROR, "the cluster has no cacerts secret: istiod falls back to a self-signed root "
+                                       "and the mesh is split"),
+    "drift": (Severity.WARNING, "the live secret differs from the store's bundle for that cluster"),
+    "matches-store": (Severity.INFO, "the live secret is byte for byte the store's bundle"),
     # pairs
     "peer-untrusted": (Severity.ERROR, "one cluster's root-cert.pem does not hold the root of the other's chain"),
     "handshake-failed": (Severity.ERROR, "the real mutual-TLS handshake between two clusters' workloads failed"),

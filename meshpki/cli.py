@@ -113,6 +113,21 @@ def profile_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+def connection_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--kubeconfig and --timeout, the way kubectl users expect them."""
+    func = click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+                        help="Seconds to wait for each API request.")(func)
+    return click.option("--kubeconfig", envvar="KUBECONFIG", default=None, metavar="PATH",
+                        help="kubeconfig file(s), like kubectl [env KUBECONFIG; default ~/.kube/config].")(func)
+
+
+def kube_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """One --context plus the connection options."""
+    return click.option("--context", default=None, metavar="CTX",
+                        help="kubeconfig context to use [default: the fleet file's, else the cluster's name]."
+                        )(connection_options(func))
+
+
 # -- passphrases -------------------------------------------------------------
 
 def _passphrase_from_sources(passphrase_file: Path | None) -> bytes | None:
@@ -478,6 +493,103 @@ def _print_step(result, output: str, changed_text: str, next_step: str) -> None:
          output, "\n".join(lines))
 
 
+@cli.command("push")
+@store_options
+@click.argument("cluster", required=False)
+@kube_options
+@click.option("--all", "push_all", is_flag=True, help="Push every cluster of the fleet file, each to its context.")
+@click.option("--namespace", default=None, help="Namespace of the secret [default: fleet file, else istio-system].")
+@click.option("--secret-name", default=None, help="Name of the secret [default: fleet file, else cacerts].")
+@click.option("--format", "form", type=click.Choice(["files", "tls"]), default="files", show_default=True,
+              help="files: ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem; tls: tls.crt, tls.key, ca.crt.")
+@click.option("--dry-run", is_flag=True, help="Plan only; with -o yaml print the manifest (works offline too).")
+@click.option("--allow-root-change", is_flag=True,
+              help="Push even when the live secret trusts roots that share nothing with ours (splits the mesh).")
+@output_option("text", "yaml", "json")
+def push_cmd(settings: Settings, cluster: str | None, context: str | None, kubeconfig: str | None,
+             timeout: float, push_all: bool, namespace: str | None, secret_name: str | None, form: str,
+             dry_run: bool, allow_root_change: bool, output: str) -> None:
+    """Write a cluster's bundle as the `cacerts` secret, safely and idempotently.
+
+    Verifies the bundle, reads the live secret, refuses a change of roots that
+    would split the mesh, writes with optimistic concurrency, reads back and
+    compares byte for byte. An unchanged bundle writes nothing.
+
+    \b
+    Examples:
+      meshpki push --context cluster1                 # bundle "cluster1" to context cluster1
+      meshpki push cluster2 --context kind-cluster2
+      meshpki push --all --config samples/mesh.yaml
+      meshpki push cluster1 --dry-run -o yaml > cacerts.yaml   # GitOps, no cluster needed
+    """
+    from meshpki import push as pushmod
+
+    fleet = settings.fleet
+    targets = pushmod.resolve_targets(
+        fleet, cluster, context, push_all, kubeconfig=kubeconfig, timeout=timeout,
+        namespace=namespace or fleet.namespace or pushmod.DEFAULT_NAMESPACE,
+        secret_name=secret_name or fleet.secret_name or pushmod.DEFAULT_SECRET, form=form)
+    failures = 0
+    for target in targets:
+        try:
+            if dry_run:
+                _dry_run_one(settings, target, allow_root_change, output)
+            else:
+                _push_one(settings, target, allow_root_change, output)
+        except MeshPKIError as exc:
+            if len(targets) == 1:
+                raise
+            failures += 1
+            say(f"Error: {exc}")
+    if failures:
+        raise click.ClickException(f"{failures} of {len(targets)} pushes failed (see above)")
+
+
+def _dry_run_one(settings: Settings, target, allow_root_change: bool, output: str) -> None:
+    from meshpki import push as pushmod
+    from meshpki.errors import KubeError
+    from meshpki.render import to_json, to_yaml
+
+    store = settings.store
+    desired = pushmod.desired_secret(pushmod.verified_bundle(store, target.cluster), target.form)
+    manifest = desired.manifest(target.namespace, target.secret_name)
+    if output == "text":
+        plan = pushmod.dry_run_plan(store, target, allow_root_change)
+        click.echo("\n".join(pushmod.describe_plan(plan) + [f"  note: {w}" for w in plan.warnings]))
+        click.echo(f"{target.cluster}: dry run, nothing written")
+        return
+    click.echo(to_yaml(manifest) if output == "yaml" else to_json(manifest))
+    try:
+        plan = pushmod.dry_run_plan(store, target, allow_root_change)
+    except KubeError as exc:
+        say(f"{target.cluster}: cluster not reachable, no plan computed ({exc})")
+        return
+    for line in pushmod.describe_plan(plan) + [f"  note: {w}" for w in plan.warnings]:
+        say(line)
+    say(f"{target.cluster}: dry run, nothing written")
+
+
+def _push_one(settings: Settings, target, allow_root_change: bool, output: str) -> None:
+    from meshpki import push as pushmod
+    from meshpki.render import to_json, to_yaml
+
+    result = pushmod.push(settings.store, target, allow_root_change)
+    plan = result.plan
+    lines = pushmod.describe_plan(plan)
+    if result.namespace_created:
+        lines.append(f"  created namespace {target.namespace}")
+    verdicts = {pushmod.CREATE: "created", pushmod.UPDATE: "updated", pushmod.ADOPT: "adopted (metadata only)",
+                pushmod.UNCHANGED: "unchanged, nothing written"}
+    lines.append(f"{target.cluster}: {verdicts[plan.action]}" + (", read back and identical" if result.written else ""))
+    notes = [f"note: {n}" for n in result.notes]
+    if output == "text":
+        click.echo("\n".join(lines + notes))
+        return
+    for line in lines + notes:
+        say(line)
+    click.echo(to_yaml(result.stored) if output == "yaml" else to_json(result.stored))
+
+
 @cli.command("history")
 @store_options
 @click.argument("cluster", required=False)
@@ -503,6 +615,56 @@ def history_cmd(settings: Settings, cluster: str | None, output: str) -> None:
                  [[r["kind"], r["name"], r["archived_at"], r["serial"], r["not_after"], r["path"]] for r in rows]) \
         if rows else "no archived bundles or roots"
     emit({"history": rows}, output, text)
+
+
+@cli.command("verify")
+@store_options
+@click.argument("targets", nargs=-1, metavar="[TARGET]...")
+@click.option("--all", "all_clusters", is_flag=True,
+              help="Verify every cluster in the store (also the default when no TARGET is named).")
+@click.option("--strict", is_flag=True, help="Exit 1 on warnings too, not only on errors.")
+@click.option("--warn-days", type=click.IntRange(min=0), default=30, show_default=True,
+              help="Warn when a certificate on the path expires within this many days.")
+@click.option("--context", "contexts", multiple=True, metavar="CTX",
+              help="Also verify the live cacerts secret of this kubeconfig context, and compare it with the "
+                   "store (repeatable).")
+@connection_options
+@click.option("--namespace", default=None, help="Namespace of the live secret [default: istio-system].")
+@click.option("--secret-name", default=None, help="Name of the live secret [default: cacerts].")
+@output_option("text", "json")
+def verify_cmd(settings: Settings, targets: tuple[str, ...], all_clusters: bool, strict: bool, warn_days: int,
+               contexts: tuple[str, ...], kubeconfig: str | None, namespace: str | None, secret_name: str | None,
+               timeout: float, output: str) -> None:
+    """Check bundles the way istiod and the proxies will, and every pair of them.
+
+    A TARGET is a cluster in the store or a folder holding a bundle made by
+    anything (meshpki, Istio's Makefile, samples/certs, cert-manager's
+    tls.crt/tls.key/ca.crt). Each bundle signs a workload certificate that
+    must pass a real mutual-TLS handshake; with two or more targets every pair
+    must trust each other. Exit 0: no errors; 1: errors (or warnings with
+    --strict); 2: a TARGET that is neither a cluster nor a folder.
+
+    \b
+    Examples:
+      meshpki verify                          # every cluster in the store, and all pairs
+      meshpki verify cluster1 cluster2 -o json
+      meshpki verify ./istio-1.22/samples/certs --strict
+      meshpki verify cluster1 /tmp/cacerts-from-cluster3 --warn-days 60
+      meshpki verify --context cluster1 --context cluster2   # live secrets, and drift from the store
+    """
+    from meshpki import verify
+    from meshpki.render import OutputFormat, render_data, verify_text
+
+    store = settings.store
+    fleet = settings.fleet
+    live = [verify.LiveSource(ctx, fleet.cluster_for_context(ctx), kubeconfig,
+                              namespace or fleet.namespace or "istio-system",
+                              secret_name or fleet.secret_name or "cacerts", timeout) for ctx in contexts]
+    report = verify.run(store, targets, all_clusters=all_clusters, warn_days=warn_days, live=live)
+    click.echo(render_data(report.to_dict(), OutputFormat(output), verify_text(report)))
+    code = report.exit_code(strict)
+    if code:
+        click.get_current_context().exit(code)
 
 
 @cli.command("demo")

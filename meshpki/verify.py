@@ -11,12 +11,12 @@ import datetime as dt
 import itertools
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from meshpki import checks
-from meshpki.bundle import Bundle, load_folder
+from meshpki.bundle import Bundle, differing_roles, load_folder
 from meshpki.checks import BundleReport, PairReport, Severity
 from meshpki.errors import InputError
 
@@ -29,7 +29,7 @@ class Target:
 
     label: str
     bundle: Bundle
-    kind: str  # "cluster" or "folder"
+    kind: str  # "cluster", "folder" or "live"
 
 
 @dataclass(frozen=True)
@@ -103,9 +103,69 @@ def verify_targets(targets: Sequence[Target], now: dt.datetime | None = None,
     return VerifyReport(results, pairs)
 
 
+@dataclass(frozen=True)
+class LiveSource:
+    """A cluster's live cacerts secret, read through a kubeconfig context."""
+
+    context: str
+    cluster: str  # the store cluster it should match (fleet file mapping, else the context name)
+    kubeconfig: str | None = None
+    namespace: str = "istio-system"
+    secret_name: str = "cacerts"
+    timeout: float = 10.0
+
+    @property
+    def label(self) -> str:
+        return f"live:{self.context}"
+
+
+def read_live(store, source: LiveSource) -> tuple[Target | None, tuple[checks.Finding, ...]]:
+    """The live secret as a target, plus what comparing it with the store says.
+
+    No secret at all is the worst case istiod has: it falls back to a
+    self-signed root and the mesh splits, so it is an error, not a skip.
+    """
+    from meshpki import kube
+
+    where = f"{source.namespace}/{source.secret_name}"
+    secret = kube.Cluster.connect(source.context, source.kubeconfig, source.timeout).read_secret(
+        source.namespace, source.secret_name)
+    if secret is None:
+        return None, (checks.Finding(Severity.ERROR, "missing-secret",
+                                     f"context {source.context} has no {where} secret: istiod falls back to a "
+                                     "self-signed root and the mesh is split", None,
+                                     f"meshpki push {source.cluster} --context {source.context}"),)
+    live = Bundle.from_secret_data(secret.data, source.label)
+    target = Target(source.label, live, "live")
+    if store is None or not _CLUSTER_NAME.match(source.cluster) or not store.has_cluster(source.cluster):
+        return target, ()
+    differ = differing_roles(store.load_bundle(source.cluster), live)
+    if differ:
+        return target, (checks.Finding(Severity.WARNING, "drift",
+                                       f"{where} differs from the store's bundle for {source.cluster} "
+                                       f"({', '.join(differ)})", None,
+                                       f"meshpki push {source.cluster} --context {source.context}, or find out "
+                                       "who changed the secret"),)
+    return target, (checks.Finding(Severity.INFO, "matches-store",
+                                   f"{where} is byte for byte the store's bundle for {source.cluster}"),)
+
+
 def run(store, names: Sequence[str], all_clusters: bool = False, now: dt.datetime | None = None,
-        warn_days: int = checks.DEFAULT_WARN_DAYS) -> VerifyReport:
-    """The whole of `meshpki verify`, minus printing."""
+        warn_days: int = checks.DEFAULT_WARN_DAYS, live: Sequence[LiveSource] = ()) -> VerifyReport:
+    """The whole of `meshpki verify`, minus printing. With only live sources,
+    the store's clusters are not checked unless named or --all."""
     if warn_days < 0:
         raise InputError(f"--warn-days must be 0 or more, not {warn_days}")
-    return verify_targets(resolve_targets(store, names, all_clusters), now=now, warn_days=warn_days)
+    targets = resolve_targets(store, names, all_clusters) if (names or all_clusters or not live) else []
+    extra: dict[str, tuple[checks.Finding, ...]] = {}
+    absent: list[BundleReport] = []
+    for source in live:
+        target, findings = read_live(store, source)
+        if target is None:
+            absent.append(BundleReport(source.label, findings))
+        else:
+            targets.append(target)
+            extra[target.label] = findings
+    report = verify_targets(targets, now=now, warn_days=warn_days)
+    results = tuple(replace(r, findings=r.findings + extra.get(r.target, ())) for r in report.results)
+    return VerifyReport(results + tuple(absent), report.pairs)

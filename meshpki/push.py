@@ -1,0 +1,357 @@
+"""`meshpki push`: write a store bundle into a cluster as the cacerts secret.
+
+The order is the safety argument: verify the bundle, read what is live,
+refuse a push that would split the mesh's trust, write with the
+resourceVersion we read (a concurrent writer gets a 409, not a lost update),
+then read the secret back and compare byte for byte before saying "done".
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from cryptography import x509
+
+from meshpki import rotate
+from meshpki.bundle import FORM_FILES, FORM_TLS, Bundle, fingerprint, parse_certs, serial_hex
+from meshpki.errors import KubeError, MeshPKIError
+from meshpki.render import iso
+from meshpki.store import Store
+
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "meshpki"
+ANN_INTERMEDIATE = "meshpki.io/intermediate-sha256"
+ANN_NOT_AFTER = "meshpki.io/intermediate-not-after"
+ANN_ROOTS = "meshpki.io/root-sha256"
+DEFAULT_NAMESPACE = "istio-system"
+DEFAULT_SECRET = "cacerts"
+
+CREATE, UPDATE, UNCHANGED, ADOPT = "create", "update", "unchanged", "adopt"
+
+# What istiod and the proxies need before they take a root change live (ISTIO.md).
+ROOT_CHANGE_REMINDER = (
+    "root change: istiod takes it live only with ISTIO_MULTIROOT_MESH=true, and proxies only with "
+    "PROXY_CONFIG_XDS_AGENT=true; otherwise restart istiod and the workloads after this push"
+)
+FIRST_PUSH_REMINDER = (
+    "first cacerts in this cluster: istiod only reads it after a restart "
+    "(kubectl -n {ns} rollout restart deployment/istiod), then restart workloads to get new certificates"
+)
+
+
+class PushError(MeshPKIError):
+    """The push was refused or could not be completed."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a cluster's bundle goes."""
+
+    cluster: str
+    context: str | None
+    kubeconfig: str | None = None
+    namespace: str = DEFAULT_NAMESPACE
+    secret_name: str = DEFAULT_SECRET
+    form: str = FORM_FILES
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class Desired:
+    """The secret exactly as meshpki writes it."""
+
+    data: Mapping[str, bytes]
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+
+    def manifest(self, namespace: str, name: str) -> dict[str, object]:
+        """The Secret object, shaped like `kubectl create secret generic --dry-run=client -o yaml`."""
+        return {
+            "apiVersion": "v1",
+            "data": {k: base64.b64encode(v).decode() for k, v in sorted(self.data.items())},
+            "kind": "Secret",
+            "metadata": {
+                "annotations": dict(self.annotations),
+                "labels": dict(self.labels),
+                "name": name,
+                "namespace": namespace,
+            },
+            "type": "Opaque",
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    action: str
+    target: Target
+    desired: Desired
+    resource_version: str | None
+    changes: tuple[str, ...] = ()
+    root_change: str = "none"  # none | first | extends | narrows | overlaps | split | foreign
+    warnings: tuple[str, ...] = ()
+    live_labels: Mapping[str, str] = field(default_factory=dict)
+    live_annotations: Mapping[str, str] = field(default_factory=dict)
+
+    def labels(self) -> dict[str, str]:
+        """Ours on top of what is live: other tools' labels survive an update."""
+        return {**self.live_labels, **self.desired.labels}
+
+    def annotations(self) -> dict[str, str]:
+        return {**self.live_annotations, **self.desired.annotations}
+
+    @property
+    def writes(self) -> bool:
+        return self.action != UNCHANGED
+
+
+@dataclass(frozen=True)
+class PushResult:
+    plan: Plan
+    written: bool
+    namespace_created: bool = False
+    stored: Mapping[str, object] | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def desired_secret(bundle: Bundle, form: str) -> Desired:
+    """Data byte for byte from the store; metadata recording what is inside."""
+    data = bundle.secret_data(form)
+    cert = parse_certs(bundle.ca_cert or b"", f"{bundle.source}: ca-cert.pem")[0]
+    roots = parse_certs(bundle.root_cert or b"", f"{bundle.source}: root-cert.pem")
+    return Desired(
+        data=data,
+        labels={MANAGED_BY_LABEL: MANAGED_BY},
+        annotations={
+            ANN_INTERMEDIATE: fingerprint(cert),
+            ANN_NOT_AFTER: iso(cert.not_valid_after_utc),
+            ANN_ROOTS: ",".join(fingerprint(r) for r in roots),
+        },
+    )
+
+
+def root_set(data: Mapping[str, bytes]) -> frozenset[bytes] | None:
+    """The DER roots a live secret trusts (root-cert.pem, or ca.crt in the tls form); None if unreadable."""
+    live = Bundle.from_secret_data(data, "live")
+    if live.root_cert is None:
+        return None
+    try:
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        return frozenset(c.public_bytes(Encoding.DER) for c in parse_certs(live.root_cert, "live root-cert.pem"))
+    except MeshPKIError:
+        return None
+
+
+def classify_root_change(live: frozenset[bytes] | None, new: frozenset[bytes]) -> str:
+    """How the pushed roots relate to the live ones, as certificate sets (DESIGN.md).
+
+    A planned rotation step (A -> A+B, A+B -> B) extends or narrows; roots that
+    share nothing split the mesh: workloads of this cluster would stop
+    trusting every other cluster.
+    """
+    if live is None:
+        return "foreign"
+    if live == new:
+        return "none"
+    if new >= live:
+        return "extends"
+    if new <= live:
+        return "narrows"
+    if live & new:
+        return "overlaps"
+    return "split"
+
+
+def _short_cert(cert: x509.Certificate) -> str:
+    return f"serial {serial_hex(cert)} (until {iso(cert.not_valid_after_utc)})"
+
+
+def _describe_changes(current_data: Mapping[str, bytes] | None, desired: Desired) -> tuple[str, ...]:
+    """What an operator wants to see before a write: the intermediate and the roots."""
+    new_bundle = Bundle.from_secret_data(desired.data, "new")
+    new_cert = parse_certs(new_bundle.ca_cert or b"", "new")[0]
+    new_roots = [fingerprint(c) for c in parse_certs(new_bundle.root_cert or b"", "new roots")]
+    if current_data is None:
+        return (f"intermediate: {_short_cert(new_cert)}", f"roots: {', '.join(r[:16] for r in new_roots)}")
+    old = Bundle.from_secret_data(current_data, "live")
+    lines = []
+    try:
+        old_cert = parse_certs(old.ca_cert or b"", "live")[0]
+        if fingerprint(old_cert) != fingerprint(new_cert):
+            lines.append(f"intermediate: {_short_cert(old_cert)} -> {_short_cert(new_cert)}")
+        else:
+            lines.append(f"intermediate: unchanged, {_short_cert(new_cert)}")
+    except MeshPKIError:
+        lines.append(f"intermediate: (unreadable) -> {_short_cert(new_cert)}")
+    try:
+        old_roots = [fingerprint(c) for c in parse_certs(old.root_cert or b"", "live roots")]
+    except MeshPKIError:
+        old_roots = []
+    added = [r[:16] for r in new_roots if r not in old_roots]
+    removed = [r[:16] for r in old_roots if r not in new_roots]
+    if added or removed:
+        lines.append(f"roots: +{', +'.join(added) if added else ' none'}; -{', -'.join(removed) if removed else ' none'}")
+    else:
+        lines.append("roots: unchanged")
+    return tuple(lines)
+
+
+def make_plan(target: Target, desired: Desired, live, allow_root_change: bool) -> Plan:
+    """Decide create / update / unchanged / adopt, and apply the trust guard."""
+    if live is None:
+        return Plan(CREATE, target, desired, None, _describe_changes(None, desired), "first")
+    new_roots = root_set(desired.data)
+    assert new_roots is not None
+    change = classify_root_change(root_set(live.data), new_roots)
+    where = f"{target.cluster}: {target.namespace}/{target.secret_name} in context {target.context}"
+    if change in ("split", "foreign") and not allow_root_change:
+        why = ("holds roots that share nothing with the roots being pushed" if change == "split"
+               else "holds no readable root-cert.pem")
+        raise PushError(
+            f"{where} {why}: pushing would split the mesh's trust (cross-cluster mTLS fails with UNKNOWN_CA); "
+            "use `meshpki rotate-root` for a planned change, or pass --allow-root-change if you mean it"
+        )
+    warnings = []
+    if change in ("extends", "narrows", "overlaps", "split", "foreign"):
+        warnings.append(ROOT_CHANGE_REMINDER)
+    same_data = dict(live.data) == dict(desired.data)
+    same_meta = (all(live.labels.get(k) == v for k, v in desired.labels.items())
+                 and all(live.annotations.get(k) == v for k, v in desired.annotations.items()))
+    if same_data:
+        action = UNCHANGED if same_meta else ADOPT
+        changes = () if same_meta else ("metadata: add meshpki's label and annotations (adopting the secret)",)
+    else:
+        action = UPDATE
+        changes = _describe_changes(live.data, desired)
+    return Plan(action, target, desired, live.resource_version, changes, change, tuple(warnings),
+                dict(live.labels), dict(live.annotations))
+
+
+def connect(target: Target):
+    from meshpki import kube
+
+    return kube.Cluster.connect(target.context, target.kubeconfig, timeout=target.timeout)
+
+
+def plan_push(store: Store, target: Target, allow_root_change: bool, conn=None) -> tuple[Plan, object]:
+    """Verify the store bundle, read the live secret, and plan. Returns (plan, connection)."""
+    bundle = verified_bundle(store, target.cluster)
+    desired = desired_secret(bundle, target.form)
+    conn = conn or connect(target)
+    live = conn.read_secret(target.namespace, target.secret_name)
+    return make_plan(target, desired, live, allow_root_change), conn
+
+
+def verified_bundle(store: Store, cluster: str) -> Bundle:
+    """The store's bundle, refused when verify finds an error in it."""
+    from meshpki import checks
+
+    bundle = store.load_bundle(cluster)
+    report = checks.check_bundle(bundle)
+    errors = [f for f in report.findings if f.severity == checks.Severity.ERROR]
+    if errors:
+        first = errors[0]
+        more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise PushError(f"{cluster}: the store's bundle fails verification: {first.code}: {first.message}{more}; "
+                        f"run `meshpki verify {cluster}` and fix it before pushing")
+    return bundle
+
+
+def apply_plan(conn, plan: Plan) -> PushResult:
+    """Write what the plan says, then read back and compare byte for byte."""
+    t, d = plan.target, plan.desired
+    created_ns = False
+    if plan.action == CREATE:
+        created_ns = conn.ensure_namespace(t.namespace)
+        conn.create_secret(t.namespace, t.secret_name, dict(d.data), dict(d.labels), dict(d.annotations))
+    elif plan.action == UPDATE:
+        conn.replace_secret(t.namespace, t.secret_name, dict(d.data), plan.labels(), plan.annotations(),
+                            plan.resource_version)
+    elif plan.action == ADOPT:
+        conn.patch_secret_metadata(t.namespace, t.secret_name, plan.labels(), plan.annotations(),
+                                   plan.resource_version)
+    stored = conn.read_secret(t.namespace, t.secret_name)
+    if stored is None or dict(stored.data) != dict(d.data):
+        raise PushError(f"{t.cluster}: read-back of {t.namespace}/{t.secret_name} does not match what was "
+                        "written; something else is writing this secret: check and push again")
+    notes = list(plan.warnings)
+    if plan.action == CREATE:
+        notes.append(FIRST_PUSH_REMINDER.format(ns=t.namespace))
+    return PushResult(plan, plan.writes, created_ns, stored_object(stored), tuple(notes))
+
+
+def stored_object(secret) -> dict[str, object]:
+    """The live secret as an object for -o yaml/json (data base64, as the API shows it)."""
+    return {
+        "apiVersion": "v1",
+        "data": {k: base64.b64encode(v).decode() for k, v in sorted(secret.data.items())},
+        "kind": "Secret",
+        "metadata": {"annotations": dict(secret.annotations), "labels": dict(secret.labels),
+                     "name": secret.name, "namespace": secret.namespace,
+                     "resourceVersion": secret.resource_version},
+        "type": secret.type,
+    }
+
+
+def push(store: Store, target: Target, allow_root_change: bool = False) -> PushResult:
+    """Plan and apply; a 409 (someone wrote in between) gets one re-read and re-plan."""
+    plan, conn = plan_push(store, target, allow_root_change)
+    if not plan.writes:
+        live = conn.read_secret(target.namespace, target.secret_name)
+        return PushResult(plan, False, stored=stored_object(live) if live else None)
+    try:
+        result = apply_plan(conn, plan)
+    except KubeError as exc:
+        if exc.status != 409:
+            raise
+        plan, conn = plan_push(store, target, allow_root_change, conn)
+        if not plan.writes:
+            return PushResult(plan, False)
+        try:
+            result = apply_plan(conn, plan)
+        except KubeError as again:
+            if again.status == 409:
+                raise PushError(f"{target.cluster}: {target.namespace}/{target.secret_name} keeps changing under "
+                                "us (409 Conflict twice); find the other writer and push again") from None
+            raise
+    rotate.record_push(store, target.cluster, store.load_bundle(target.cluster))
+    return result
+
+
+def dry_run_plan(store: Store, target: Target, allow_root_change: bool) -> Plan:
+    """The plan without writing; raises KubeError when the cluster cannot be read."""
+    plan, _ = plan_push(store, target, allow_root_change)
+    return plan
+
+
+def describe_plan(plan: Plan) -> list[str]:
+    t = plan.target
+    head = f"{t.cluster}: {t.namespace}/{t.secret_name} via context {t.context}: {plan.action}"
+    return [head] + [f"  {line}" for line in plan.changes]
+
+
+def resolve_targets(fleet, cluster: str | None, context: str | None, push_all: bool, **common) -> list[Target]:
+    """Which clusters go where: one CLUSTER/--context, or every cluster of the fleet file.
+
+    CLUSTER defaults to the context's cluster (fleet file) or name; the context
+    defaults to the fleet file's entry for CLUSTER, else the cluster's name.
+    """
+    from meshpki.errors import InputError
+    from meshpki.store import validate_cluster_name
+
+    if push_all:
+        if cluster or context:
+            raise InputError("--all pushes every cluster of the fleet file; do not name a CLUSTER or --context too")
+        if not fleet.clusters:
+            raise InputError("--all needs a fleet file with clusters (--config or MESHPKI_CONFIG; see samples/mesh.yaml)")
+        return [Target(c.name, c.context, c.kubeconfig or common.get("kubeconfig"),
+                       **{k: v for k, v in common.items() if k != "kubeconfig"}) for c in fleet.clusters]
+    if not cluster and not context:
+        raise InputError("name a CLUSTER, a --context, or --all")
+    name = validate_cluster_name(cluster or fleet.cluster_for_context(context))
+    known = fleet.cluster(name)
+    ctx = context or (known.context if known else name)
+    kubeconfig = common.get("kubeconfig") or (known.kubeconfig if known else None)
+    return [Target(name, ctx, kubeconfig, **{k: v for k, v in common.items() if k != "kubeconfig"})]
