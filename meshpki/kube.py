@@ -609,17 +609,22 @@ class Cluster:
         except KubeError as exc:
             if exc.status != 403:
                 raise
-            # Not allowed to create namespaces: fine if it is already there.
-            if self._namespace_exists(namespace):
+            # Not allowed to create namespaces: fine if it is already there, and
+            # also when we may not even look (a Role limited to istio-system, as in
+            # samples/push-rbac.yaml): creating the secret then says 404 if it is not.
+            if self._namespace_exists(namespace) is not False:
                 return False
             raise
         return True
 
-    def _namespace_exists(self, namespace: str) -> bool:
+    def _namespace_exists(self, namespace: str) -> bool | None:
+        """True or False, or None when we are not allowed to tell."""
         try:
             self._call(_Op("get", "namespaces", None, namespace), self._core.read_namespace, namespace)
         except KubeError as exc:
-            if exc.status in (403, 404):
+            if exc.status == 403:
+                return None
+            if exc.status == 404:
                 return False
             raise
         return True

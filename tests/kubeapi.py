@@ -341,6 +341,7 @@ class _Failure:
 class _User:
     name: str
     verbs: frozenset[str]
+    resources: frozenset[str] | None = None  # None: every resource
 
 
 class VirtualCluster:
@@ -373,10 +374,13 @@ class VirtualCluster:
         return self._server.url(self.name)
 
     # -- knobs -----------------------------------------------------------
-    def add_token(self, token: str, user: str, readonly: bool = False) -> None:
-        """Accept another bearer token in this cluster only."""
+    def add_token(self, token: str, user: str, readonly: bool = False,
+                  resources: Iterable[str] | None = None) -> None:
+        """Accept another bearer token in this cluster only; `resources` limits
+        it to those resource kinds (e.g. {"secrets"}: a namespaced Role)."""
         with self._lock:
-            self.tokens[token] = _User(user, _READ_VERBS if readonly else _ALL_VERBS)
+            self.tokens[token] = _User(user, _READ_VERBS if readonly else _ALL_VERBS,
+                                       frozenset(resources) if resources is not None else None)
 
     def fail_next(
         self, status: int = 500, count: int = 1, methods: Iterable[str] | None = None, message: str | None = None
@@ -637,7 +641,7 @@ class VirtualCluster:
     ) -> None:
         if verb is None:
             raise _APIError(405, f"the server does not allow this method on the requested resource ({method})")
-        if verb in user.verbs:
+        if verb in user.verbs and (user.resources is None or resource in user.resources):
             return
         subject = f'{resource} "{name}"' if name else resource
         scope = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"

@@ -315,3 +315,21 @@ def test_verify_context_reads_the_live_secret_and_reports_drift(fleet_store, pus
     assert verify("--context", "cluster1", "--strict").exit_code == 1
     down = cli("verify", "--kubeconfig", str(kubeconfig), "--context", "down")
     assert down.exit_code == 1 and "refused" in one_line_error(down).lower()
+
+
+def test_a_secrets_only_role_can_push(fleet_store, cli, kube_api, tmp_path):
+    """samples/push-rbac.yaml grants secrets in istio-system and nothing on
+    namespaces: the first push must still work when the namespace exists, and
+    say clearly what is missing when it does not."""
+    from tests.kubeapi import Context
+
+    vc = kube_api.cluster("cluster1")
+    vc.add_token("pusher-token", "pusher", resources={"secrets"})
+    kubeconfig = kube_api.write_kubeconfig(tmp_path / "kc", {"pusher": Context("cluster1", "pusher-token")})
+    no_ns = cli("push", "cluster1", "--context", "pusher", "--kubeconfig", str(kubeconfig))
+    assert no_ns.exit_code == 1
+    assert "istio-system" in one_line_error(no_ns) and "Traceback" not in no_ns.output
+    vc.add_namespace(NS)
+    ok = cli("push", "cluster1", "--context", "pusher", "--kubeconfig", str(kubeconfig))
+    assert ok.exit_code == 0, ok.output
+    assert vc.get_secret(NS, NAME)["data"] == store_files(fleet_store, "cluster1")
