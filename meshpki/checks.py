@@ -130,11 +130,10 @@ class LoadedBundle:
         return self.endpoint is not None
 
 
-@dataclass(frozen=True)
-class BundleReport:
-    target: str
+class _Verdict:
+    """What bundle and pair reports share: ok means no error finding."""
+
     findings: tuple[Finding, ...]
-    material: LoadedBundle = field(repr=False, compare=False, default_factory=LoadedBundle)
 
     @property
     def ok(self) -> bool:
@@ -142,23 +141,23 @@ class BundleReport:
 
     def count(self, severity: Severity) -> int:
         return sum(1 for f in self.findings if f.severity is severity)
+
+
+@dataclass(frozen=True)
+class BundleReport(_Verdict):
+    target: str
+    findings: tuple[Finding, ...]
+    material: LoadedBundle = field(repr=False, compare=False, default_factory=LoadedBundle)
 
     def to_dict(self) -> dict[str, Any]:
         return {"target": self.target, "ok": self.ok, "findings": [f.to_dict() for f in self.findings]}
 
 
 @dataclass(frozen=True)
-class PairReport:
+class PairReport(_Verdict):
     a: str
     b: str
     findings: tuple[Finding, ...]
-
-    @property
-    def ok(self) -> bool:
-        return not any(f.severity is Severity.ERROR for f in self.findings)
-
-    def count(self, severity: Severity) -> int:
-        return sum(1 for f in self.findings if f.severity is severity)
 
     def to_dict(self) -> dict[str, Any]:
         return {"a": self.a, "b": self.b, "ok": self.ok, "findings": [f.to_dict() for f in self.findings]}

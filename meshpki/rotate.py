@@ -214,7 +214,7 @@ def reissue(store: Store, clusters: Sequence[str], options: ca.IssueOptions, pas
 
     Returns the results and the clusters skipped because they are done.
     """
-    state = _require_rotation(store)
+    _require_rotation(store)
     pending = pending_reissue(store)
     if clusters:
         unknown = [c for c in clusters if c not in store.clusters()]

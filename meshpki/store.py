@@ -46,9 +46,13 @@ def default_store_path() -> Path:
     return Path(base) / "meshpki"
 
 
+def is_cluster_name(name: str) -> bool:
+    return isinstance(name, str) and bool(_DNS1123_LABEL.match(name))
+
+
 def validate_cluster_name(name: str) -> str:
     """Cluster names become folder names and Kubernetes label values: DNS-1123 labels only."""
-    if not isinstance(name, str) or not _DNS1123_LABEL.match(name):
+    if not is_cluster_name(name):
         raise InputError(
             f"invalid cluster name {name!r}: use a DNS-1123 label (lowercase letters, digits and '-', "
             "starting and ending with a letter or digit, at most 63 characters)"

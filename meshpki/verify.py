@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,8 +18,7 @@ from meshpki import checks
 from meshpki.bundle import Bundle, differing_roles, load_folder
 from meshpki.checks import BundleReport, PairReport, Severity
 from meshpki.errors import InputError
-
-_CLUSTER_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+from meshpki.store import is_cluster_name
 
 
 @dataclass(frozen=True)
@@ -85,7 +83,7 @@ def resolve_targets(store, names: Sequence[str], all_clusters: bool = False) -> 
         if name in seen:
             continue
         seen.add(name)
-        if store is not None and _CLUSTER_NAME.match(name) and store.has_cluster(name):
+        if store is not None and is_cluster_name(name) and store.has_cluster(name):
             targets.append(Target(name, store.load_bundle(name), "cluster"))
         elif Path(name).is_dir():
             targets.append(Target(name, load_folder(Path(name), source=name), "folder"))
@@ -137,7 +135,7 @@ def read_live(store, source: LiveSource) -> tuple[Target | None, tuple[checks.Fi
                                      f"meshpki push {source.cluster} --context {source.context}"),)
     live = Bundle.from_secret_data(secret.data, source.label)
     target = Target(source.label, live, "live")
-    if store is None or not _CLUSTER_NAME.match(source.cluster) or not store.has_cluster(source.cluster):
+    if store is None or not is_cluster_name(source.cluster) or not store.has_cluster(source.cluster):
         return target, ()
     differ = differing_roles(store.load_bundle(source.cluster), live)
     if differ:
