@@ -36,7 +36,22 @@ def _run_in(store: Store, key_type: KeyType, step: Callable[[str], None]) -> str
         files = ", ".join(sorted(p.name for p in result.path.iterdir()))
         lines.append(f"{result.cluster}: {files}")
     lines += _verify_step(store, step)
+    lines += _manifest_step(store, step)
     return "\n".join(lines)
+
+
+def _manifest_step(store: Store, step: Callable[[str], None]) -> list[str]:
+    """What `push --dry-run -o yaml` would apply to cluster1, data shortened for the screen."""
+    from meshpki import push, render
+
+    step("push cluster1 --dry-run -o yaml (no cluster needed)")
+    desired = push.desired_secret(push.verified_bundle(store, "cluster1"), push.FORM_FILES)
+    manifest = desired.manifest(push.DEFAULT_NAMESPACE, push.DEFAULT_SECRET)
+    manifest["data"] = {k: v[:24] + "..." for k, v in manifest["data"].items()}  # type: ignore[union-attr]
+    return ["", "# the cacerts secret for cluster1 (data shortened; "
+                "`meshpki push cluster1 --dry-run -o yaml` prints it whole):",
+            render.to_yaml(manifest).rstrip(),
+            "", "next, with a real cluster: meshpki push cluster1 --context <your kubeconfig context>"]
 
 
 def _verify_step(store: Store, step: Callable[[str], None]) -> list[str]:

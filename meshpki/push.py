@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from cryptography import x509
 
 from meshpki import rotate
-from meshpki.bundle import FORM_FILES, FORM_TLS, Bundle, fingerprint, parse_certs, serial_hex
+from meshpki.bundle import FORM_FILES, Bundle, fingerprint, parse_certs, serial_hex
 from meshpki.errors import KubeError, MeshPKIError
 from meshpki.render import iso
 from meshpki.store import Store
