@@ -208,9 +208,11 @@ def cli() -> None:
 
     \b
     Quick start:
-      meshpki demo                          # everything below, in a throw-away store
+      meshpki demo                          # the main job, in a throw-away store
       meshpki init-root                     # shared root, key encrypted
       meshpki issue cluster1 cluster2       # one intermediate bundle per cluster
+      meshpki verify                        # every bundle and every pair, as istiod would
+      meshpki push cluster1 --context ctx1  # write the cacerts secret
     """
 
 

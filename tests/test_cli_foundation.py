@@ -184,15 +184,30 @@ def test_samples_fleet_file_loads():
     assert fleet.cluster_for_context(fleet.clusters[0].context) == "cluster1"
 
 
-def test_help_for_every_command(cli):
-    from meshpki.cli import cli as group
+def _all_commands(group, prefix=()):
+    import click
 
     for name, command in group.commands.items():
-        result = cli(name, "--help")
+        yield (*prefix, name), command
+        if isinstance(command, click.Group):
+            yield from _all_commands(command, (*prefix, name))
+
+
+def test_help_for_every_command(cli):
+    import click
+
+    from meshpki.cli import cli as group
+
+    seen = []
+    for path, command in _all_commands(group):
+        seen.append(" ".join(path))
+        result = cli(*path, "--help")
         assert result.exit_code == 0 and "Usage:" in result.output
+        assert command.help, f"{' '.join(path)} has no help text"
         for param in command.params:
-            if isinstance(param, __import__("click").Option):
-                assert param.help, f"{name} {param.name} has no help"
+            if isinstance(param, click.Option):
+                assert param.help, f"{' '.join(path)} {param.name} has no help"
+    assert {"init-root", "issue", "verify", "push", "rotate", "rotate-root finish", "history"} <= set(seen)
 
 
 def test_python_dash_m_and_version():
