@@ -239,7 +239,10 @@ def _parse_certs(data: bytes | None, file: str, findings: list[Finding]) -> list
                                  f"{file} -out {file}.pem"))
         return []
     try:
-        return x509.load_pem_x509_certificates(data)
+        certs = x509.load_pem_x509_certificates(data)
+        for cert in certs:  # names and dates are decoded on first use: damage there is damage to the file
+            cert.subject, cert.issuer, cert.not_valid_before_utc, cert.not_valid_after_utc  # noqa: B018
+        return certs
     except Exception as exc:  # ValueError for damage; never let odd input become a traceback
         findings.append(_finding("unparsable", f"{file} is not valid PEM ({_short_error(exc)}); is the file cut "
                                  "off?", file, fix))
@@ -493,8 +496,12 @@ def check_bundle(bundle: Bundle, now: dt.datetime | None = None, warn_days: int 
 
     key_ok = False
     if ca is not None and key is not None:
-        key_ok = public_keys_match(key, ca.public_key())
-        if not key_ok:
+        try:
+            ca_public = ca.public_key()
+        except Exception:  # a damaged or unknown public key: _check_key_strength reports it
+            ca_public = None
+        key_ok = ca_public is not None and public_keys_match(key, ca_public)
+        if ca_public is not None and not key_ok:
             findings.append(_finding("key-mismatch", f"{key_file} does not match {ca_file} ({describe(ca)})",
                                      key_file, f"put the key that belongs to {ca_file} in {key_file}, or re-issue "
                                      "the bundle (meshpki issue CLUSTER --force)"))

@@ -101,7 +101,7 @@ def _make_context(endpoint: Endpoint, server_side: bool) -> ssl.SSLContext:
     ctx.verify_mode = ssl.CERT_REQUIRED
     try:
         ctx.load_verify_locations(cadata=endpoint.trust_pem.decode("ascii", "replace"))
-    except (ssl.SSLError, ValueError) as exc:
+    except (ssl.SSLError, ValueError, TypeError) as exc:  # TypeError: non-ASCII bytes around the PEM blocks
         raise HandshakeSetupError(f"{endpoint.name}: root-cert.pem cannot be loaded as trust ({exc})") from None
     key_pem = endpoint.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                          serialization.NoEncryption())

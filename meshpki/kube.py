@@ -469,6 +469,42 @@ def _secret_body(
     }
 
 
+_IMPORT_LOCK = threading.Lock()
+_imported = False
+# kubernetes' loader writes *-data (CA, client cert/key) to temp files cached by
+# content, registering a file's name BEFORE writing it: a second thread loading a
+# context with the same CA got an empty file (TLS "NO_CERTIFICATE_OR_CRL_FOUND").
+# One loader at a time; the loader itself takes a few milliseconds.
+_LOADER_LOCK = threading.Lock()
+
+
+def _import_kubernetes() -> None:
+    """Import the kubernetes client once, one thread at a time.
+
+    Its package imports itself in a cycle (kubernetes.config.kube_config ->
+    kubernetes.client, whose classes load lazily in a module __getattr__), so
+    threads importing it for the first time at once hit Python's import
+    deadlock detector (_DeadlockError in kubernetes.client.api_client): a
+    fanned-out read of many clusters did, every time (bench/bench_audit.py).
+    """
+    global _imported
+    if _imported:
+        return
+    with _IMPORT_LOCK:
+        if _imported:
+            return
+        import kubernetes.client
+        import kubernetes.client.exceptions  # noqa: F401
+        import kubernetes.config.incluster_config  # noqa: F401
+        import kubernetes.config.kube_config  # noqa: F401
+        import urllib3.util.retry  # noqa: F401
+
+        # the classes connect/_call/read_secret use, and the models answers become
+        for name in ("ApiClient", "Configuration", "CoreV1Api", "V1Secret", "V1Namespace", "V1ObjectMeta"):
+            getattr(kubernetes.client, name)
+        _imported = True
+
+
 class Cluster:
     """One API server reached through one kubeconfig context (or the pod's service account)."""
 
@@ -498,6 +534,7 @@ class Cluster:
         exists and we run in a pod, the pod's service account. context None ->
         current-context.
         """
+        _import_kubernetes()
         from kubernetes.client import ApiClient, Configuration
         from kubernetes.config.config_exception import ConfigException
         from urllib3.util.retry import Retry
@@ -540,8 +577,9 @@ class Cluster:
             from kubernetes.config.kube_config import KubeConfigLoader
 
             try:
-                loader = KubeConfigLoader(config_dict=config.config_node(context), active_context=context)
-                loader.load_and_set(configuration)
+                with _LOADER_LOCK:
+                    loader = KubeConfigLoader(config_dict=config.config_node(context), active_context=context)
+                    loader.load_and_set(configuration)
             except ConfigException as exc:
                 msg = " ".join(str(exc).split())
                 raise KubeError(

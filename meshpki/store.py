@@ -231,6 +231,8 @@ class Store:
                 f"no bundle for cluster {cluster!r} in store {self.path} (clusters: {known}); "
                 f"run `meshpki issue {cluster}` first"
             )
+        for name in bundlemod.FILES + bundlemod.TLS_FILES:
+            self._inside(folder / name)  # a bundle file symlinked out of the store is refused, never read
         return bundlemod.load_folder(folder, source=cluster)
 
     def refuse_existing_bundle(self, cluster: str) -> None:
