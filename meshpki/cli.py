@@ -592,6 +592,83 @@ def _push_one(settings: Settings, target, allow_root_change: bool, output: str) 
     click.echo(to_yaml(result.stored) if output == "yaml" else to_json(result.stored))
 
 
+@cli.command("audit")
+@store_options
+@click.option("--context", "contexts", multiple=True, metavar="CTX",
+              help="Audit the live cacerts secret of this kubeconfig context (repeatable) [default: the fleet "
+                   "file's contexts].")
+@click.option("--all-contexts", is_flag=True, help="Audit every context of the kubeconfig.")
+@connection_options
+@click.option("--namespace", default=None, help="Namespace of the live secret [default: fleet file, else istio-system].")
+@click.option("--secret-name", default=None, help="Name of the live secret [default: fleet file, else cacerts].")
+@click.option("--cluster-name", envvar="MESHPKI_CLUSTER_NAME", default=None,
+              help="Cluster name when running in a pod with its service account [env MESHPKI_CLUSTER_NAME; "
+                   "default: in-cluster].")
+@click.option("--warn-days", type=click.IntRange(min=0), default=30, show_default=True,
+              help="WARNING when a certificate has fewer than this many days left.")
+@click.option("--crit-days", type=click.IntRange(min=0), default=7, show_default=True,
+              help="CRITICAL when a certificate has fewer than this many days left (or has expired).")
+@click.option("--at", "at_text", metavar="DATE", default=None,
+              help="Grade as of this date instead of now, e.g. 2026-06-01 or 2026-06-01T12:00:00Z.")
+@click.option("--parallel", type=click.IntRange(min=1, max=256), default=32, show_default=True,
+              help="Clusters read at the same time.")
+@click.option("--textfile", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="PATH",
+              help="Also write the Prometheus exposition here, atomically (node_exporter's textfile collector "
+                   "reads *.prom).")
+@output_option("text", "json", "prometheus")
+def audit_cmd(settings: Settings, contexts: tuple[str, ...], all_contexts: bool, kubeconfig: str | None,
+              timeout: float, namespace: str | None, secret_name: str | None, cluster_name: str | None,
+              warn_days: int, crit_days: int, at_text: str | None, parallel: int, textfile: Path | None,
+              output: str) -> None:
+    """Grade expiry, drift and presence of every CA certificate, for cron and Prometheus.
+
+    Audits the store (every root, every cluster's bundle) when there is one, and
+    each cluster's live cacerts secret: the fleet file's contexts by default;
+    in a pod with no kubeconfig, its own cluster through the service account.
+    CRITICAL: expired or within --crit-days, no cacerts secret, a bundle that
+    fails verify, clusters that share no root. WARNING: within --warn-days,
+    drift from the store, an intermediate outliving its root, a root that
+    expires before its intermediates could be rotated. UNKNOWN: a cluster
+    that could not be read within --timeout. Clusters are read in parallel.
+    Exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (the most urgent wins:
+    CRITICAL, then UNKNOWN, then WARNING).
+
+    \b
+    Examples:
+      meshpki audit                                  # the store, and the fleet file's clusters
+      meshpki audit --context kind-cluster1 --context kind-cluster2 -o json
+      meshpki audit --all-contexts --at 2026-06-01   # what will have expired by June
+      meshpki audit -o prometheus --textfile /var/lib/node_exporter/textfile/meshpki.prom
+    """
+    from meshpki import audit
+    from meshpki.render import OutputFormat, audit_prometheus, render_audit
+
+    at = audit.parse_at(at_text) if at_text else None
+    audit.check_thresholds(warn_days, crit_days)
+    fleet = settings.fleet
+    try:
+        targets = audit.resolve_targets(fleet, contexts, all_contexts, kubeconfig, namespace, secret_name,
+                                        timeout, cluster_name)
+        report = audit.run(settings.store, targets, at, warn_days, crit_days, parallel,
+                           progress_printer("auditing clusters") if len(targets) > 1 else None)
+    except InputError:
+        raise
+    except MeshPKIError as exc:  # the audit could not run: UNKNOWN, not WARNING (exit 1)
+        say(f"Error: {exc}")
+        click.get_current_context().exit(int(audit.Grade.UNKNOWN))
+    text = render_audit(report, OutputFormat(output))
+    click.echo(text, nl=not text.endswith("\n"))
+    code = report.exit_code
+    if textfile is not None:
+        try:
+            audit.write_textfile(textfile, text if output == "prometheus" else audit_prometheus(report))
+        except MeshPKIError as exc:
+            say(f"Error: {exc}")
+            code = int(audit.worst([report.status, audit.Grade.UNKNOWN]))
+    if code:
+        click.get_current_context().exit(code)
+
+
 @cli.command("history")
 @store_options
 @click.argument("cluster", required=False)

@@ -104,3 +104,85 @@ def verify_text(report: Any, verbose: bool = True) -> str:
     lines.append("")
     lines.append(summary)
     return "\n".join(lines)
+
+
+# -- meshpki audit -------------------------------------------------------------
+
+AUDIT_FORMATS = (OutputFormat.TEXT, OutputFormat.JSON, OutputFormat.PROMETHEUS)
+
+
+def audit_text(report: Any) -> str:
+    """One row per certificate, most urgent first, then the verdict: what a
+    cron mail should say at a glance."""
+    headers = ["CLUSTER", "SOURCE", "ROLE", "SUBJECT", "SERIAL", "NOT AFTER", "DAYS", "GRADE", "REASON"]
+    rows = [[r.cluster or "-", r.source, r.role, r.subject or "-", r.serial or "-",
+             iso(r.not_after) if r.not_after else "-", "-" if r.days_left is None else r.days_left,
+             r.grade.name, r.reason or "-"] for r in report.rows]
+    s = report.summary
+    verdict = (f"{s['status']}: {s['critical']} critical, {s['unknown']} unknown, {s['warning']} warning, "
+               f"{s['ok']} ok; {s['clusters']} cluster(s) as of {s['at']} "
+               f"(--warn-days {s['warn_days']}, --crit-days {s['crit_days']})")
+    return (table(headers, rows) + "\n\n" if rows else "") + verdict
+
+
+class _AuditCollector:
+    """The audit as Prometheus metric families, for prometheus_client to expose."""
+
+    def __init__(self, report: Any) -> None:
+        self.report = report
+
+    def collect(self) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+
+        report = self.report
+        at = report.at.timestamp()
+        labels = ["cluster", "role", "source", "serial"]
+        not_after = GaugeMetricFamily("meshpki_cert_not_after_timestamp_seconds",
+                                      "notAfter of each audited CA certificate, as a Unix timestamp.", labels=labels)
+        expiry = GaugeMetricFamily("meshpki_cert_expiry_seconds",
+                                   "Seconds from the audit's reference time (--at, else the run) to notAfter; "
+                                   "negative once expired.", labels=labels)
+        seen: set[tuple[str, ...]] = set()
+        for row in report.rows:
+            if row.not_after is None:
+                continue
+            key = (row.cluster, row.role, row.source, row.serial)
+            if key in seen:  # one sample per label set; rows are most urgent first
+                continue
+            seen.add(key)
+            end = row.not_after.timestamp()
+            not_after.add_metric(list(key), end)
+            expiry.add_metric(list(key), end - at)
+        status = GaugeMetricFamily("meshpki_audit_status", "Audit grade per cluster (cluster=\"\": the store's "
+                                   "roots): 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.", labels=["cluster"])
+        for cluster, grade in sorted(report.clusters.items()):
+            status.add_metric([cluster], int(grade))
+        roots = GaugeMetricFamily("meshpki_root_fingerprint_info", "A root certificate (SHA-256 fingerprint) "
+                                  "each cluster trusts; always 1.", labels=["cluster", "source", "fingerprint"])
+        for cluster, source, fp in report.roots:
+            roots.add_metric([cluster, source, fp], 1)
+        last_run = GaugeMetricFamily("meshpki_audit_last_run_timestamp_seconds",
+                                     "When this audit ran, as a Unix timestamp.")
+        last_run.add_metric([], report.run_at.timestamp())
+        return [not_after, expiry, status, roots, last_run]
+
+
+def audit_prometheus(report: Any) -> str:
+    """Prometheus text exposition (also what --textfile writes for node_exporter)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_AuditCollector(report))  # type: ignore[arg-type]
+    return generate_latest(registry).decode()
+
+
+def render_audit(report: Any, fmt: OutputFormat) -> str:
+    """The one dispatch for `meshpki audit -o`."""
+    formatters = {
+        OutputFormat.TEXT: lambda: audit_text(report),
+        OutputFormat.JSON: lambda: to_json(report.to_dict()),
+        OutputFormat.PROMETHEUS: lambda: audit_prometheus(report),
+    }
+    if fmt not in formatters:
+        raise ValueError(f"{fmt.value} output is not available for audit")
+    return formatters[fmt]()
