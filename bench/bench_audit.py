@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""Bench 3: audit fan-out over many clusters, each answering slowly.
+
+tests/kubeapi.py's HTTPS API server runs in this process with N virtual
+clusters (default 100), each holding a meshpki `cacerts` secret and answering
+every request after `delay` seconds (default 0.1). A kubeconfig with one
+context per cluster points at them. The sequential floor is N x delay (10 s):
+what reading one cluster after another must cost at least.
+
+What is timed (a fresh process, so start-up counts):
+- `meshpki audit` over every context, when meshpki/audit.py and the `audit`
+  command exist (--mode audit);
+- otherwise (--mode reads) the reads the audit makes, done the way it does
+  them: kube.Cluster.connect + read_secret per context in a bounded
+  ThreadPoolExecutor, then parse the bundle's certificates.
+Target: at most 0.3 of the sequential floor.
+
+    python bench/bench_audit.py [--clusters 100] [--delay 0.1] [--workers 32] [--mode auto|audit|reads]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import REPO, clean_env, machine, meshpki_cmd, table, verdict
+
+TARGET_FRACTION = 0.3
+
+# The reads an audit makes, fanned out like the audit does (bounded pool).
+FAN_OUT = r"""
+import concurrent.futures, sys, time
+from meshpki import kube
+from meshpki.bundle import Bundle, parse_certs
+start = time.perf_counter()
+
+kubeconfig, workers = sys.argv[1], int(sys.argv[2])
+contexts = sys.argv[3:]
+
+def audit_one(ctx):
+    with kube.Cluster.connect(ctx, kubeconfig, timeout=10.0) as cluster:
+        secret = cluster.read_secret("istio-system", "cacerts")
+    bundle = Bundle.from_secret_data(secret.data, ctx)
+    return min(c.not_valid_after_utc for c in parse_certs(bundle.ca_cert, ctx) + parse_certs(bundle.root_cert, ctx))
+
+with concurrent.futures.ThreadPoolExecutor(max_workers=min(workers, len(contexts))) as pool:
+    results = list(pool.map(audit_one, contexts))
+assert len(results) == len(contexts)
+print(f"{len(results)} clusters read in {time.perf_counter() - start:.3f} s")
+"""
+
+
+def audit_available() -> bool:
+    if importlib.util.find_spec("meshpki.audit") is None:
+        return False
+    from meshpki.cli import cli
+
+    return "audit" in cli.commands
+
+
+def make_bundle(work: Path) -> dict[str, bytes]:
+    """One real meshpki bundle (ECDSA, fast) to seed every virtual cluster with."""
+    from meshpki import ca
+    from meshpki.keys import KeyType
+    from meshpki.store import Store
+
+    store = Store(work / "store")
+    ca.init_root(store, KeyType.ECDSA_P256, 3650, "Istio", "Root CA", passphrase=None)
+    ca.issue(store, ["cluster1"], ca.IssueOptions(), ca.store_issuer(store, None))
+    return dict(store.load_bundle("cluster1").secret_data())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clusters", type=int, default=100)
+    parser.add_argument("--delay", type=float, default=0.1, help="seconds each API request waits")
+    parser.add_argument("--workers", type=int, default=32, help="thread pool bound (reads mode)")
+    parser.add_argument("--mode", choices=["auto", "audit", "reads"], default="auto")
+    args = parser.parse_args()
+    mode = args.mode if args.mode != "auto" else ("audit" if audit_available() else "reads")
+
+    from tests.kubeapi import KubeAPIServer
+
+    work = Path(tempfile.mkdtemp(prefix="bench-audit-"))
+    data = make_bundle(work)
+    names = [f"cluster{i}" for i in range(1, args.clusters + 1)]
+    with KubeAPIServer() as server:
+        for name in names:
+            vc = server.cluster(name)
+            vc.put_secret("istio-system", "cacerts", data)
+            vc.delay = args.delay
+        kubeconfig = server.write_kubeconfig(work / "kubeconfig", {n: (n, "admin-token") for n in names})
+        env = clean_env(PYTHONPATH=str(REPO), MESHPKI_STORE=str(work / "store"), KUBECONFIG=str(kubeconfig))
+
+        def command(contexts: list[str]) -> list[str]:
+            if mode == "reads":
+                return [sys.executable, "-c", FAN_OUT, str(kubeconfig), str(args.workers), *contexts]
+            fleet = work / f"mesh-{len(contexts)}.yaml"
+            fleet.write_text("clusters:\n" + "".join(f"  - name: {n}\n    context: {n}\n" for n in contexts))
+            return meshpki_cmd() + ["audit", "--config", str(fleet), "--kubeconfig", str(kubeconfig)]
+
+        def timed_run(contexts: list[str]) -> tuple[float, subprocess.CompletedProcess]:
+            begin = time.perf_counter()
+            proc = subprocess.run(command(contexts), env=env, capture_output=True, text=True, check=False)
+            return time.perf_counter() - begin, proc
+
+        one, _ = timed_run(names[:1])  # start-up, kubernetes client import, one slow read
+        for name in names:
+            server.cluster(name).clear_requests()
+        elapsed, proc = timed_run(names)
+        served = sum(len(server.cluster(n).requests) for n in names)
+    shutil.rmtree(work, ignore_errors=True)
+    label = "meshpki audit" if mode == "audit" else f"kube reads, {args.workers} threads"
+    if proc.returncode not in ((0,) if mode == "reads" else (0, 1, 2, 3)) or "Traceback" in proc.stderr:
+        sys.stderr.write(proc.stdout + proc.stderr)
+        return verdict(False, f"{label} failed (exit {proc.returncode})")
+    floor = max(args.clusters * args.delay, 1e-9)
+    fan_out = elapsed - one + args.delay  # what the other N-1 clusters added to the run
+    print(f"bench 3: audit fan-out, {args.clusters} clusters x {args.delay * 1000:.0f} ms per request "
+          f"({machine()}; mode {mode}; {served} requests served)")
+    print(table(["", "seconds", "fraction of floor"], [
+        [f"sequential floor ({args.clusters} x {args.delay} s)", floor, "1.00"],
+        [f"{label}: {args.clusters} clusters, whole process", elapsed, f"{elapsed / floor:.2f}"],
+        [f"{label}: 1 cluster (start-up + 1 read)", one, f"{one / floor:.2f}"],
+        [f"fan-out: {args.clusters} clusters minus start-up", fan_out, f"{fan_out / floor:.2f}"],
+    ]))
+    if mode == "reads":
+        print("  note: timed the reads an audit makes (kube.Cluster.connect + read_secret in a bounded thread "
+              "pool), not the `meshpki audit` command" + ("" if audit_available() else " (it does not exist yet)"))
+    if elapsed / floor > TARGET_FRACTION:
+        print(f"  note: end to end {elapsed / floor:.2f} of the floor: start-up ({one:.2f} s, mostly importing "
+              "the kubernetes client) is paid once per run, whatever the number of clusters")
+    return verdict(fan_out / floor <= TARGET_FRACTION,
+                   f"the fan-out over {args.clusters} clusters takes {fan_out:.2f} s, {fan_out / floor:.2f} of the "
+                   f"sequential floor (target <= {TARGET_FRACTION})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
