@@ -134,13 +134,10 @@ def main() -> int:
     if mode == "reads":
         print("  note: timed the reads an audit makes (kube.Cluster.connect + read_secret in a bounded thread "
               "pool), not the `meshpki audit` command" + ("" if audit_available() else " (it does not exist yet)"))
-    if elapsed / floor > TARGET_FRACTION:
-        print(f"  note: end to end {elapsed / floor:.2f} of the floor: start-up ({one:.2f} s, mostly importing "
-              "the kubernetes client) is paid once per run, whatever the number of clusters")
-    return verdict(fan_out / floor <= TARGET_FRACTION,
-                   f"the fan-out over {args.clusters} clusters takes {fan_out:.2f} s, {fan_out / floor:.2f} of the "
-                   f"sequential floor (target <= {TARGET_FRACTION})")
-
+    # The target is graded end to end, start-up included: that is what cron pays.
+    return verdict(elapsed / floor <= TARGET_FRACTION,
+                   f"{args.clusters} clusters take {elapsed:.2f} s end to end, {elapsed / floor:.2f} of the "
+                   f"sequential floor (target <= {TARGET_FRACTION}); the fan-out alone {fan_out / floor:.2f}")
 
 if __name__ == "__main__":
     sys.exit(main())

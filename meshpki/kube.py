@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from meshpki.errors import KubeConflict, KubeError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from kubernetes.client import ApiClient, CoreV1Api
+    from kubernetes.client import ApiClient
 
 T = TypeVar("T")
 
@@ -427,20 +427,28 @@ def _transport_error(ctx: str, server: str, timeout: float, exc: BaseException) 
 # the cluster
 
 
-def _live_secret(obj: Any) -> LiveSecret:
-    meta = obj.metadata
-    data = {}
-    for key, value in (obj.data or {}).items():
-        # The API sends base64 text; decode it here so no caller handles base64.
-        data[key] = base64.b64decode(value if isinstance(value, (str, bytes)) else str(value))
+def _q(segment: str) -> str:
+    from urllib.parse import quote
+
+    return quote(segment, safe="")
+
+
+def _secret_path(namespace: str, name: str) -> str:
+    return f"/api/v1/namespaces/{_q(namespace)}/secrets/{_q(name)}"
+
+
+def _live_secret(obj: dict[str, Any]) -> LiveSecret:
+    """A Secret as the API returns it (JSON), data decoded so no caller handles base64."""
+    meta = obj.get("metadata") or {}
+    data = {key: base64.b64decode(value) for key, value in (obj.get("data") or {}).items()}
     return LiveSecret(
-        name=meta.name,
-        namespace=meta.namespace,
-        type=obj.type or "Opaque",
+        name=meta.get("name", ""),
+        namespace=meta.get("namespace", ""),
+        type=obj.get("type") or "Opaque",
         data=data,
-        labels=dict(meta.labels or {}),
-        annotations=dict(meta.annotations or {}),
-        resource_version=meta.resource_version or "",
+        labels=dict(meta.get("labels") or {}),
+        annotations=dict(meta.get("annotations") or {}),
+        resource_version=meta.get("resourceVersion") or "",
     )
 
 
@@ -499,8 +507,8 @@ def _import_kubernetes() -> None:
         import kubernetes.config.kube_config  # noqa: F401
         import urllib3.util.retry  # noqa: F401
 
-        # the classes connect/_call/read_secret use, and the models answers become
-        for name in ("ApiClient", "Configuration", "CoreV1Api", "V1Secret", "V1Namespace", "V1ObjectMeta"):
+        # the classes connect and _request use
+        for name in ("ApiClient", "Configuration"):
             getattr(kubernetes.client, name)
         _imported = True
 
@@ -510,13 +518,10 @@ class Cluster:
 
     def __init__(self, context: str, api_client: ApiClient, timeout: float) -> None:
         """Use `Cluster.connect`; this only wires an already configured client."""
-        from kubernetes.client import CoreV1Api
-
         self.context = context
         self.server: str = api_client.configuration.host
         self.timeout = timeout
         self._client = api_client
-        self._core: CoreV1Api = CoreV1Api(api_client)
 
     def __repr__(self) -> str:
         return f"Cluster(context={self.context!r}, server={self.server!r})"
@@ -621,11 +626,38 @@ class Cluster:
         except (Urllib3Error, OSError) as exc:
             raise _transport_error(self.context, self.server, self.timeout, exc) from None
 
+    def _request(self, op: _Op, method: str, path: str, body: Any = None,
+                 content_type: str = "application/json") -> dict[str, Any]:
+        """One REST call through the official client's ApiClient (auth, TLS,
+        proxies, timeouts), answered as plain JSON.
+
+        CoreV1Api would do the same for about 1.4 s of extra import time (one
+        30,000-line module and its models) on every command that talks to a
+        cluster; six fixed endpoints do not need it (bench/bench_audit.py).
+        """
+        from kubernetes.client.exceptions import ApiException
+
+        def send(_request_timeout: Any) -> dict[str, Any]:
+            headers = {"Accept": "application/json"}
+            if body is not None:
+                headers["Content-Type"] = content_type
+            method_, url, headers_, body_, post = self._client.param_serialize(
+                method=method, resource_path=path, header_params=headers, body=body, auth_settings=["BearerToken"])
+            response = self._client.call_api(method_, url, header_params=headers_, body=body_, post_params=post,
+                                             _request_timeout=_request_timeout)
+            raw = response.read()
+            text = raw.decode("utf-8", errors="replace") if raw else ""
+            if not 200 <= response.status <= 299:
+                raise ApiException(status=response.status, reason=response.reason, body=text)
+            return json.loads(text) if text else {}
+
+        return self._call(op, send)
+
     def read_secret(self, namespace: str, name: str) -> LiveSecret | None:
         """The secret, or None when it (or its namespace) does not exist."""
         op = _Op("get", "secrets", namespace, name)
         try:
-            obj = self._call(op, self._core.read_namespaced_secret, name, namespace)
+            obj = self._request(op, "GET", _secret_path(namespace, name))
         except KubeError as exc:
             if exc.status == 404:
                 return None
@@ -641,7 +673,7 @@ class Cluster:
         op = _Op("create", "namespaces", None, namespace)
         body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
         try:
-            self._call(op, self._core.create_namespace, body)
+            self._request(op, "POST", "/api/v1/namespaces", body)
         except KubeConflict:
             return False
         except KubeError as exc:
@@ -658,7 +690,7 @@ class Cluster:
     def _namespace_exists(self, namespace: str) -> bool | None:
         """True or False, or None when we are not allowed to tell."""
         try:
-            self._call(_Op("get", "namespaces", None, namespace), self._core.read_namespace, namespace)
+            self._request(_Op("get", "namespaces", None, namespace), "GET", f"/api/v1/namespaces/{_q(namespace)}")
         except KubeError as exc:
             if exc.status == 403:
                 return None
@@ -679,7 +711,7 @@ class Cluster:
         """Create the secret; KubeConflict (409) when it already exists."""
         body = _secret_body(namespace, name, data, labels, annotations, type)
         op = _Op("create", "secrets", namespace, name)
-        return _live_secret(self._call(op, self._core.create_namespaced_secret, namespace, body))
+        return _live_secret(self._request(op, "POST", f"/api/v1/namespaces/{_q(namespace)}/secrets", body))
 
     def replace_secret(
         self,
@@ -696,7 +728,7 @@ class Cluster:
         older read must not overwrite someone else's newer write."""
         body = _secret_body(namespace, name, data, labels, annotations, type, resource_version)
         op = _Op("update", "secrets", namespace, name)
-        return _live_secret(self._call(op, self._core.replace_namespaced_secret, name, namespace, body))
+        return _live_secret(self._request(op, "PUT", _secret_path(namespace, name), body))
 
     def patch_secret_metadata(
         self,
@@ -716,13 +748,5 @@ class Cluster:
         if resource_version is not None:
             meta["resourceVersion"] = resource_version
         op = _Op("patch", "secrets", namespace, name)
-        return _live_secret(
-            self._call(
-                op,
-                self._core.patch_namespaced_secret,
-                name,
-                namespace,
-                {"metadata": meta},
-                _content_type="application/merge-patch+json",
-            )
-        )
+        return _live_secret(self._request(op, "PATCH", _secret_path(namespace, name), {"metadata": meta},
+                                          content_type="application/merge-patch+json"))
