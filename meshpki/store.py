@@ -138,6 +138,8 @@ class Store:
 
     def _require_root(self) -> None:
         if not self.has_root():
+            self._settle()
+        if not self.has_root():
             raise StoreError(f"no root CA in store {self.path}; run `meshpki init-root` first (or pass --store)")
 
     def root_cert_pem(self) -> bytes:
@@ -215,6 +217,7 @@ class Store:
 
     # -- clusters ---------------------------------------------------------
     def clusters(self) -> list[str]:
+        self._settle()
         if not self.clusters_dir.is_dir():
             return []
         return sorted(p.name for p in self.clusters_dir.iterdir()
@@ -225,6 +228,8 @@ class Store:
 
     def load_bundle(self, cluster: str) -> Bundle:
         folder = self.cluster_dir(cluster)
+        if not folder.is_dir():
+            self._settle()
         if not folder.is_dir():
             known = ", ".join(self.clusters()) or "none yet"
             raise StoreError(
@@ -349,6 +354,27 @@ class Store:
                     _fsync_dir(parent)
                     notes.append(f"completed an interrupted write of {name}")
         return notes
+
+    def _settle(self) -> None:
+        """Let a reader see what a killed writer had committed.
+
+        A write killed between its commit point and the swap leaves the new
+        folder as `.ready-*`; readers take the lock briefly so recover() puts
+        it in place, instead of reporting a bundle missing. Best effort: a
+        busy or read-only store is left to the next writer.
+        """
+        if self._lock_depth or not any(
+                p.is_dir() and any(p.glob(".ready-*")) for p in (self.path, self.clusters_dir)):
+            return
+        patient = self.lock_timeout
+        self.lock_timeout = min(patient, 2.0)
+        try:
+            with self.locked():
+                pass
+        except StoreError:
+            pass
+        finally:
+            self.lock_timeout = patient
 
     # -- locking ----------------------------------------------------------
     @contextmanager

@@ -197,3 +197,16 @@ def test_a_killed_writer_leaves_whole_bundles_only(store, delay):
         assert sorted(contents) == sorted(FILES), folder
         assert len(set(contents.values())) == 1, f"mixed generations in {folder}"
     assert not list(store.clusters_dir.glob(".staging-*")) and not list(store.clusters_dir.glob(".ready-*"))
+
+
+def test_a_reader_finishes_a_committed_write_a_killed_writer_left(store):
+    """Killed after the commit point, before the swap: verify and push must
+    see the new bundle, not report it missing until some writer comes by."""
+    make_store(store)
+    target = store.cluster_dir("cluster1")
+    before = (target / "ca-cert.pem").read_bytes()
+    os.rename(target, store.clusters_dir / ".ready-cluster1-0badf00d")
+    reader = Store(store.path)
+    assert reader.clusters() == ["cluster1"]
+    assert reader.load_bundle("cluster1").ca_cert == before
+    assert not list(store.clusters_dir.glob(".ready-*"))
