@@ -36,12 +36,10 @@ from cryptography import x509
 from meshpki import checks, profiles
 from meshpki.bundle import Bundle, differing_roles, fingerprint, serial_hex, subject_text
 from meshpki.errors import InputError, MeshPKIError
+from meshpki.kube import DEFAULT_NAMESPACE, DEFAULT_SECRET, DEFAULT_TIMEOUT, SecretRef
 
 DEFAULT_WARN_DAYS = 30
 DEFAULT_CRIT_DAYS = 7
-DEFAULT_NAMESPACE = "istio-system"
-DEFAULT_SECRET = "cacerts"
-DEFAULT_TIMEOUT = 10.0
 DEFAULT_PARALLEL = 32
 IN_CLUSTER = "in-cluster"
 CLUSTER_NAME_ENV = "MESHPKI_CLUSTER_NAME"
@@ -218,24 +216,12 @@ class StoreView:
     root_error: str | None = None
 
 
-@dataclass(frozen=True)
-class LiveTarget:
+class LiveTarget(SecretRef):
     """Where one cluster's live secret is read. context None: the pod's service account."""
-
-    cluster: str
-    context: str | None
-    kubeconfig: str | None = None
-    namespace: str = DEFAULT_NAMESPACE
-    secret_name: str = DEFAULT_SECRET
-    timeout: float = DEFAULT_TIMEOUT
 
     @property
     def label(self) -> str:
         return self.context or IN_CLUSTER
-
-    @property
-    def where(self) -> str:
-        return f"{self.namespace}/{self.secret_name}"
 
 
 # -- time ---------------------------------------------------------------------------
@@ -319,10 +305,8 @@ def read_store(store: Any) -> StoreView | None:
 
 def read_live(target: LiveTarget) -> Observation:
     """One cluster's live secret; any failure to read it becomes an UNKNOWN observation."""
-    from meshpki import kube
-
     try:
-        with kube.Cluster.connect(target.context, target.kubeconfig, target.timeout) as conn:
+        with target.connect() as conn:
             secret = conn.read_secret(target.namespace, target.secret_name)
     except MeshPKIError as exc:
         return Observation(target.cluster, SOURCE_LIVE, target.label, error=str(exc))

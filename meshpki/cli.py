@@ -736,7 +736,7 @@ def verify_cmd(settings: Settings, targets: tuple[str, ...], all_clusters: bool,
 
     store = settings.store
     fleet = settings.fleet
-    live = [verify.LiveSource(ctx, fleet.cluster_for_context(ctx), kubeconfig,
+    live = [verify.LiveSource(fleet.cluster_for_context(ctx), ctx, kubeconfig,
                               namespace or fleet.namespace or "istio-system",
                               secret_name or fleet.secret_name or "cacerts", timeout) for ctx in contexts]
     report = verify.run(store, targets, all_clusters=all_clusters, warn_days=warn_days, live=live)

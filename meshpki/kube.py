@@ -513,6 +513,32 @@ def _import_kubernetes() -> None:
         _imported = True
 
 
+DEFAULT_NAMESPACE = "istio-system"
+DEFAULT_SECRET = "cacerts"
+DEFAULT_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """Where one cluster's cacerts secret lives and how to reach it: what push,
+    verify --context and audit all start from. context None: the pod's own
+    service account (or the kubeconfig's current context)."""
+
+    cluster: str
+    context: str | None
+    kubeconfig: str | None = None
+    namespace: str = DEFAULT_NAMESPACE
+    secret_name: str = DEFAULT_SECRET
+    timeout: float = DEFAULT_TIMEOUT
+
+    @property
+    def where(self) -> str:
+        return f"{self.namespace}/{self.secret_name}"
+
+    def connect(self) -> Cluster:
+        return Cluster.connect(self.context, self.kubeconfig, self.timeout)
+
+
 class Cluster:
     """One API server reached through one kubeconfig context (or the pod's service account)."""
 

@@ -17,6 +17,7 @@ from cryptography import x509
 from meshpki import rotate
 from meshpki.bundle import FORM_FILES, Bundle, fingerprint, parse_certs, serial_hex
 from meshpki.errors import KubeError, MeshPKIError
+from meshpki.kube import DEFAULT_NAMESPACE, DEFAULT_SECRET, SecretRef  # noqa: F401 (push.DEFAULT_* for cli, demo)
 from meshpki.render import iso
 from meshpki.store import Store
 
@@ -25,8 +26,6 @@ MANAGED_BY = "meshpki"
 ANN_INTERMEDIATE = "meshpki.io/intermediate-sha256"
 ANN_NOT_AFTER = "meshpki.io/intermediate-not-after"
 ANN_ROOTS = "meshpki.io/root-sha256"
-DEFAULT_NAMESPACE = "istio-system"
-DEFAULT_SECRET = "cacerts"
 
 CREATE, UPDATE, UNCHANGED, ADOPT = "create", "update", "unchanged", "adopt"
 
@@ -46,16 +45,10 @@ class PushError(MeshPKIError):
 
 
 @dataclass(frozen=True)
-class Target:
-    """Where a cluster's bundle goes."""
+class Target(SecretRef):
+    """Where a cluster's bundle goes, and in which form."""
 
-    cluster: str
-    context: str | None
-    kubeconfig: str | None = None
-    namespace: str = DEFAULT_NAMESPACE
-    secret_name: str = DEFAULT_SECRET
     form: str = FORM_FILES
-    timeout: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -230,9 +223,7 @@ def make_plan(target: Target, desired: Desired, live, allow_root_change: bool) -
 
 
 def connect(target: Target):
-    from meshpki import kube
-
-    return kube.Cluster.connect(target.context, target.kubeconfig, timeout=target.timeout)
+    return target.connect()
 
 
 def plan_push(store: Store, target: Target, allow_root_change: bool, conn=None) -> tuple[Plan, object]:

@@ -18,6 +18,7 @@ from meshpki import checks
 from meshpki.bundle import Bundle, differing_roles, load_folder
 from meshpki.checks import BundleReport, PairReport, Severity
 from meshpki.errors import InputError
+from meshpki.kube import SecretRef
 from meshpki.store import is_cluster_name
 
 
@@ -101,16 +102,8 @@ def verify_targets(targets: Sequence[Target], now: dt.datetime | None = None,
     return VerifyReport(results, pairs)
 
 
-@dataclass(frozen=True)
-class LiveSource:
-    """A cluster's live cacerts secret, read through a kubeconfig context."""
-
-    context: str
-    cluster: str  # the store cluster it should match (fleet file mapping, else the context name)
-    kubeconfig: str | None = None
-    namespace: str = "istio-system"
-    secret_name: str = "cacerts"
-    timeout: float = 10.0
+class LiveSource(SecretRef):
+    """A cluster's live cacerts secret; `cluster` is the store cluster it should match."""
 
     @property
     def label(self) -> str:
@@ -123,11 +116,8 @@ def read_live(store, source: LiveSource) -> tuple[Target | None, tuple[checks.Fi
     No secret at all is the worst case istiod has: it falls back to a
     self-signed root and the mesh splits, so it is an error, not a skip.
     """
-    from meshpki import kube
-
-    where = f"{source.namespace}/{source.secret_name}"
-    secret = kube.Cluster.connect(source.context, source.kubeconfig, source.timeout).read_secret(
-        source.namespace, source.secret_name)
+    where = source.where
+    secret = source.connect().read_secret(source.namespace, source.secret_name)
     if secret is None:
         return None, (checks.Finding(Severity.ERROR, "missing-secret",
                                      f"context {source.context} has no {where} secret: istiod falls back to a "
