@@ -22,7 +22,6 @@ import enum
 import hashlib
 import math
 import os
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -37,6 +36,8 @@ from meshpki import checks, profiles
 from meshpki.bundle import Bundle, differing_roles, fingerprint, serial_hex, subject_text
 from meshpki.errors import InputError, MeshPKIError
 from meshpki.kube import DEFAULT_NAMESPACE, DEFAULT_SECRET, DEFAULT_TIMEOUT, SecretRef
+from meshpki.render import iso
+from meshpki.store import replace_file
 
 DEFAULT_WARN_DAYS = 30
 DEFAULT_CRIT_DAYS = 7
@@ -126,7 +127,7 @@ class AuditRow:
             "role": self.role,
             "subject": self.subject,
             "serial": self.serial,
-            "not_after": _iso(self.not_after) if self.not_after else None,
+            "not_after": iso(self.not_after) if self.not_after else None,
             "days_left": self.days_left,
             "grade": self.grade.name,
             "reason": self.reason,
@@ -163,8 +164,8 @@ class AuditReport:
         return {
             "status": self.status.name,
             "exit_code": self.exit_code,
-            "at": _iso(self.at),
-            "run_at": _iso(self.run_at),
+            "at": iso(self.at),
+            "run_at": iso(self.run_at),
             "warn_days": self.warn_days,
             "crit_days": self.crit_days,
             "clusters": len([c for c in self.clusters if c]),
@@ -179,10 +180,6 @@ class AuditReport:
                          for name, grade in sorted(self.clusters.items())],
             "rows": [r.to_dict() for r in self.rows],
         }
-
-
-def _iso(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _date(moment: dt.datetime) -> str:
@@ -736,23 +733,11 @@ def run(store: Any, targets: Sequence[LiveTarget], at: dt.datetime | None = None
 
 def write_textfile(path: Path, text: str) -> None:
     """Write the exposition for node_exporter's textfile collector, which may
-    read at any moment: temp file in the same folder (hidden, not *.prom, so
-    the collector ignores it), mode 0644 whatever the umask (node_exporter
-    runs as another user), fsync, rename. prometheus_client's
-    write_to_textfile is atomic too, but leaves the mode to the umask."""
+    read at any moment: atomically, and mode 0644 whatever the umask
+    (node_exporter runs as another user; prometheus_client's
+    write_to_textfile leaves the mode to the umask)."""
     path = Path(path)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            os.fchmod(fd, 0o644)
-            data = memoryview(text.encode())
-            while data:
-                data = data[os.write(fd, data):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        replace_file(path, text.encode(), 0o644)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise MeshPKIError(f"cannot write --textfile {path}: {exc.strerror or exc}") from None

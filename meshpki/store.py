@@ -95,6 +95,19 @@ def _write_file(path: Path, data: bytes, mode: int) -> None:
         os.close(fd)
 
 
+def replace_file(path: Path, data: bytes, mode: int) -> None:
+    """Replace one file atomically: a hidden `.tmp-*` beside it (never matched by
+    readers' globs), fsynced, renamed over it. Raises OSError; the temp file is gone."""
+    tmp = path.parent / f".tmp-{path.name}-{secrets.token_hex(4)}"
+    try:
+        _write_file(tmp, data, mode)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def is_key_file(name: str) -> bool:
     return name.endswith("key.pem") or name == bundlemod.TLS_KEY
 
@@ -197,13 +210,9 @@ class Store:
     def write_rotation_file(self, name: str, data: bytes) -> None:
         """Replace one file of the rotation folder atomically (its state)."""
         folder = self._inside(self.rotation_dir)
-        tmp = folder / f".tmp-{name}-{secrets.token_hex(4)}"
         try:
-            _write_file(tmp, data, 0o600 if is_key_file(name) else 0o644)
-            os.rename(tmp, folder / name)
-            _fsync_dir(folder)
+            replace_file(folder / name, data, 0o600 if is_key_file(name) else 0o644)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise StoreError(f"cannot write {folder / name}: {exc.strerror or exc}") from None
 
     def end_rotation(self) -> Path:
