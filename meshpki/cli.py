@@ -556,13 +556,13 @@ def _dry_run_one(settings: Settings, target, allow_root_change: bool, output: st
     desired = pushmod.desired_secret(pushmod.verified_bundle(store, target.cluster), target.form)
     manifest = desired.manifest(target.namespace, target.secret_name)
     if output == "text":
-        plan = pushmod.dry_run_plan(store, target, allow_root_change)
+        plan = pushmod.dry_run_plan(store, target, allow_root_change, desired)
         click.echo("\n".join(pushmod.describe_plan(plan) + [f"  note: {w}" for w in plan.warnings]))
         click.echo(f"{target.cluster}: dry run, nothing written")
         return
     click.echo(to_yaml(manifest) if output == "yaml" else to_json(manifest))
     try:
-        plan = pushmod.dry_run_plan(store, target, allow_root_change)
+        plan = pushmod.dry_run_plan(store, target, allow_root_change, desired)
     except KubeError as exc:
         say(f"{target.cluster}: cluster not reachable, no plan computed ({exc})")
         return

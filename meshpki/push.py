@@ -17,7 +17,7 @@ from cryptography import x509
 from meshpki import rotate
 from meshpki.bundle import FORM_FILES, Bundle, fingerprint, parse_certs, serial_hex
 from meshpki.errors import KubeError, MeshPKIError
-from meshpki.kube import DEFAULT_NAMESPACE, DEFAULT_SECRET, SecretRef  # noqa: F401 (push.DEFAULT_* for cli, demo)
+from meshpki.kube import DEFAULT_NAMESPACE, DEFAULT_SECRET, Cluster, LiveSecret, SecretRef  # noqa: F401 (DEFAULT_*: cli, demo)
 from meshpki.render import iso
 from meshpki.store import Store
 
@@ -80,19 +80,21 @@ class Plan:
     action: str
     target: Target
     desired: Desired
-    resource_version: str | None
+    live: LiveSecret | None  # what the plan was made from; its resourceVersion guards the write
     changes: tuple[str, ...] = ()
     root_change: str = "none"  # none | first | extends | narrows | overlaps | split | foreign
     warnings: tuple[str, ...] = ()
-    live_labels: Mapping[str, str] = field(default_factory=dict)
-    live_annotations: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def resource_version(self) -> str | None:
+        return self.live.resource_version if self.live else None
 
     def labels(self) -> dict[str, str]:
         """Ours on top of what is live: other tools' labels survive an update."""
-        return {**self.live_labels, **self.desired.labels}
+        return {**(self.live.labels if self.live else {}), **self.desired.labels}
 
     def annotations(self) -> dict[str, str]:
-        return {**self.live_annotations, **self.desired.annotations}
+        return {**(self.live.annotations if self.live else {}), **self.desired.annotations}
 
     @property
     def writes(self) -> bool:
@@ -198,7 +200,7 @@ def make_plan(target: Target, desired: Desired, live, allow_root_change: bool) -
     new_roots = root_set(desired.data)
     assert new_roots is not None
     change = classify_root_change(root_set(live.data), new_roots)
-    where = f"{target.cluster}: {target.namespace}/{target.secret_name} in context {target.context}"
+    where = f"{target.cluster}: {target.where} in context {target.context}"
     if change in ("split", "foreign") and not allow_root_change:
         why = ("holds roots that share nothing with the roots being pushed" if change == "split"
                else "holds no readable root-cert.pem")
@@ -218,19 +220,15 @@ def make_plan(target: Target, desired: Desired, live, allow_root_change: bool) -
     else:
         action = UPDATE
         changes = _describe_changes(live.data, desired)
-    return Plan(action, target, desired, live.resource_version, changes, change, tuple(warnings),
-                dict(live.labels), dict(live.annotations))
+    return Plan(action, target, desired, live, changes, change, tuple(warnings))
 
 
-def connect(target: Target):
-    return target.connect()
-
-
-def plan_push(store: Store, target: Target, allow_root_change: bool, conn=None) -> tuple[Plan, object]:
-    """Verify the store bundle, read the live secret, and plan. Returns (plan, connection)."""
-    bundle = verified_bundle(store, target.cluster)
-    desired = desired_secret(bundle, target.form)
-    conn = conn or connect(target)
+def plan_push(store: Store, target: Target, allow_root_change: bool, conn: Cluster | None = None,
+              desired: Desired | None = None) -> tuple[Plan, Cluster]:
+    """Read the live secret and plan; verifies the store bundle unless the
+    caller already made `desired` from it. Returns (plan, connection)."""
+    desired = desired or desired_secret(verified_bundle(store, target.cluster), target.form)
+    conn = conn or target.connect()
     live = conn.read_secret(target.namespace, target.secret_name)
     return make_plan(target, desired, live, allow_root_change), conn
 
@@ -290,16 +288,15 @@ def push(store: Store, target: Target, allow_root_change: bool = False) -> PushR
     """Plan and apply; a 409 (someone wrote in between) gets one re-read and re-plan."""
     plan, conn = plan_push(store, target, allow_root_change)
     if not plan.writes:
-        live = conn.read_secret(target.namespace, target.secret_name)
-        return PushResult(plan, False, stored=stored_object(live) if live else None)
+        return PushResult(plan, False, stored=stored_object(plan.live))
     try:
         result = apply_plan(conn, plan)
     except KubeError as exc:
         if exc.status != 409:
             raise
-        plan, conn = plan_push(store, target, allow_root_change, conn)
+        plan, conn = plan_push(store, target, allow_root_change, conn, plan.desired)
         if not plan.writes:
-            return PushResult(plan, False)
+            return PushResult(plan, False, stored=stored_object(plan.live))
         try:
             result = apply_plan(conn, plan)
         except KubeError as again:
@@ -311,9 +308,9 @@ def push(store: Store, target: Target, allow_root_change: bool = False) -> PushR
     return result
 
 
-def dry_run_plan(store: Store, target: Target, allow_root_change: bool) -> Plan:
+def dry_run_plan(store: Store, target: Target, allow_root_change: bool, desired: Desired | None = None) -> Plan:
     """The plan without writing; raises KubeError when the cluster cannot be read."""
-    plan, _ = plan_push(store, target, allow_root_change)
+    plan, _ = plan_push(store, target, allow_root_change, desired=desired)
     return plan
 
 
