@@ -104,7 +104,7 @@ def main() -> int:
                 return [sys.executable, "-c", FAN_OUT, str(kubeconfig), str(args.workers), *contexts]
             fleet = work / f"mesh-{len(contexts)}.yaml"
             fleet.write_text("clusters:\n" + "".join(f"  - name: {n}\n    context: {n}\n" for n in contexts))
-            return meshpki_cmd() + ["audit", "--config", str(fleet), "--kubeconfig", str(kubeconfig)]
+            return [*meshpki_cmd(), "audit", "--config", str(fleet), "--kubeconfig", str(kubeconfig)]
 
         def timed_run(contexts: list[str]) -> tuple[float, subprocess.CompletedProcess]:
             begin = time.perf_counter()

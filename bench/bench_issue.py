@@ -113,8 +113,8 @@ def time_makefile(clusters: list[str]) -> tuple[float, Path]:
 def time_meshpki(clusters: list[str]) -> tuple[float, Path]:
     store = Path(tempfile.mkdtemp(prefix="bench-meshpki-")) / "store"
     env = clean_env(MESHPKI_STORE=str(store))
-    elapsed = run(meshpki_cmd() + ["init-root", "--insecure-no-passphrase", "--key-type", "rsa-4096"], env)
-    elapsed += run(meshpki_cmd() + ["issue", *clusters], env)
+    elapsed = run([*meshpki_cmd(), "init-root", "--insecure-no-passphrase", "--key-type", "rsa-4096"], env)
+    elapsed += run([*meshpki_cmd(), "issue", *clusters], env)
     return elapsed, store
 
 

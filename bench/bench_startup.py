@@ -78,14 +78,14 @@ def main() -> int:
     store = work / "store"
     env = clean_env(MESHPKI_STORE=str(store))
     meshpki = meshpki_cmd()
-    run(meshpki + ["init-root", "--insecure-no-passphrase", "--key-type", args.key_type], env)
-    run(meshpki + ["issue", "cluster1"], env)
+    run([*meshpki, "init-root", "--insecure-no-passphrase", "--key-type", args.key_type], env)
+    run([*meshpki, "issue", "cluster1"], env)
 
     floor = wall([sys.executable, "-c", "pass"], env, args.runs)
     kube_import = wall([sys.executable, "-c", "import meshpki.kube as k; k._import_kubernetes()"], env,
                        args.runs) - floor
-    version = wall(meshpki + ["--version"], env, args.runs)
-    verify = wall(meshpki + ["verify", "cluster1"], env, args.runs)
+    version = wall([*meshpki, "--version"], env, args.runs)
+    verify = wall([*meshpki, "verify", "cluster1"], env, args.runs)
     unlock, kdf = unlock_cost(3)
 
     argvs = [["--version"], ["init-root", "--insecure-no-passphrase", "--key-type", "ecdsa-p256"],

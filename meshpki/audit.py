@@ -33,7 +33,13 @@ from typing import Any
 from cryptography import x509
 
 from meshpki import checks, profiles
-from meshpki.bundle import Bundle, differing_roles, fingerprint, serial_hex, subject_text
+from meshpki.bundle import (
+    Bundle,
+    differing_roles,
+    fingerprint,
+    serial_hex,
+    subject_text,
+)
 from meshpki.errors import InputError, MeshPKIError
 from meshpki.kube import DEFAULT_NAMESPACE, DEFAULT_SECRET, DEFAULT_TIMEOUT, SecretRef
 from meshpki.render import iso
@@ -183,7 +189,7 @@ class AuditReport:
 
 
 def _date(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 # -- what was read ----------------------------------------------------------------
@@ -229,7 +235,7 @@ def parse_at(text: str) -> dt.datetime:
         moment = dt.datetime.fromisoformat(text.strip())
     except ValueError:
         raise InputError(f"--at {text!r} is not a date; use YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS][Z|+HH:MM]") from None
-    return moment.replace(tzinfo=dt.timezone.utc) if moment.tzinfo is None else moment.astimezone(dt.timezone.utc)
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
 
 
 def check_thresholds(warn_days: int, crit_days: int) -> None:
@@ -413,7 +419,7 @@ class Verifier:
         if not todo:
             return
         with ThreadPoolExecutor(max_workers=min(self.workers, len(todo)), thread_name_prefix="meshpki-verify") as pool:
-            found = dict(zip(todo, pool.map(structural_errors, todo.values())))
+            found = dict(zip(todo, pool.map(structural_errors, todo.values()), strict=False))
         with self._lock:
             self._results.update(found)
 
@@ -604,25 +610,25 @@ class _Grader:
     # -- rows ----------------------------------------------------------------------
     def rows(self) -> list[AuditRow]:
         for key, dues in self.due.items():
-            entry = self.certs.get(key)
-            if entry is None:
+            due_cert = self.certs.get(key)
+            if due_cert is None:
                 continue
             clusters = sorted({c for c, _ in dues})
             first_due = min(d for _, d in dues)
-            entry.conditions.append(Condition(
+            due_cert.conditions.append(Condition(
                 Grade.WARNING, "root-before-rotation",
-                f"expires {_date(entry.cert.not_valid_after_utc)}, less than --warn-days {self.warn_days} after "
+                f"expires {_date(due_cert.cert.not_valid_after_utc)}, less than --warn-days {self.warn_days} after "
                 f"the intermediate of {_names(clusters)} is due for rotation ({_date(first_due)}); rotate the "
                 "root first (meshpki rotate-root begin)"))
         rows = []
         for (_, _, fp), entry in self.certs.items():
             end = entry.cert.not_valid_after_utc
-            conditions = [grade_expiry(end, self.at, self.warn_days, self.crit_days)] + entry.conditions
+            conditions = [grade_expiry(end, self.at, self.warn_days, self.crit_days), *entry.conditions]
             rows.append(_row(entry.cluster, entry.source, entry.role, subject_text(entry.cert),
                              serial_hex(entry.cert), end, days_left(end, self.at), fp, conditions, entry.context))
-        for entry in self.bundles.values():
-            rows.append(_row(entry.cluster, entry.source, ROLE_BUNDLE, "", "", None, None, "", entry.conditions,
-                             entry.context))
+        for bundle in self.bundles.values():
+            rows.append(_row(bundle.cluster, bundle.source, ROLE_BUNDLE, "", "", None, None, "", bundle.conditions,
+                             bundle.context))
         return sorted(rows, key=AuditRow.sort_key)
 
 
@@ -678,8 +684,8 @@ def resolve_targets(fleet: Any, contexts: Sequence[str] = (), all_contexts: bool
     """Which live secrets to read: --context/--all-contexts, else the fleet
     file's clusters, else (inside a pod) the pod's own cluster, else none.
     A context's cluster name comes from the fleet file, else it is the context."""
-    common = {"namespace": namespace or fleet.namespace or DEFAULT_NAMESPACE,
-              "secret_name": secret_name or fleet.secret_name or DEFAULT_SECRET, "timeout": timeout}
+    common: dict[str, Any] = {"namespace": namespace or fleet.namespace or DEFAULT_NAMESPACE,
+                              "secret_name": secret_name or fleet.secret_name or DEFAULT_SECRET, "timeout": timeout}
     default_kubeconfig = kubeconfig or fleet.kubeconfig
     names = list(dict.fromkeys(contexts))
     if all_contexts:

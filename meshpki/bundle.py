@@ -120,8 +120,8 @@ class Bundle:
             return {TLS_CRT: self.files[CA_CERT], TLS_KEY: self.files[CA_KEY], CA_CRT: self.files[ROOT_CERT]}
         if self.form == FORM_FILES:
             return {n: self.files[n] for n in FILES}
-        return {CA_CERT: self.ca_cert, CA_KEY: self.ca_key, CERT_CHAIN: self.cert_chain,  # type: ignore[dict-item]
-                ROOT_CERT: self.root_cert}
+        converted = {CA_CERT: self.ca_cert, CA_KEY: self.ca_key, CERT_CHAIN: self.cert_chain, ROOT_CERT: self.root_cert}
+        return {n: data for n, data in converted.items() if data is not None}
 
 
 def _join_pem(first: bytes, second: bytes) -> bytes:

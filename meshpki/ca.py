@@ -147,7 +147,7 @@ def issue(store: Store, clusters: Sequence[str], options: IssueOptions, issuer: 
         key_type = options.key_type or key_type_of(issuer.key)
         new_keys = keys.generate_many([key_type] * len(names), progress=progress)
         results = []
-        for name, key in zip(names, new_keys):
+        for name, key in zip(names, new_keys, strict=False):
             files, issued = build_bundle(issuer, name, key, options)
             archived = store.write_bundle(name, files, replace=replace)
             results.append(IssueResult(name, store.cluster_dir(name), issued.cert, archived, issued.warnings))

@@ -29,7 +29,16 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from meshpki import handshake, profiles
-from meshpki.bundle import CA_CERT, CA_KEY, CERT_CHAIN, FORM_TLS, ROOT_CERT, Bundle, fingerprint, subject_text
+from meshpki.bundle import (
+    CA_CERT,
+    CA_KEY,
+    CERT_CHAIN,
+    FORM_TLS,
+    ROOT_CERT,
+    Bundle,
+    fingerprint,
+    subject_text,
+)
 from meshpki.keys import PrivateKey, is_encrypted_pem, public_keys_match
 
 DEFAULT_WARN_DAYS = 30
@@ -40,7 +49,7 @@ GO_CURVES = {"secp256r1", "secp384r1", "secp521r1"}
 WEAK_HASHES = (hashes.SHA1, hashes.MD5)
 
 
-class Severity(str, enum.Enum):
+class Severity(enum.StrEnum):
     ERROR = "error"
     WARNING = "warning"
     INFO = "info"
@@ -302,12 +311,11 @@ def _check_key_strength(cert: x509.Certificate, file: str, findings: list[Findin
         findings.append(_finding("weak-key", f"{file}: {describe(cert)} has an RSA-{key.key_size} key; "
                                  f"under {MIN_RSA_BITS} bits is refused by current TLS stacks", file,
                                  "re-issue it with rsa-2048 or stronger (or ecdsa-p256)"))
-    elif isinstance(key, ec.EllipticCurvePublicKey):
-        if key.curve.name not in GO_CURVES:
-            findings.append(_finding("weak-key" if key.curve.key_size < 256 else "unsupported-key",
-                                     f"{file}: {describe(cert)} uses curve {key.curve.name}, which Go's "
-                                     "crypto/x509 (istiod) does not support", file,
-                                     "re-issue with ecdsa-p256 or ecdsa-p384"))
+    elif isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name not in GO_CURVES:
+        findings.append(_finding("weak-key" if key.curve.key_size < 256 else "unsupported-key",
+                                 f"{file}: {describe(cert)} uses curve {key.curve.name}, which Go's "
+                                 "crypto/x509 (istiod) does not support", file,
+                                 "re-issue with ecdsa-p256 or ecdsa-p384"))
 
 
 def _check_validity(cert: x509.Certificate, file: str, now: dt.datetime, warn_days: int,
@@ -424,9 +432,9 @@ def build_path(start: x509.Certificate, intermediates: Sequence[x509.Certificate
             if inter in seen or inter == cert or inter.subject != cert.issuer:
                 continue
             if signed_by(cert, inter):
-                rest = search(inter, seen + (inter,))
+                rest = search(inter, (*seen, inter))
                 if rest is not None:
-                    return (inter,) + rest
+                    return (inter, *rest)
         return None
 
     if start in anchors:  # trusted as it is (Go: a leaf in the root pool verifies)
@@ -585,7 +593,7 @@ def _check_path(ca: x509.Certificate | None, path: Sequence[x509.Certificate], n
 def _check_chain_layout(ca: x509.Certificate, path: Sequence[x509.Certificate], chain: Sequence[x509.Certificate],
                         chain_file: str, findings: list[Finding]) -> None:
     """cert-chain.pem should be ca-cert.pem, then each issuer, optionally the root."""
-    expected = [ca] + list(path)
+    expected = [ca, *list(path)]
     extras, seen = [], []
     for cert in chain:
         if cert in seen:
@@ -598,7 +606,7 @@ def _check_chain_layout(ca: x509.Certificate, path: Sequence[x509.Certificate], 
                                  f"chain: {', '.join(extras)}; every proxy sends them on every handshake", chain_file,
                                  f"keep only ca-cert.pem and its issuers in {chain_file}"))
     positions = [expected.index(c) for c in dict.fromkeys(chain) if c in expected]
-    if chain and chain[0] != ca or positions != sorted(positions):
+    if (chain and chain[0] != ca) or positions != sorted(positions):
         findings.append(_finding("chain-order", f"{chain_file} is not leaf-first: it should be the intermediate, "
                                  "then each issuer up to the root", chain_file,
                                  f"rewrite {chain_file} as ca-cert.pem followed by its issuers in order"))
@@ -690,7 +698,8 @@ def check_pair(a: BundleReport, b: BundleReport) -> PairReport:
                     f"{signer.target}'s chain ({_root_names(signer.material, path_only=True)}): {truster.target}'s "
                     f"proxies reject {signer.target}'s workloads with UNKNOWN_CA", None,
                     f"add that root to {truster.target}'s root-cert.pem (meshpki rotate-root keeps them in step)"))
-    result = handshake.mutual_tls(ma.endpoint, mb.endpoint)  # type: ignore[arg-type]  (can_sign above)
+    assert ma.endpoint is not None and mb.endpoint is not None  # can_sign above
+    result = handshake.mutual_tls(ma.endpoint, mb.endpoint)
     if result.ok:
         findings.append(_finding("handshake-ok", f"{a.target} -> {b.target}: {result.reason}", None))
     elif result.rejected_by and result.alert is None and "trust domain" in result.reason:

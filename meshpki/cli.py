@@ -250,9 +250,8 @@ def init_root_cmd(settings: Settings, key_type: str | None, days: int | None, or
     passphrase = new_root_passphrase(passphrase_file, insecure_no_passphrase)
     say(f"generating the {chosen.value} root key{' and encrypting it' if passphrase else ''} ...")
     result = ca.init_root(settings.store, chosen, days, org or fleet.org or "Istio", cn, passphrase)
-    data = {"path": str(result.path), "key_type": chosen.value, "encrypted": result.encrypted,
-            "certificate": cert_facts(result.cert)}
-    facts = data["certificate"]
+    facts = cert_facts(result.cert)
+    data = {"path": str(result.path), "key_type": chosen.value, "encrypted": result.encrypted, "certificate": facts}
     text = (f"created root CA {facts['subject']} in {result.path}\n"
             f"  serial {facts['serial']}, valid until {facts['not_after']}, key "
             f"{'encrypted' if result.encrypted else 'NOT encrypted'}\n"
@@ -325,7 +324,7 @@ def _print_issued(results, output: str, verb: str, next_step: str | None = None)
                           "archived": str(r.archived) if r.archived else None,
                           "certificate": cert_facts(r.cert)} for r in results]}
     lines = []
-    for r, entry in zip(results, data["clusters"]):
+    for r, entry in zip(results, data["clusters"], strict=False):
         facts = entry["certificate"]
         lines.append(f"{verb} {r.cluster}: serial {facts['serial']}, valid until {facts['not_after']}, in {r.path}")
         if r.archived:

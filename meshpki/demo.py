@@ -47,7 +47,8 @@ def _manifest_step(store: Store, step: Callable[[str], None]) -> list[str]:
     step("push cluster1 --dry-run -o yaml (no cluster needed)")
     desired = push.desired_secret(push.verified_bundle(store, "cluster1"), push.FORM_FILES)
     manifest = desired.manifest(push.DEFAULT_NAMESPACE, push.DEFAULT_SECRET)
-    manifest["data"] = {k: v[:24] + "..." for k, v in manifest["data"].items()}  # type: ignore[union-attr]
+    data: dict[str, str] = manifest["data"]  # type: ignore[assignment]
+    manifest["data"] = {k: v[:24] + "..." for k, v in data.items()}
     return ["", "# the cacerts secret for cluster1 (data shortened; "
                 "`meshpki push cluster1 --dry-run -o yaml` prints it whole):",
             render.to_yaml(manifest).rstrip(),

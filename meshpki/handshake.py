@@ -250,7 +250,7 @@ def _failure(client: Endpoint, server: Endpoint, errors: dict[str, ssl.SSLError]
                 None, alert, me.name, f"{exc.verify_message} (TLS alert {alert})")
     name, exc = next(iter(errors.items()))
     reason = getattr(exc, "reason", None) or type(exc).__name__
-    alert = str(reason).split("ALERT_", 1)[1] if "ALERT_" in str(reason) else None
+    failed_alert = str(reason).split("ALERT_", 1)[1] if "ALERT_" in str(reason) else None
     return HandshakeResult(client.name, server.name, False,
-                           f"handshake failed on the {name} side ({sides[name][0].name}): {reason}", None, alert,
+                           f"handshake failed on the {name} side ({sides[name][0].name}): {reason}", None, failed_alert,
                            None, f"handshake failed: {reason}")

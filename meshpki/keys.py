@@ -34,7 +34,7 @@ SCRYPT_R = 8
 SCRYPT_P = 1
 
 
-class KeyType(str, enum.Enum):
+class KeyType(enum.StrEnum):
     """The key types meshpki makes; each knows how to generate its key."""
 
     RSA_2048 = "rsa-2048"
@@ -62,7 +62,7 @@ class KeyType(str, enum.Enum):
             raise InputError(f"unknown key type {text!r}; choose one of {choices}") from None
 
 
-def signature_hash(key: PrivateKey) -> hashes.HashAlgorithm:
+def signature_hash(key: PrivateKey) -> hashes.SHA256 | hashes.SHA384:
     """SHA-256, except SHA-384 for P-384 keys (matching strength, RFC 5480)."""
     if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size >= 384:
         return hashes.SHA384()
@@ -116,9 +116,10 @@ def generate_many(
     with concurrent.futures.ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent) as pool:
         futures = {pool.submit(_generate_der, kt): i for i, kt in enumerate(key_types)}
         for future in concurrent.futures.as_completed(futures):
-            results[futures[future]] = serialization.load_der_private_key(
-                future.result(), password=None, unsafe_skip_rsa_key_validation=True
-            )
+            key = serialization.load_der_private_key(future.result(), password=None,
+                                                     unsafe_skip_rsa_key_validation=True)
+            assert isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey))  # we generated it
+            results[futures[future]] = key
             if progress:
                 progress(len(results), total)
     return [results[i] for i in range(total)]

@@ -100,7 +100,7 @@ class _Kubeconfig:
 
     def _entry(self, item: str, name: Any) -> tuple[str, dict[str, Any]] | None:
         """(file, entry) of the first entry called `name` in `item`."""
-        for path, doc in zip(self.paths, self.docs):
+        for path, doc in zip(self.paths, self.docs, strict=False):
             for entry in doc.get(item) or []:
                 if entry.get("name") == name:
                     return path, entry
@@ -130,7 +130,7 @@ def _yaml_load(text: str) -> Any:
     import yaml
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 10x faster for big fleets
-    return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+    return yaml.load(text, Loader=loader)
 
 
 # Parsed kubeconfig documents by content: connecting to 100 contexts of one
@@ -413,7 +413,8 @@ def _transport_error(ctx: str, server: str, timeout: float, exc: BaseException) 
         )
     if (tls := first(ssl.SSLError, u3.SSLError)) is not None:
         return KubeError(
-            f"context {ctx}: TLS handshake with {server} failed ({tls}); check the server address and TLS settings in the kubeconfig"
+            f"context {ctx}: TLS handshake with {server} failed ({tls}); "
+            "check the server address and TLS settings in the kubeconfig"
         )
     if (conn := first(u3.NewConnectionError, OSError)) is not None:
         return KubeError(
@@ -502,9 +503,9 @@ def _import_kubernetes() -> None:
         if _imported:
             return
         import kubernetes.client
-        import kubernetes.client.exceptions  # noqa: F401
-        import kubernetes.config.incluster_config  # noqa: F401
-        import kubernetes.config.kube_config  # noqa: F401
+        import kubernetes.client.exceptions
+        import kubernetes.config.incluster_config
+        import kubernetes.config.kube_config
         import urllib3.util.retry  # noqa: F401
 
         # the classes connect and _request use

@@ -31,7 +31,7 @@ WORKLOAD_TTL = dt.timedelta(hours=24)  # istiod's default workload certificate l
 
 def utcnow() -> dt.datetime:
     """Timezone-aware now (freezegun-friendly)."""
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def not_after(cert: x509.Certificate) -> dt.datetime:

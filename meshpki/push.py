@@ -17,7 +17,13 @@ from cryptography import x509
 from meshpki import rotate
 from meshpki.bundle import FORM_FILES, Bundle, fingerprint, parse_certs, serial_hex
 from meshpki.errors import KubeError, MeshPKIError
-from meshpki.kube import DEFAULT_NAMESPACE, DEFAULT_SECRET, Cluster, LiveSecret, SecretRef  # noqa: F401 (DEFAULT_*: cli, demo)
+from meshpki.kube import (  # noqa: F401 (DEFAULT_*: cli, demo)
+    DEFAULT_NAMESPACE,
+    DEFAULT_SECRET,
+    Cluster,
+    LiveSecret,
+    SecretRef,
+)
 from meshpki.render import iso
 from meshpki.store import Store
 
@@ -216,7 +222,7 @@ def make_plan(target: Target, desired: Desired, live, allow_root_change: bool) -
                  and all(live.annotations.get(k) == v for k, v in desired.annotations.items()))
     if same_data:
         action = UNCHANGED if same_meta else ADOPT
-        changes = () if same_meta else ("metadata: add meshpki's label and annotations (adopting the secret)",)
+        changes: tuple[str, ...] = () if same_meta else ("metadata: add meshpki's label and annotations (adopting the secret)",)
     else:
         action = UPDATE
         changes = _describe_changes(live.data, desired)

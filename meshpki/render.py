@@ -18,7 +18,7 @@ from cryptography import x509
 from meshpki.bundle import fingerprint, serial_hex, subject_text
 
 
-class OutputFormat(str, enum.Enum):
+class OutputFormat(enum.StrEnum):
     TEXT = "text"
     JSON = "json"
     YAML = "yaml"
@@ -26,7 +26,7 @@ class OutputFormat(str, enum.Enum):
 
 
 def iso(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def cert_facts(cert: x509.Certificate) -> dict[str, Any]:
@@ -55,7 +55,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A plain aligned table: readable in a terminal and in a cron mail."""
     cells = [list(map(str, headers))] + [[str(c) for c in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() for row in cells)
 
 
 def render_data(data: Any, fmt: OutputFormat, text: str) -> str:
@@ -172,7 +172,7 @@ def audit_prometheus(report: Any) -> str:
     from prometheus_client import CollectorRegistry, generate_latest
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_AuditCollector(report))  # type: ignore[arg-type]
+    registry.register(_AuditCollector(report))
     return generate_latest(registry).decode()
 
 

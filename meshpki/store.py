@@ -61,7 +61,7 @@ def validate_cluster_name(name: str) -> str:
 
 
 def timestamp(now: dt.datetime | None = None) -> str:
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     return now.strftime("%Y%m%dT%H%M%SZ")
 
 
@@ -184,7 +184,7 @@ class Store:
         self._publish(self.root_dir, {ROOT_CERT_FILE: cert_pem, ROOT_KEY_FILE: key_pem})
         return self.root_dir
 
-    def retire_root(self, cert_pem: bytes, key_pem: bytes) -> Path:
+    def retire_root(self, cert_pem: bytes, key_pem: bytes) -> Path | None:
         """Replace the root (rotate-root's last step); the old one goes to history."""
         return self._publish(self.root_dir, {ROOT_CERT_FILE: cert_pem, ROOT_KEY_FILE: key_pem},
                              archive_to=self.history_dir / "roots")

@@ -35,14 +35,41 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from meshpki.bundle import CA_CERT, CA_CRT, CA_KEY, CERT_CHAIN, ROOT_CERT, TLS_CRT, TLS_KEY, cert_to_pem
+from meshpki.bundle import (
+    CA_CERT,
+    CA_CRT,
+    CA_KEY,
+    CERT_CHAIN,
+    ROOT_CERT,
+    TLS_CRT,
+    TLS_KEY,
+    cert_to_pem,
+)
 from meshpki.keys import KeyType, PrivateKey, signature_hash, to_pem
 
 __all__ = [
-    "Authority", "DEFAULT", "KU_CA", "KU_ISTIO_MAKEFILE", "KeyType", "bundle_files", "key_usage",
-    "istio_makefile_bundle", "istio_samples_bundle", "make_cert", "make_intermediate", "make_root",
-    "days_from_now", "eku", "codes", "now", "openssl_available", "openssl_sign", "pem", "pooled_key",
-    "tls_form", "write_folder",
+    "DEFAULT",
+    "KU_CA",
+    "KU_ISTIO_MAKEFILE",
+    "Authority",
+    "KeyType",
+    "bundle_files",
+    "codes",
+    "days_from_now",
+    "eku",
+    "istio_makefile_bundle",
+    "istio_samples_bundle",
+    "key_usage",
+    "make_cert",
+    "make_intermediate",
+    "make_root",
+    "now",
+    "openssl_available",
+    "openssl_sign",
+    "pem",
+    "pooled_key",
+    "tls_form",
+    "write_folder",
 ]
 
 
@@ -58,10 +85,10 @@ DEFAULT = _Default()
 
 def now() -> dt.datetime:
     """Real wall-clock UTC now: OpenSSL handshakes use the system clock, not freezegun's."""
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def pooled_key(key_type: KeyType = KeyType.ECDSA_P256, slot: int = 0) -> PrivateKey:
     """A key cached per (type, slot): RSA generation is slow, and most tests only
     need distinct keys, not fresh ones. Use a new slot for a key that must differ."""
@@ -116,7 +143,7 @@ def make_cert(
     ca: bool | None = True,
     path_length: int | None = None,
     bc_critical: bool = True,
-    usage: x509.KeyUsage | None | _Default = DEFAULT,
+    usage: x509.KeyUsage | _Default | None = DEFAULT,
     ku_critical: bool = True,
     eku: Sequence[x509.ObjectIdentifier] | None = None,
     not_before: dt.datetime | None = None,

@@ -25,6 +25,7 @@ Fixtures (import with `from tests.kubeapi import *` in conftest.py, or
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import datetime
 import ipaddress
@@ -119,8 +120,8 @@ def _make_tls() -> _TLS:
     clock, while a test may have frozen Python's (freezegun) when the session
     server happens to start.
     """
-    not_before = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
-    not_after = datetime.datetime(2099, 12, 31, tzinfo=datetime.timezone.utc)
+    not_before = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
+    not_after = datetime.datetime(2099, 12, 31, tzinfo=datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"kubeapi test CA {uuid.uuid4().hex[:8]}")])
     ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
@@ -200,7 +201,7 @@ def _server_ssl_context(tls: _TLS) -> ssl.SSLContext:
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class _APIError(Exception):
@@ -709,7 +710,8 @@ class VirtualCluster:
             data[key] = base64.b64encode(str(value).encode()).decode()
         for key, value in data.items():
             if not _SECRET_KEY.match(key):
-                raise _invalid("secrets", name, f"data[{key}]", "a valid config key must consist of alphanumeric characters, '-', '_' or '.'")
+                raise _invalid("secrets", name, f"data[{key}]",
+                               "a valid config key must consist of alphanumeric characters, '-', '_' or '.'")
             try:
                 base64.b64decode(value, validate=True)
             except (ValueError, TypeError):
@@ -802,10 +804,10 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # else Nagle + delayed ACK add 40 ms to small answers
     server: _HTTPServer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         """Silent: pytest output stays readable."""
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+    def do_GET(self) -> None:
         self._dispatch()
 
     do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
@@ -824,10 +826,8 @@ class _Handler(BaseHTTPRequestHandler):
             )
         except _Drop:
             self.close_connection = True
-            try:
+            with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             return
         except _APIError as exc:
             code, payload, headers = exc.code, exc.status, exc.headers
@@ -875,10 +875,8 @@ class _HTTPServer(ThreadingHTTPServer):
         finally:
             with self.conn_lock:
                 self.open_connections.discard(conn)
-            try:
+            with contextlib.suppress(OSError):
                 conn.close()
-            except OSError:
-                pass
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Silent: a client hanging up is normal in fault-injection tests."""
@@ -887,10 +885,8 @@ class _HTTPServer(ThreadingHTTPServer):
         with self.conn_lock:
             conns = list(self.open_connections)
         for conn in conns:
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ SECOND = dt.timedelta(seconds=1)
 def t0() -> dt.datetime:
     """Real now to the second: frozen time stays within seconds of the clock
     OpenSSL uses for the workload handshake inside verify."""
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
 # -- building stores ------------------------------------------------------------

@@ -16,7 +16,6 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from meshpki.bundle import CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT, Bundle
 from meshpki.checks import CODES, Severity, build_path, check_bundle, check_pair
 from meshpki.keys import KeyType
-
 from tests import factories as f
 
 KEY_TYPES = [KeyType.ECDSA_P256, KeyType.RSA_2048]

@@ -9,7 +9,6 @@ import pytest
 
 from meshpki import handshake
 from meshpki.keys import KeyType
-
 from tests import factories as f
 
 
@@ -49,7 +48,7 @@ def test_different_roots_fail_with_unknown_ca(mesh):
 
 def test_server_rejecting_the_client_is_reported(mesh):
     """TLS 1.3: the client finishes before the server judges its certificate."""
-    root, c1, c2 = mesh
+    root, _c1, c2 = mesh
     other_root = f.make_root("Other", slot=88)
     # client trusts both roots, so it accepts the server; the server trusts only its own root
     client = endpoint("outsider", f.make_intermediate(other_root, "x", slot=89), [other_root, root])

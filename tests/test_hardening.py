@@ -113,7 +113,7 @@ def bundle_errors(folder: Path) -> list[str]:
 def assert_store_sound(path: Path, passphrase: str | None = None) -> None:
     """Every root and bundle present (archived ones too) is whole and valid."""
     store = Store(path)
-    for root in [store.root_dir, store.rotation_dir] + sorted((store.history_dir / "roots").glob("*")):
+    for root in [store.root_dir, store.rotation_dir, *sorted((store.history_dir / "roots").glob("*"))]:
         if not root.exists():
             continue
         names = sorted(p.name for p in root.iterdir() if not p.name.startswith(".tmp-"))
@@ -172,7 +172,7 @@ def test_issue_killed_leaves_whole_bundles_and_no_orphan_workers(tmp_path, delay
     make_store(store_path, ())
     env = env_for(store_path)
     tag = env["MESHPKI_HARDENING_TAG"]
-    proc = subprocess.Popen(MESHPKI + ["issue", "c1", "c2", "c3", "--key-type", "rsa-3072"], env=env,
+    proc = subprocess.Popen([*MESHPKI, "issue", "c1", "c2", "c3", "--key-type", "rsa-3072"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while len(tagged_processes(tag)) < 2 and proc.poll() is None and time.monotonic() < deadline:
@@ -336,7 +336,7 @@ def test_push_killed_leaves_the_old_secret_or_the_new_one(tmp_path, kube_api, ku
     new_data = dict(store.load_bundle("cluster1").secret_data())
     vc.delay = 0.25
     vc.clear_requests()
-    proc = subprocess.Popen(MESHPKI + ["push", "cluster1", "--context", "cluster1"],
+    proc = subprocess.Popen([*MESHPKI, "push", "cluster1", "--context", "cluster1"],
                             env=env_for(store_path, KUBECONFIG=str(kubeconfig)),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -11,7 +11,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.verification import PolicyBuilder, Store as TrustStore
+from cryptography.x509.verification import PolicyBuilder
+from cryptography.x509.verification import Store as TrustStore
 
 from meshpki import ca, keys, profiles
 from meshpki.bundle import parse_certs
@@ -57,7 +58,7 @@ def test_root_profile(stores, key_type):
     assert root.subject.rfc4514_string() == "CN=Root CA,O=Istio"
     assert isinstance(root.signature_hash_algorithm, expected_hash(key_type))
     assert root.serial_number > 2**63, "serial must be random and at least 64 bits"
-    assert root.not_valid_before_utc < dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=4), "backdated for skew"
+    assert root.not_valid_before_utc < dt.datetime.now(dt.UTC) - dt.timedelta(minutes=4), "backdated for skew"
     key = store.load_root_key(None)
     assert keys.public_keys_match(key, root.public_key())
     if key_type.is_rsa:

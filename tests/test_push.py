@@ -310,7 +310,7 @@ def test_verify_context_reads_the_live_secret_and_reports_drift(fleet_store, pus
     assert cli("rotate", "cluster1").exit_code == 0
     drifted = verify("--context", "cluster1")
     assert drifted.exit_code == 0
-    finding = [f for f in json.loads(drifted.stdout)["results"][0]["findings"] if f["code"] == "drift"][0]
+    finding = next(f for f in json.loads(drifted.stdout)["results"][0]["findings"] if f["code"] == "drift")
     assert finding["severity"] == "warning" and "ca-cert.pem" in finding["message"]
     assert verify("--context", "cluster1", "--strict").exit_code == 1
     down = cli("verify", "--kubeconfig", str(kubeconfig), "--context", "down")

@@ -8,7 +8,8 @@ import datetime as dt
 import json
 
 import pytest
-from cryptography.x509.verification import PolicyBuilder, Store as TrustStore
+from cryptography.x509.verification import PolicyBuilder
+from cryptography.x509.verification import Store as TrustStore
 from freezegun import freeze_time
 
 from meshpki import ca, keys, profiles, rotate
@@ -18,7 +19,7 @@ from meshpki.store import Store
 from tests.conftest import one_line_error, snapshot
 
 CLUSTERS = ("cluster1", "cluster2", "cluster3")
-START = dt.datetime(2026, 1, 10, 12, 0, tzinfo=dt.timezone.utc)
+START = dt.datetime(2026, 1, 10, 12, 0, tzinfo=dt.UTC)
 
 
 def make_fleet(store: Store, clusters=CLUSTERS) -> Store:

@@ -86,7 +86,7 @@ def test_rotation_walk_pushed_to_three_clusters(fleet, kube_api, store):
 
     waiting = fleet("rotate-root", "finish")
     assert waiting.exit_code == 1 and "grace period not over" in waiting.output
-    with freeze_time(dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=24, minutes=5)):
+    with freeze_time(dt.datetime.now(dt.UTC) + dt.timedelta(hours=24, minutes=5)):
         status = fleet("rotate-root", "status")
         assert "phase: ready-to-finish" in status.output
         finished = fleet("rotate-root", "finish")

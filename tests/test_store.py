@@ -153,9 +153,8 @@ def test_a_second_writer_is_refused_clearly_then_a_dead_holder_frees_the_lock(st
     proc = _hold_lock(store.path)
     try:
         impatient = Store(store.path, lock_timeout=0.3)
-        with pytest.raises(StoreError, match="locked by another meshpki process"):
-            with impatient.locked():
-                pass
+        with pytest.raises(StoreError, match="locked by another meshpki process"), impatient.locked():
+            pass
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()

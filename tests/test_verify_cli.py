@@ -8,7 +8,6 @@ import pytest
 
 from meshpki.bundle import CA_KEY, CERT_CHAIN
 from meshpki.keys import KeyType
-
 from tests import factories as f
 
 INSECURE = "--insecure-no-passphrase"
