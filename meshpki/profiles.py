@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from meshpki.keys import PrivateKey, signature_hash
+from meshpki.keys import PrivateKey
+from meshpki.signing import sign_certificate
 
 # notBefore is backdated so a cluster whose clock runs a little behind ours
 # does not see a certificate from the future.
@@ -98,7 +99,7 @@ def make_root(key: PrivateKey, days: int, org: str = DEFAULT_ORG, cn: str = ROOT
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(_ca_key_usage(), critical=True)
     )
-    return builder.sign(key, signature_hash(key))
+    return sign_certificate(builder, key)
 
 
 def make_intermediate(
@@ -129,7 +130,7 @@ def make_intermediate(
         builder = builder.add_extension(
             x509.SubjectAlternativeName([x509.DNSName(d) for d in san_dns]), critical=False
         )
-    return Issued(builder.sign(root_key, signature_hash(root_key)), tuple(warnings))
+    return Issued(sign_certificate(builder, root_key), tuple(warnings))
 
 
 def make_workload(
@@ -156,7 +157,7 @@ def make_workload(
         .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe)]), critical=True)
         .add_extension(_authority_key_id(ca), critical=False)
     )
-    return builder.sign(ca_key, signature_hash(ca_key))
+    return sign_certificate(builder, ca_key)
 
 
 def _authority_key_id(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
