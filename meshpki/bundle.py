@@ -103,7 +103,7 @@ class Bundle:
     def cert_chain(self) -> bytes | None:
         if self.form == FORM_TLS:
             crt, ca = self.files.get(TLS_CRT), self.files.get(CA_CRT)
-            return None if crt is None or ca is None else _join_pem(crt, ca)
+            return None if crt is None or ca is None else join_pem(crt, ca)
         return self.files.get(CERT_CHAIN)
 
     def name_of(self, role: str) -> str:
@@ -124,7 +124,8 @@ class Bundle:
         return {n: data for n, data in converted.items() if data is not None}
 
 
-def _join_pem(first: bytes, second: bytes) -> bytes:
+def join_pem(first: bytes, second: bytes) -> bytes:
+    """`first` byte for byte, then `second` on a line of its own."""
     return first + (b"" if first.endswith(b"\n") else b"\n") + second
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from cryptography import x509
 
 from meshpki import keys, profiles
-from meshpki.bundle import CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT, cert_to_pem
+from meshpki.bundle import CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT, cert_to_pem, join_pem, parse_certs
 from meshpki.errors import InputError, PassphraseError
 from meshpki.keys import KeyType, PrivateKey
 from meshpki.store import Store, validate_cluster_name
@@ -62,9 +62,9 @@ class Issuer:
     """
 
     cert: x509.Certificate
-    cert_pem: bytes
+    cert_pem: bytes  # the signer and its issuers up to the root: what follows a cluster CA in cert-chain.pem
     key: PrivateKey
-    trust_pem: bytes
+    trust_pem: bytes  # root-cert.pem: every root the bundles trust
 
 
 def check_days(days: int) -> int:
@@ -109,25 +109,33 @@ def store_issuer(store: Store, passphrase: bytes | None) -> Issuer:
     cert = store.root_cert()
     if not keys.public_keys_match(key, cert.public_key()):
         raise PassphraseError(f"root key in {store.root_dir} does not match its root-cert.pem; the store is damaged")
-    return Issuer(cert, pem, key, pem)
+    # An adopted intermediate "mesh CA" (byo.py) signs; its chain leads to someone else's root.
+    above = store.signer_chain_pem()
+    if not above:
+        return Issuer(cert, pem, key, pem)
+    return Issuer(cert, join_pem(pem, above), key, _last_pem(above))
+
+
+def _last_pem(pem: bytes) -> bytes:
+    """The last certificate of a PEM file, as PEM (the root of an imported chain)."""
+    return cert_to_pem(parse_certs(pem, "root/chain.pem")[-1])
 
 
 def build_bundle(issuer: Issuer, cluster: str, key: PrivateKey, options: IssueOptions,
                  now: dt.datetime | None = None) -> tuple[dict[str, bytes], profiles.Issued]:
     """The four cacerts files for one cluster, exactly as istiod mounts them."""
     issued = profiles.make_intermediate(
-        issuer.cert, issuer.key, key, cluster, options.days,
+        issuer.cert, issuer.key, key.public_key(), cluster, options.days,
         org=options.org or organization_of(issuer.cert), san_dns=options.san_dns, now=now,
     )
-    cert_pem = cert_to_pem(issued.cert)
-    files = {
-        CA_CERT: cert_pem,
-        CA_KEY: keys.to_pem(key),
-        # intermediate first, then the root that signed it (ISTIO.md)
-        CERT_CHAIN: cert_pem + issuer.cert_pem,
-        ROOT_CERT: issuer.trust_pem,
-    }
-    return files, issued
+    return {**certificate_files(issuer, issued.cert), CA_KEY: keys.to_pem(key)}, issued
+
+
+def certificate_files(issuer: Issuer, cert: x509.Certificate) -> dict[str, bytes]:
+    """A bundle's certificate files for a cluster CA `issuer` signed (no key):
+    the chain runs from the cluster CA up to and including the root."""
+    cert_pem = cert_to_pem(cert)
+    return {CA_CERT: cert_pem, CERT_CHAIN: cert_pem + issuer.cert_pem, ROOT_CERT: issuer.trust_pem}
 
 
 def issue(store: Store, clusters: Sequence[str], options: IssueOptions, issuer: Issuer,

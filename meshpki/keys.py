@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from meshpki.errors import BundleError, InputError, PassphraseError
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+# A CA's subject key: ours when we generate it, a CSR's when a site made it (byo.py).
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
 # scrypt cost for the root key: N=2^17, r=8, p=1 is OWASP's recommendation
 # (128 MiB of memory, about 0.6 s here). The parameters travel inside the

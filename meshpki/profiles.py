@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from meshpki.keys import PrivateKey
+from meshpki.keys import PrivateKey, PublicKey
 from meshpki.signing import sign_certificate
 
 # notBefore is backdated so a cluster whose clock runs a little behind ours
@@ -103,7 +103,7 @@ def make_root(key: PrivateKey, days: int, org: str = DEFAULT_ORG, cn: str = ROOT
 
 
 def make_intermediate(
-    root: x509.Certificate, root_key: PrivateKey, key: PrivateKey, cluster: str, days: int,
+    root: x509.Certificate, root_key: PrivateKey, public_key: PublicKey, cluster: str, days: int,
     org: str = DEFAULT_ORG, san_dns: Sequence[str] = (DEFAULT_ISTIOD_SAN,),
     now: dt.datetime | None = None,
 ) -> Issued:
@@ -120,7 +120,7 @@ def make_intermediate(
             f"notAfter {end:%Y-%m-%d %H:%M} UTC"
         )
     builder = (
-        _builder(ca_name(org, INTERMEDIATE_CN, cluster), root.subject, key.public_key(),
+        _builder(ca_name(org, INTERMEDIATE_CN, cluster), root.subject, public_key,
                  max(now - CLOCK_SKEW, not_before(root)), end)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_ca_key_usage(), critical=True)
