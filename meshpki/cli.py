@@ -226,23 +226,47 @@ def cli() -> None:
 @passphrase_option
 @click.option("--insecure-no-passphrase", is_flag=True,
               help="Store the root key unencrypted (throw-away stores and tests only).")
+@click.option("--import-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="FILE",
+              help="Adopt an existing CA instead of making one: its certificate (with --import-key).")
+@click.option("--import-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="FILE",
+              help="The adopted CA's PEM key (plain, or encrypted with the new root passphrase); stored encrypted.")
+@click.option("--import-chain", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="FILE",
+              help="For an adopted intermediate: its issuers in order, up to and including the root.")
+@click.option("--import-from-context", metavar="CTX", default=None,
+              help="Adopt istiod's self-signed root from the live istio-ca-secret of this kubeconfig context.")
+@connection_options
 @output_option("text", "json")
 def init_root_cmd(settings: Settings, key_type: str | None, days: int | None, org: str | None, cn: str,
-                  passphrase_file: Path | None, insecure_no_passphrase: bool, output: str) -> None:
-    """Create the mesh's shared root CA in the store.
+                  passphrase_file: Path | None, insecure_no_passphrase: bool, import_cert: Path | None,
+                  import_key: Path | None, import_chain: Path | None, import_from_context: str | None,
+                  kubeconfig: str | None, timeout: float, output: str) -> None:
+    """Create the mesh's shared root CA in the store, or adopt an existing CA.
 
     The key is encrypted at rest (PKCS#8, scrypt + AES-256). An existing root is
     never overwritten: changing it is `meshpki rotate-root`'s job.
+
+    Adopting (docs/byo-pki.md): --import-cert/--import-key take Istio's
+    Makefile root (root-cert.pem, root-key.pem) or any CA; a CA that is not
+    self-signed needs --import-chain and then signs cluster CAs as a "mesh CA"
+    under that root. --import-from-context takes istiod's own self-signed root,
+    so a running single-cluster mesh grows without a moment of broken trust.
 
     \b
     Examples:
       MESHPKI_ROOT_PASSPHRASE=... meshpki init-root
       meshpki init-root --key-type ecdsa-p256 --days 3650 --passphrase-file pw.txt
+      meshpki init-root --import-cert root-cert.pem --import-key root-key.pem
+      meshpki init-root --import-cert mesh-ca.pem --import-key mesh-ca.key --import-chain corp-chain.pem
+      meshpki init-root --import-from-context cluster1
     """
     from meshpki import ca
     from meshpki.keys import KeyType
     from meshpki.render import cert_facts
 
+    if import_cert or import_key or import_chain or import_from_context:
+        _adopt_root(settings, passphrase_file, insecure_no_passphrase, import_cert, import_key, import_chain,
+                    import_from_context, kubeconfig, timeout, output)
+        return
     fleet = settings.fleet
     chosen = KeyType.parse(key_type) if key_type else (fleet.key_type or KeyType.RSA_4096)
     days = ca.check_days(days if days is not None else (fleet.root_days or ca.DEFAULT_ROOT_DAYS))
@@ -257,6 +281,45 @@ def init_root_cmd(settings: Settings, key_type: str | None, days: int | None, or
             f"{'encrypted' if result.encrypted else 'NOT encrypted'}\n"
             f"  next: meshpki issue CLUSTER...")
     emit(data, output, text)
+
+
+def _adopt_root(settings: Settings, passphrase_file: Path | None, insecure_no_passphrase: bool,
+                import_cert: Path | None, import_key: Path | None, import_chain: Path | None,
+                import_from_context: str | None, kubeconfig: str | None, timeout: float, output: str) -> None:
+    """init-root's second door: check an existing CA, then store it like a new root."""
+    from meshpki import byo
+    from meshpki.render import cert_facts
+
+    if import_from_context and (import_cert or import_key or import_chain):
+        raise BadInput("--import-from-context adopts istiod's root by itself; leave out --import-cert/-key/-chain")
+    if not import_from_context and not (import_cert and import_key):
+        raise BadInput("adopting a CA needs both --import-cert and --import-key")
+    store = settings.store
+    store.refuse_existing_root()
+    if import_from_context:
+        from meshpki.kube import SecretRef
+
+        ref = SecretRef(import_from_context, import_from_context, kubeconfig, "istio-system",
+                        byo.ISTIOD_CA_SECRET, timeout)
+        cert_pem, key_pem = byo.read_istiod_ca(ref)
+        chain_pem, what = None, f"context {import_from_context}: {ref.where}"
+    else:
+        assert import_cert is not None and import_key is not None
+        cert_pem, key_pem = import_cert.read_bytes(), import_key.read_bytes()
+        chain_pem, what = (import_chain.read_bytes() if import_chain else None), str(import_cert)
+    passphrase = new_root_passphrase(passphrase_file, insecure_no_passphrase)
+    adopted = byo.check_import(cert_pem, key_pem, chain_pem, what, key_passphrase=passphrase)
+    result = byo.adopt(store, adopted, passphrase)
+    facts = cert_facts(result.cert)
+    kind = "intermediate mesh CA" if adopted.chain_above else "root CA"
+    data = {"path": str(result.path), "adopted": True, "kind": kind, "key_type": byo.key_type_name(adopted.key),
+            "encrypted": result.encrypted, "certificate": facts, "chain_length": len(adopted.chain_above)}
+    text = (f"adopted {kind} {facts['subject']} in {result.path}\n"
+            f"  serial {facts['serial']}, valid until {facts['not_after']}, key "
+            f"{'encrypted' if result.encrypted else 'NOT encrypted'}")
+    if adopted.chain_above:
+        text += f"\n  bundles will trust {adopted.chain_above[-1].subject.rfc4514_string()} as root"
+    emit(data, output, text + "\n  next: meshpki issue CLUSTER...")
 
 
 @cli.command("issue")
@@ -763,6 +826,139 @@ def demo_cmd(keep: Path | None, key_type: str) -> None:
 
     report = demo.run(keep, key_type, step)
     click.echo(report)
+
+# -- bring your own PKI ------------------------------------------------------
+
+@cli.command("csr")
+@store_options
+@click.argument("cluster")
+@click.option("--key-type", type=key_type_choice(), default=None,
+              help="Key type of the cluster CA [default: fleet file, else rsa-4096].")
+@click.option("--org", default=None, help="Subject organization [default: fleet file, else Istio].")
+@click.option("--san-dns", multiple=True, metavar="NAME",
+              help="DNS SAN asked for (repeatable) [default: istiod.istio-system.svc]; the signer decides.")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True, metavar="FILE",
+              help="Where to write the PEM certificate request ('-' for stdout).")
+@click.option("--force", is_flag=True, help="Replace a request that is already pending (its key is dropped).")
+def csr_cmd(settings: Settings, cluster: str, key_type: str | None, org: str | None, san_dns: tuple[str, ...],
+            out: Path, force: bool) -> None:
+    """At a cluster's site: make its CA key here and a request for the root holder.
+
+    The key stays in this store as a pending bundle and never travels; only the
+    CSR does. The root holder runs `meshpki sign`, sends back the folder it
+    writes, and you finish with `meshpki complete`. Rotating such a cluster is
+    the same three steps again (`csr --force` if a request is still pending).
+    The key type defaults to the fleet file's, else rsa-4096 like `issue`.
+
+    \b
+    Examples (site, then root holder, then site):
+      meshpki csr cluster3 --out cluster3.csr
+      meshpki sign cluster3.csr --out signed-cluster3/
+      meshpki complete cluster3 signed-cluster3/
+    """
+    from meshpki import byo, profiles
+    from meshpki.keys import KeyType
+
+    fleet = settings.fleet
+    chosen = KeyType.parse(key_type) if key_type else (fleet.key_type or KeyType.RSA_4096)
+    if not force:
+        settings.store.refuse_pending(cluster)  # before a word about keys
+    say(f"generating the {chosen.value} key of {cluster}'s CA ...")
+    result = byo.make_csr(settings.store, cluster, chosen, org or fleet.org or profiles.DEFAULT_ORG,
+                          san_dns or (profiles.DEFAULT_ISTIOD_SAN,), replace=force)
+    if str(out) == "-":
+        click.echo(result.csr_pem.decode(), nl=False)
+    else:
+        _write_public_file(out, result.csr_pem)
+    say(f"{cluster}: key kept pending in {result.pending} (it never leaves this store); "
+        f"request written to {'stdout' if str(out) == '-' else out}")
+    say(f"next: send it to the root holder (meshpki sign {out if str(out) != '-' else 'FILE'} --out DIR), "
+        f"then run meshpki complete {cluster} DIR here")
+
+
+def _write_public_file(path: Path, data: bytes) -> None:
+    from meshpki.errors import StoreError
+    from meshpki.store import replace_file
+
+    try:
+        replace_file(path, data, 0o644)
+    except OSError as exc:
+        raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+@cli.command("sign")
+@store_options
+@click.argument("csr_file", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--cluster", default=None, help="Cluster name [default: the L= of the request's subject].")
+@click.option("--days", type=int, default=None,
+              help="Validity in days, capped at the signer's expiry [default: fleet file, else 730].")
+@click.option("--san-dns", multiple=True, metavar="NAME",
+              help="DNS SAN of the cluster CA (repeatable) [default: istiod.istio-system.svc]; never the CSR's.")
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True, metavar="DIR",
+              help="Folder for ca-cert.pem, cert-chain.pem and root-cert.pem (made if missing; must hold none).")
+@passphrase_option
+@output_option("text", "json")
+def sign_cmd(settings: Settings, csr_file: Path, cluster: str | None, days: int | None, san_dns: tuple[str, ...],
+             out: Path, passphrase_file: Path | None, output: str) -> None:
+    """At the root holder: sign a cluster's certificate request.
+
+    The request's signature, key type and strength, and cluster name are
+    checked; the cluster CA is issued with meshpki's own profile (nothing but
+    the key and the name comes from the request). The store keeps an inventory
+    of what it signed (certificates only); no key and no bundle is made here.
+
+    \b
+    Example:
+      meshpki sign cluster3.csr --out signed-cluster3/
+    """
+    from meshpki import byo, ca, profiles, rotate
+    from meshpki.render import cert_facts
+
+    try:
+        pem = csr_file.read_bytes()[: byo.MAX_CSR_BYTES + 1]
+    except OSError as exc:
+        raise BadInput(f"cannot read {csr_file}: {exc.strerror or exc}") from None
+    store = settings.store
+    byo.read_csr(pem, str(csr_file))  # a bad request is refused before the passphrase is asked
+    issuer = rotate.current_issuer(store, root_passphrase(store, passphrase_file))
+    fleet = settings.fleet
+    result = byo.sign_csr(store, pem, str(csr_file), issuer, out, cluster=cluster,
+                          days=days if days is not None else (fleet.days or ca.DEFAULT_INTERMEDIATE_DAYS),
+                          san_dns=san_dns or (profiles.DEFAULT_ISTIOD_SAN,))
+    for warning in result.warnings:
+        say(f"warning: {warning}")
+    facts = cert_facts(result.cert)
+    data = {"cluster": result.cluster, "out": str(out), "certificate": facts}
+    emit(data, output, f"signed {result.cluster}: serial {facts['serial']}, valid until {facts['not_after']}; "
+                       f"certificates in {out} (no key)\n"
+                       f"next: send {out} to the site, which runs meshpki complete {result.cluster} DIR")
+
+
+@cli.command("complete")
+@store_options
+@click.argument("cluster")
+@click.argument("folder", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
+@output_option("text", "json")
+def complete_cmd(settings: Settings, cluster: str, folder: Path, output: str) -> None:
+    """At a cluster's site: finish the bundle from what the root holder signed.
+
+    Checks that ca-cert.pem carries this store's pending key and that the
+    chain leads to a root of root-cert.pem, then writes the four cacerts files
+    in one atomic step (an older bundle goes to history).
+
+    \b
+    Example:
+      meshpki complete cluster3 signed-cluster3/ && meshpki verify cluster3
+    """
+    from meshpki import byo
+
+    archived = byo.complete(settings.store, cluster, folder)
+    path = settings.store.cluster_dir(cluster)
+    data = {"cluster": cluster, "path": str(path), "archived": str(archived) if archived else None}
+    text = f"completed {cluster}: bundle in {path}"
+    if archived:
+        text += f"\n  previous bundle archived in {archived}"
+    emit(data, output, text + f"\nnext: meshpki verify {cluster}, then meshpki push {cluster} --context CTX")
 
 
 def main() -> None:

@@ -35,6 +35,7 @@ from meshpki.keys import PrivateKey, is_encrypted_pem, load_private_key
 
 ROOT_CERT_FILE = "root-cert.pem"
 ROOT_KEY_FILE = "root-key.pem"
+SIGNER_CHAIN_FILE = "chain.pem"
 LOCK_TIMEOUT_SECONDS = 30.0
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -178,11 +179,20 @@ class Store:
                 "it is never overwritten (root changes go through `meshpki rotate-root`)"
             )
 
-    def write_root(self, cert_pem: bytes, key_pem: bytes) -> Path:
-        """Create the root; an existing root is never overwritten."""
+    def write_root(self, cert_pem: bytes, key_pem: bytes, chain_pem: bytes | None = None) -> Path:
+        """Create the root; an existing root is never overwritten. `chain_pem`:
+        an adopted intermediate's issuers up to its root (byo.py)."""
         self.refuse_existing_root()
-        self._publish(self.root_dir, {ROOT_CERT_FILE: cert_pem, ROOT_KEY_FILE: key_pem})
+        files = {ROOT_CERT_FILE: cert_pem, ROOT_KEY_FILE: key_pem}
+        if chain_pem:
+            files[SIGNER_CHAIN_FILE] = chain_pem
+        self._publish(self.root_dir, files)
         return self.root_dir
+
+    def signer_chain_pem(self) -> bytes:
+        """The issuers above an adopted intermediate signer; empty for a root."""
+        path = self._inside(self.root_dir) / SIGNER_CHAIN_FILE
+        return self._read(path) if path.exists() else b""
 
     def retire_root(self, cert_pem: bytes, key_pem: bytes) -> Path | None:
         """Replace the root (rotate-root's last step); the old one goes to history."""
@@ -263,6 +273,56 @@ class Store:
         if not replace:
             self.refuse_existing_bundle(cluster)
         return self._publish(target, dict(files), archive_to=self.history_dir / "clusters" / cluster)
+
+    # -- bring your own PKI (byo.py owns the meaning) ---------------------
+    @property
+    def pending_dir(self) -> Path:
+        return self.path / "pending"
+
+    @property
+    def signed_dir(self) -> Path:
+        return self.path / "signed"
+
+    def write_pending(self, cluster: str, files: Mapping[str, bytes], replace: bool = False) -> Path:
+        """A site's key and CSR waiting for a certificate; `replace` drops an older request."""
+        target = self._inside(self.pending_dir / validate_cluster_name(cluster))
+        if not replace:
+            self.refuse_pending(cluster)
+        elif target.exists():
+            self.drop_pending(cluster)
+        self._publish(target, dict(files), archive_to=None)
+        return target
+
+    def refuse_pending(self, cluster: str) -> None:
+        target = self._inside(self.pending_dir / validate_cluster_name(cluster))
+        if target.exists():
+            raise StoreError(f"a request for cluster {cluster!r} is already pending in {target}; complete it "
+                             "(meshpki complete) or pass --force to replace it with a new key")
+
+    def pending_file(self, cluster: str, name: str) -> bytes:
+        folder = self._inside(self.pending_dir / validate_cluster_name(cluster))
+        if not (folder / name).is_file():
+            raise StoreError(f"no pending request for cluster {cluster!r} in store {self.path}; "
+                             f"run `meshpki csr {cluster}` here first")
+        return self._read(folder / name)
+
+    def drop_pending(self, cluster: str) -> None:
+        shutil.rmtree(self._inside(self.pending_dir / validate_cluster_name(cluster)), ignore_errors=True)
+        _fsync_dir(self.pending_dir)
+
+    def write_signed(self, cluster: str, files: Mapping[str, bytes]) -> Path | None:
+        """The root holder's inventory of a cluster CA it signed from a CSR: certificates only."""
+        if any(is_key_file(n) for n in files):
+            raise StoreError("refusing to keep a private key in the inventory of signed clusters")
+        target = self._inside(self.signed_dir / validate_cluster_name(cluster))
+        return self._publish(target, dict(files), archive_to=self.history_dir / "signed" / cluster)
+
+    def signed_clusters(self) -> list[str]:
+        """Clusters whose CA this store signed from a CSR (their keys live at their sites)."""
+        if not self.signed_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.signed_dir.iterdir()
+                      if not p.name.startswith(".") and _DNS1123_LABEL.match(p.name) and p.is_dir())
 
     # -- history ----------------------------------------------------------
     def history(self, cluster: str | None = None) -> list[HistoryEntry]:
@@ -346,7 +406,7 @@ class Store:
         notes: list[str] = []
         for leftover in sorted(self.rotation_dir.glob(".tmp-*")) if self.rotation_dir.is_dir() else []:
             leftover.unlink(missing_ok=True)
-        for parent in (self.path, self.clusters_dir):
+        for parent in (self.path, self.clusters_dir, self.pending_dir, self.signed_dir):
             if not parent.is_dir():
                 continue
             for leftover in sorted(parent.glob(".staging-*")):
@@ -373,7 +433,8 @@ class Store:
         busy or read-only store is left to the next writer.
         """
         if self._lock_depth or not any(
-                p.is_dir() and any(p.glob(".ready-*")) for p in (self.path, self.clusters_dir)):
+                p.is_dir() and any(p.glob(".ready-*"))
+                for p in (self.path, self.clusters_dir, self.pending_dir, self.signed_dir)):
             return
         patient = self.lock_timeout
         self.lock_timeout = min(patient, 2.0)

@@ -1,0 +1,345 @@
+"""Bring your own PKI end to end: csr / sign / complete, and adopting a CA
+(Istio's Makefile root, an intermediate under a corporate root, istiod's own
+self-signed root from a live cluster)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from meshpki.bundle import CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT, parse_certs
+from meshpki.keys import KeyType, is_encrypted_pem, to_pem
+from tests import factories as f
+from tests.conftest import one_line_error, snapshot
+
+INSECURE = "--insecure-no-passphrase"
+PASSPHRASE = {"MESHPKI_ROOT_PASSPHRASE": "correct horse battery staple"}
+
+
+@pytest.fixture
+def root_store(cli, tmp_path):
+    """The root holder: an ECDSA root and one cluster it issued itself."""
+    root = tmp_path / "root-holder"
+    for args in (("init-root", INSECURE, "--key-type", "ecdsa-p256"), ("issue", "cluster1")):
+        result = cli(*args, env={"MESHPKI_STORE": str(root)})
+        assert result.exit_code == 0, result.output
+    return root
+
+
+def at(path: Path) -> dict[str, str]:
+    return {"MESHPKI_STORE": str(path)}
+
+
+def make_request(cli, site: Path, out: Path, cluster: str = "cluster2", *extra: str) -> None:
+    result = cli("csr", cluster, "--key-type", "ecdsa-p256", "--out", str(out), *extra, env=at(site))
+    assert result.exit_code == 0, result.output
+
+
+# -- csr / sign / complete ---------------------------------------------------------------
+
+def test_site_key_never_travels_and_the_pair_verifies(cli, root_store, tmp_path):
+    site, req, signed = tmp_path / "site", tmp_path / "cluster2.csr", tmp_path / "signed"
+    make_request(cli, site, req)
+    pending_key = (site / "pending" / "cluster2" / CA_KEY).read_bytes()
+    assert (site / "pending" / "cluster2" / CA_KEY).stat().st_mode & 0o777 == 0o600
+    assert b"PRIVATE KEY" not in req.read_bytes()
+
+    result = cli("sign", str(req), "--out", str(signed), "-o", "json", env=at(root_store))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["cluster"] == "cluster2"  # read from the request's L=
+    assert sorted(p.name for p in signed.iterdir()) == [CA_CERT, CERT_CHAIN, ROOT_CERT]
+    # the root holder keeps an inventory, never a key, never a member bundle
+    inventory = root_store / "signed" / "cluster2"
+    assert sorted(p.name for p in inventory.iterdir()) == [CA_CERT, CERT_CHAIN, ROOT_CERT]
+    assert not (root_store / "clusters" / "cluster2").exists()
+    assert not any(b"PRIVATE KEY" in p.read_bytes() for p in root_store.rglob("*") if p.is_file()
+                   and "root" not in p.parts[-2:] and p.parent.name != "cluster1")
+
+    result = cli("complete", "cluster2", str(signed), env=at(site))
+    assert result.exit_code == 0, result.output
+    bundle = site / "clusters" / "cluster2"
+    assert (bundle / CA_KEY).read_bytes() == pending_key
+    assert (bundle / CA_KEY).stat().st_mode & 0o777 == 0o600
+    assert not (site / "pending" / "cluster2").exists()
+
+    # the profile is meshpki's: pathlen 0, the istiod SAN, signed by the root
+    cert = parse_certs((bundle / CA_CERT).read_bytes(), "ca-cert")[0]
+    assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length == 0
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["istiod.istio-system.svc"]
+
+    # a site-completed bundle and a root-holder-issued one make a sound pair
+    verify = cli("verify", str(root_store / "clusters" / "cluster1"), str(bundle))
+    assert verify.exit_code == 0, verify.output
+    assert "0 error(s)" in verify.output
+    assert cli("verify", "cluster2", env=at(site)).exit_code == 0
+
+
+def test_rotating_a_site_cluster_is_csr_sign_complete_again(cli, root_store, tmp_path):
+    site = tmp_path / "site"
+    for round_ in (1, 2):
+        req, signed = tmp_path / f"r{round_}.csr", tmp_path / f"signed{round_}"
+        make_request(cli, site, req)
+        assert cli("sign", str(req), "--out", str(signed), env=at(root_store)).exit_code == 0
+        result = cli("complete", "cluster2", str(signed), env=at(site))
+        assert result.exit_code == 0, result.output
+    assert "previous bundle archived" in result.output
+    assert len(list((site / "history" / "clusters" / "cluster2").iterdir())) == 1
+
+
+def test_a_pending_request_is_not_replaced_without_force(cli, tmp_path):
+    site = tmp_path / "site"
+    make_request(cli, site, tmp_path / "a.csr")
+    first = (site / "pending" / "cluster2" / CA_KEY).read_bytes()
+    result = cli("csr", "cluster2", "--key-type", "ecdsa-p256", "--out", str(tmp_path / "b.csr"), env=at(site))
+    assert result.exit_code == 1
+    assert "already pending" in one_line_error(result)
+    assert (site / "pending" / "cluster2" / CA_KEY).read_bytes() == first
+    make_request(cli, site, tmp_path / "b.csr", "cluster2", "--force")
+    assert (site / "pending" / "cluster2" / CA_KEY).read_bytes() != first
+
+
+def _csr(key, subject: x509.Name) -> bytes:
+    csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.PEM)
+
+
+def _cluster_name(cluster: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Istio"),
+                      x509.NameAttribute(NameOID.LOCALITY_NAME, cluster),
+                      x509.NameAttribute(NameOID.COMMON_NAME, "Intermediate CA")])
+
+
+def _tampered(pem: bytes) -> bytes:
+    der = bytearray(x509.load_pem_x509_csr(pem).public_bytes(serialization.Encoding.DER))
+    der[-3] ^= 0x01  # inside the signature
+    return x509.load_der_x509_csr(bytes(der)).public_bytes(serialization.Encoding.PEM)
+
+
+BAD_REQUESTS = {
+    "garbage": (lambda: b"hello\n", "not a PEM certificate request"),
+    "cut-off": (lambda: _csr(f.pooled_key(), _cluster_name("cluster3"))[:200], "not a readable certificate request"),
+    "bad-signature": (lambda: _tampered(_csr(f.pooled_key(), _cluster_name("cluster3"))), "signature"),
+    "rsa-1024": (lambda: _csr(rsa.generate_private_key(65537, 1024), _cluster_name("cluster3")), "RSA-1024"),
+    "p-521": (lambda: _csr(ec.generate_private_key(ec.SECP521R1()), _cluster_name("cluster3")), "secp521r1"),
+    "not-a-label": (lambda: _csr(f.pooled_key(), _cluster_name("Cluster_3")), "DNS-1123"),
+    "no-cluster": (lambda: _csr(f.pooled_key(), x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")])),
+                   "--cluster"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_REQUESTS))
+def test_a_bad_request_is_refused_and_nothing_is_written(cli, root_store, tmp_path, case):
+    make, expected = BAD_REQUESTS[case]
+    req, out = tmp_path / "bad.csr", tmp_path / "out"
+    req.write_bytes(make())
+    before = snapshot(root_store)
+    result = cli("sign", str(req), "--out", str(out), env=at(root_store))
+    assert result.exit_code == 2, result.output
+    assert expected in one_line_error(result)
+    assert snapshot(root_store) == before
+    assert not out.exists()
+
+
+def test_sign_refuses_a_cluster_name_given_badly(cli, root_store, tmp_path):
+    req = tmp_path / "ok.csr"
+    req.write_bytes(_csr(f.pooled_key(), _cluster_name("cluster3")))
+    result = cli("sign", str(req), "--cluster", "Bad_Name", "--out", str(tmp_path / "o"), env=at(root_store))
+    assert result.exit_code == 2 and "invalid cluster name" in one_line_error(result)
+
+
+def test_complete_refuses_a_certificate_for_another_key(cli, root_store, tmp_path):
+    site, other = tmp_path / "site", tmp_path / "other"
+    make_request(cli, site, tmp_path / "mine.csr")
+    make_request(cli, other, tmp_path / "theirs.csr")
+    assert cli("sign", str(tmp_path / "theirs.csr"), "--out", str(tmp_path / "s"), env=at(root_store)).exit_code == 0
+    before = snapshot(site)
+    result = cli("complete", "cluster2", str(tmp_path / "s"), env=at(site))
+    assert result.exit_code == 1
+    assert "does not carry cluster2's pending key" in one_line_error(result)
+    assert snapshot(site) == before
+
+
+def test_complete_refuses_a_chain_to_another_root_and_missing_files(cli, root_store, tmp_path):
+    site, signed = tmp_path / "site", tmp_path / "signed"
+    make_request(cli, site, tmp_path / "r.csr")
+    assert cli("sign", str(tmp_path / "r.csr"), "--out", str(signed), env=at(root_store)).exit_code == 0
+    before = snapshot(site)
+    good_roots = (signed / ROOT_CERT).read_bytes()
+    (signed / ROOT_CERT).write_bytes(f.pem(f.make_root("Other Root", slot=5)))
+    result = cli("complete", "cluster2", str(signed), env=at(site))
+    assert result.exit_code == 1 and "does not lead to a root" in one_line_error(result)
+    (signed / ROOT_CERT).write_bytes(good_roots)
+    (signed / CERT_CHAIN).unlink()
+    result = cli("complete", "cluster2", str(signed), env=at(site))
+    assert result.exit_code == 2 and "cert-chain.pem is missing" in one_line_error(result)
+    assert snapshot(site) == before
+
+
+def test_complete_without_a_pending_request(cli, tmp_path):
+    result = cli("complete", "cluster9", str(tmp_path), env=at(tmp_path / "site"))
+    assert result.exit_code == 1 and "no pending request" in one_line_error(result)
+
+
+# -- adopting an existing CA ----------------------------------------------------------------
+
+def _write_ca(folder: Path, authority: f.Authority) -> tuple[Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "ca.pem").write_bytes(authority.cert_pem)
+    (folder / "ca.key").write_bytes(to_pem(authority.key))
+    return folder / "ca.pem", folder / "ca.key"
+
+
+def test_adopting_istios_makefile_root_lets_both_kinds_of_cluster_trust_each_other(cli, store_path, tmp_path):
+    makefile_bundle, makefile_root = f.istio_makefile_bundle("cluster1")
+    cert, key = _write_ca(tmp_path / "makefile", makefile_root)
+    result = cli("init-root", "--import-cert", str(cert), "--import-key", str(key), env=PASSPHRASE)
+    assert result.exit_code == 0, result.output
+    assert "adopted root CA" in result.output
+    assert is_encrypted_pem((store_path / "root" / "root-key.pem").read_bytes())  # never kept in plaintext
+    assert cli("issue", "cluster2", "--key-type", "ecdsa-p256", env=PASSPHRASE).exit_code == 0
+    makefile_cluster = f.write_folder(tmp_path / "makefile-cluster1", makefile_bundle)
+    verify = cli("verify", "cluster2", str(makefile_cluster))
+    assert verify.exit_code == 0, verify.output
+
+
+def _corporate_chain() -> tuple[f.Authority, f.Authority, f.Authority]:
+    """A corporate root, an issuing CA under it, and the mesh CA meshpki adopts."""
+    corp = f.make_root("Corp Root", slot=60)
+    issuing = f.make_intermediate(corp, "issuing", slot=61, path_length=None, subject=f._name("Corp Issuing"))
+    mesh = f.make_intermediate(issuing, "mesh", slot=62, path_length=1, subject=f._name("Mesh CA"))
+    return corp, issuing, mesh
+
+
+def test_adopting_an_intermediate_makes_bundles_chain_to_the_corporate_root(cli, store_path, tmp_path):
+    corp, issuing, mesh = _corporate_chain()
+    cert, key = _write_ca(tmp_path / "mesh", mesh)
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(f.pem(issuing, corp))
+    result = cli("init-root", INSECURE, "--import-cert", str(cert), "--import-key", str(key),
+                 "--import-chain", str(chain), "-o", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["kind"] == "intermediate mesh CA"
+    assert cli("issue", "cluster1", "cluster2").exit_code == 0
+    folder = store_path / "clusters" / "cluster1"
+    chain_certs = parse_certs((folder / CERT_CHAIN).read_bytes(), "chain")
+    assert [c.subject for c in chain_certs[1:]] == [mesh.cert.subject, issuing.cert.subject, corp.cert.subject]
+    assert (folder / ROOT_CERT).read_bytes() == corp.cert_pem
+    verify = cli("verify", "cluster1", "cluster2")
+    assert verify.exit_code == 0, verify.output
+    if f.openssl_available():  # an independent verifier agrees
+        done = subprocess.run(["openssl", "verify", "-CAfile", ROOT_CERT, "-untrusted", CERT_CHAIN, CA_CERT],
+                              cwd=folder, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+
+
+def _bad_imports(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
+    corp, issuing, mesh = _corporate_chain()
+    root = f.make_root("Root", slot=70)
+    other = f.make_root("Other", slot=71)
+    leaf_key = f.pooled_key(slot=72)
+    pathlen0 = f.make_intermediate(corp, "x", slot=73, path_length=0)
+    files = {
+        "root.pem": root.cert_pem, "root.key": to_pem(root.key), "other.key": to_pem(other.key),
+        "mesh.pem": mesh.cert_pem, "mesh.key": to_pem(mesh.key), "chain.pem": f.pem(issuing, corp),
+        "broken-chain.pem": f.pem(corp, issuing), "no-root-chain.pem": f.pem(issuing),
+        "leaf.pem": f.cert_to_pem(f.make_cert("leaf", leaf_key, root, ca=False)), "leaf.key": to_pem(leaf_key),
+        "expired.pem": f.cert_to_pem(f.make_cert("Old", root.key, None, not_before=f.days_from_now(-30),
+                                                 days=10)),
+        "pathlen0.pem": pathlen0.cert_pem, "pathlen0.key": pathlen0.key_pem,
+        "weak.pem": b"", "weak.key": b"",
+    }
+    weak_key = rsa.generate_private_key(65537, 1024)
+    files["weak.pem"] = f.cert_to_pem(f.make_cert("Weak", weak_key, None))  # type: ignore[arg-type]
+    files["weak.key"] = to_pem(weak_key)
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+
+    def args(cert: str, key: str, chain: str | None = None) -> list[str]:
+        extra = ["--import-chain", str(tmp_path / chain)] if chain else []
+        return ["--import-cert", str(tmp_path / cert), "--import-key", str(tmp_path / key), *extra]
+
+    return {
+        "key-mismatch": (args("root.pem", "other.key"), "does not match"),
+        "not-a-ca": (args("leaf.pem", "leaf.key"), "not a CA certificate"),
+        "expired": (args("expired.pem", "root.key"), "not valid now"),
+        "needs-chain": (args("mesh.pem", "mesh.key"), "--import-chain"),
+        "broken-chain": (args("mesh.pem", "mesh.key", "broken-chain.pem"), "chain is broken"),
+        "chain-without-root": (args("mesh.pem", "mesh.key", "no-root-chain.pem"), "not a self-signed root"),
+        "pathlen-0": (args("pathlen0.pem", "pathlen0.key", "chain.pem"), "pathlen:0"),
+        "weak-key": (args("weak.pem", "weak.key"), "RSA-1024"),
+        "root-with-chain": (args("root.pem", "root.key", "chain.pem"), "needs no --import-chain"),
+        "half": (["--import-cert", str(tmp_path / "root.pem")], "both --import-cert and --import-key"),
+    }
+
+
+def test_bad_imports_are_refused_and_leave_no_store(cli, store_path, tmp_path):
+    for case, (args, expected) in _bad_imports(tmp_path).items():
+        result = cli("init-root", INSECURE, *args)
+        assert result.exit_code in (1, 2), (case, result.output)
+        assert expected in one_line_error(result), case
+        assert not (store_path / "root").exists(), case
+
+
+def test_import_refuses_an_existing_root(cli, store_path, tmp_path):
+    assert cli("init-root", INSECURE, "--key-type", "ecdsa-p256").exit_code == 0
+    cert, key = _write_ca(tmp_path / "ca", f.make_root("Another", slot=74))
+    before = snapshot(store_path)
+    result = cli("init-root", INSECURE, "--import-cert", str(cert), "--import-key", str(key))
+    assert result.exit_code == 1 and "already has a root" in one_line_error(result)
+    assert snapshot(store_path) == before
+
+
+# -- adopting istiod's self-signed root from a live cluster ----------------------------------
+
+def _istiod_self_signed() -> f.Authority:
+    """What istiod makes for itself: O=cluster.local, CA:TRUE, keyCertSign, 10 years."""
+    key = f.pooled_key(KeyType.ECDSA_P256, slot=80)
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "cluster.local")])
+    return f.Authority(f.make_cert(name, key, None, days=3650), key)
+
+
+def test_adopt_istiods_root_from_a_live_cluster(cli, store_path, kube_api, kubeconfig):
+    istiod = _istiod_self_signed()
+    kube_api.cluster("cluster1").put_secret(
+        "istio-system", "istio-ca-secret", type="istio.io/ca-root",
+        data={CA_CERT: istiod.cert_pem, CA_KEY: to_pem(istiod.key), ROOT_CERT: istiod.cert_pem,
+              CERT_CHAIN: b""})
+    result = cli("init-root", "--import-from-context", "cluster1", "--kubeconfig", str(kubeconfig),
+                 env=PASSPHRASE)
+    assert result.exit_code == 0, result.output
+    assert (store_path / "root" / "root-cert.pem").read_bytes() == istiod.cert_pem
+    assert cli("issue", "cluster1", "cluster2", env=PASSPHRASE).exit_code == 0
+    # workloads istiod already signed stay trusted: the bundles' root is istiod's root, byte for byte
+    assert (store_path / "clusters" / "cluster1" / ROOT_CERT).read_bytes() == istiod.cert_pem
+    assert kube_api.cluster("cluster1").writes == []  # adopting only reads
+    verify = cli("verify", "cluster1", "cluster2")
+    assert verify.exit_code == 0, verify.output
+
+
+@pytest.mark.parametrize(("context", "expected"), [
+    ("cluster2", "istio-ca-secret does not exist"),  # no secret there
+    ("badtoken", "401"),
+    ("down", "context down"),
+    ("nosuch", "nosuch"),
+])
+def test_adopt_from_context_errors_are_one_line(cli, store_path, kube_api, kubeconfig, context, expected):
+    kube_api.cluster("cluster1").put_secret("istio-system", "istio-ca-secret", data={CA_CERT: b"x"})
+    result = cli("init-root", INSECURE, "--import-from-context", context, "--kubeconfig", str(kubeconfig),
+                 "--timeout", "3")
+    assert result.exit_code in (1, 2), result.output
+    assert expected in one_line_error(result)
+    assert not (store_path / "root").exists()
+
+
+def test_adopt_from_a_secret_that_is_not_istiods(cli, store_path, kube_api, kubeconfig):
+    kube_api.cluster("cluster1").put_secret("istio-system", "istio-ca-secret", data={CA_CERT: b"x"})
+    result = cli("init-root", INSECURE, "--import-from-context", "cluster1", "--kubeconfig", str(kubeconfig))
+    assert result.exit_code == 1 and "has no ca-key.pem" in one_line_error(result)
