@@ -168,6 +168,11 @@ def begin(store: Store, key_type: KeyType | None, days: int, passphrase: bytes |
     """
     ca.check_days(days)
     old_root = store.root_cert()
+    if store.signer_chain_pem():
+        raise RotationError(
+            "the store signs with an adopted intermediate under another root (init-root --import-chain); "
+            "meshpki rotates only roots it holds: rotate the cluster CAs with `meshpki rotate`, and the root "
+            "with the PKI that owns it")
     notes = []
     with store.locked():
         if not store.has_rotation():

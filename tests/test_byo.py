@@ -343,3 +343,28 @@ def test_adopt_from_a_secret_that_is_not_istiods(cli, store_path, kube_api, kube
     kube_api.cluster("cluster1").put_secret("istio-system", "istio-ca-secret", data={CA_CERT: b"x"})
     result = cli("init-root", INSECURE, "--import-from-context", "cluster1", "--kubeconfig", str(kubeconfig))
     assert result.exit_code == 1 and "has no ca-key.pem" in one_line_error(result)
+
+
+def test_rotate_root_refuses_an_adopted_intermediate(cli, store_path, tmp_path):
+    corp, issuing, mesh = _corporate_chain()
+    cert, key = _write_ca(tmp_path / "mesh", mesh)
+    (tmp_path / "chain.pem").write_bytes(f.pem(issuing, corp))
+    assert cli("init-root", INSECURE, "--import-cert", str(cert), "--import-key", str(key),
+               "--import-chain", str(tmp_path / "chain.pem")).exit_code == 0
+    assert cli("issue", "cluster1").exit_code == 0
+    before = snapshot(store_path)
+    result = cli("rotate-root", "begin")
+    assert result.exit_code == 1 and "adopted intermediate" in one_line_error(result)
+    assert snapshot(store_path) == before
+    assert cli("rotate", "cluster1").exit_code == 0  # cluster CAs still rotate under the mesh CA
+
+
+def test_a_site_completed_bundle_pushes(cli, root_store, tmp_path, kube_api, kubeconfig):
+    site, signed = tmp_path / "site", tmp_path / "signed"
+    make_request(cli, site, tmp_path / "r.csr")
+    assert cli("sign", str(tmp_path / "r.csr"), "--out", str(signed), env=at(root_store)).exit_code == 0
+    assert cli("complete", "cluster2", str(signed), env=at(site)).exit_code == 0
+    result = cli("push", "cluster2", "--context", "cluster2", "--kubeconfig", str(kubeconfig), env=at(site))
+    assert result.exit_code == 0, result.output
+    live = kube_api.cluster("cluster2").get_secret("istio-system", "cacerts")
+    assert live["data"][CA_CERT] == (site / "clusters" / "cluster2" / CA_CERT).read_bytes()
