@@ -22,6 +22,10 @@ CA_KEY = "ca-key.pem"
 CERT_CHAIN = "cert-chain.pem"
 ROOT_CERT = "root-cert.pem"
 FILES = (CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT)
+# Optional, files form only: the CRLs istiod hands to the proxies. meshpki
+# writes it only once the mesh has revoked something (docs/revocation.md).
+CA_CRL = "ca-crl.pem"
+OPTIONAL_FILES = (CA_CRL,)
 
 TLS_CRT = "tls.crt"
 TLS_KEY = "tls.key"
@@ -74,7 +78,7 @@ class Bundle:
     def from_secret_data(cls, data: Mapping[str, bytes], source: str) -> Bundle:
         """A live secret's data: the tls.* form wins when tls.crt is present, as in istiod."""
         form = FORM_TLS if TLS_CRT in data else FORM_FILES
-        names = TLS_FILES if form == FORM_TLS else FILES
+        names = TLS_FILES if form == FORM_TLS else FILES + OPTIONAL_FILES
         return cls({n: data[n] for n in names if n in data}, source, form)
 
     def expected_names(self) -> tuple[str, ...]:
@@ -100,6 +104,11 @@ class Bundle:
         return self._get(ROOT_CERT, CA_CRT)
 
     @property
+    def ca_crl(self) -> bytes | None:
+        """ca-crl.pem, files form only: istiod ignores it beside tls.crt."""
+        return self.files.get(CA_CRL) if self.form == FORM_FILES else None
+
+    @property
     def cert_chain(self) -> bytes | None:
         if self.form == FORM_TLS:
             crt, ca = self.files.get(TLS_CRT), self.files.get(CA_CRT)
@@ -119,7 +128,7 @@ class Bundle:
                 return dict(self.files)
             return {TLS_CRT: self.files[CA_CERT], TLS_KEY: self.files[CA_KEY], CA_CRT: self.files[ROOT_CERT]}
         if self.form == FORM_FILES:
-            return {n: self.files[n] for n in FILES}
+            return {n: self.files[n] for n in FILES + OPTIONAL_FILES if n in self.files}
         converted = {CA_CERT: self.ca_cert, CA_KEY: self.ca_key, CERT_CHAIN: self.cert_chain, ROOT_CERT: self.root_cert}
         return {n: data for n, data in converted.items() if data is not None}
 
@@ -147,7 +156,7 @@ def load_folder(folder: Path, source: str | None = None) -> Bundle:
     if not folder.is_dir():
         raise BundleError(f"{folder} is not a folder")
     form = FORM_TLS if (folder / TLS_CRT).exists() else FORM_FILES
-    names = TLS_FILES if form == FORM_TLS else FILES
+    names = TLS_FILES if form == FORM_TLS else FILES + OPTIONAL_FILES
     files: dict[str, bytes] = {}
     unreadable: dict[str, str] = {}
     for name in names:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from meshpki import keys, profiles
+from meshpki import crl, keys, profiles
 from meshpki.bundle import CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT, cert_to_pem, join_pem, parse_certs
 from meshpki.errors import InputError, PassphraseError
 from meshpki.keys import KeyType, PrivateKey
@@ -157,6 +157,7 @@ def issue(store: Store, clusters: Sequence[str], options: IssueOptions, issuer: 
         results = []
         for name, key in zip(names, new_keys, strict=False):
             files, issued = build_bundle(issuer, name, key, options)
+            files = crl.files_with_crl(store, files, key)  # ca-crl.pem once the mesh has revoked something
             archived = store.write_bundle(name, files, replace=replace)
             results.append(IssueResult(name, store.cluster_dir(name), issued.cert, archived, issued.warnings))
     return results

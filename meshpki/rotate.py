@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
-from meshpki import ca, keys, profiles
+from meshpki import ca, crl, keys, profiles
 from meshpki.bundle import ROOT_CERT, Bundle, cert_to_pem, fingerprint, parse_certs
 from meshpki.errors import InputError, MeshPKIError, PassphraseError
 from meshpki.keys import KeyType
@@ -51,13 +51,23 @@ def issue_now(store: Store, clusters: Sequence[str], options: ca.IssueOptions, p
 
 
 def rotate(store: Store, clusters: Sequence[str], options: ca.IssueOptions, passphrase: bytes | None,
-           progress: Callable[[int, int], None] | None = None) -> list[ca.IssueResult]:
-    """A new key and intermediate for existing clusters; the old bundle goes to history."""
+           progress: Callable[[int, int], None] | None = None,
+           revoke_previous: bool = False) -> list[ca.IssueResult]:
+    """A new key and intermediate for existing clusters; the old bundle goes to
+    history. With revoke_previous the replaced intermediates go on the root's
+    CRL in the same locked step (after a suspected leak the old key must not
+    stay valid for the rest of its life)."""
     if not clusters:
         raise InputError("name at least one cluster to rotate")
     for name in clusters:
         store.load_bundle(name)  # raises "no bundle ... run meshpki issue" for unknown clusters
-    return issue_now(store, clusters, options, passphrase, replace=True, progress=progress)
+    with store.locked():
+        previous = [(name, parse_certs(store.load_bundle(name).ca_cert or b"", f"{name}: ca-cert.pem")[0])
+                    for name in clusters] if revoke_previous else []
+        results = issue_now(store, clusters, options, passphrase, replace=True, progress=progress)
+        if previous:
+            crl.revoke_replaced(store, previous, passphrase)
+    return results
 
 
 # -- the root rotation's state -----------------------------------------------
@@ -199,6 +209,7 @@ def begin(store: Store, key_type: KeyType | None, days: int, passphrase: bytes |
             files[ROOT_CERT] = append_pem(files[ROOT_CERT], new_pem)
             store.write_bundle(cluster, files, replace=True)
             changed.append(cluster)
+        crl.after_root_added(store, passphrase)  # B's CRL, when the mesh has revoked something
     return StepResult(tuple(changed), tuple(unchanged), tuple(notes))
 
 
@@ -297,6 +308,7 @@ def _finish_locked(store: Store, grace: dt.timedelta, force: bool, now: dt.datet
     if fingerprint(store.root_cert()) != fingerprint(new_cert):
         store.retire_root(new_pem, store.rotation_file(ROOT_KEY_FILE))
     archived = store.end_rotation()
+    crl.reconcile(store)  # ca-crl.pem drops the old root's CRL with the old root
     return StepResult(tuple(changed), tuple(unchanged), (f"old root archived; rotation record in {archived}",))
 
 

@@ -5,6 +5,8 @@
       clusters/<cluster>/ca-cert.pem ...         exactly the four cacerts files
       history/clusters/<cluster>/<stamp>/        bundles that were replaced
       history/roots/<stamp>/                     roots that were retired
+      crl/                                       revocations and the roots' CRLs (crl.py)
+      history/crl/<stamp>/                       CRL states that were replaced
       .lock                                      one writer at a time
 
 Every folder is written whole or not at all: files go into a hidden staging
@@ -36,6 +38,9 @@ from meshpki.keys import PrivateKey, is_encrypted_pem, load_private_key
 ROOT_CERT_FILE = "root-cert.pem"
 ROOT_KEY_FILE = "root-key.pem"
 SIGNER_CHAIN_FILE = "chain.pem"
+CRL_DIR = "crl"
+CRL_STATE_FILE = "state.json"
+CRL_PENDING_FILE = "pending.json"
 LOCK_TIMEOUT_SECONDS = 30.0
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -255,7 +260,7 @@ class Store:
                 f"no bundle for cluster {cluster!r} in store {self.path} (clusters: {known}); "
                 f"run `meshpki issue {cluster}` first"
             )
-        for name in bundlemod.FILES + bundlemod.TLS_FILES:
+        for name in bundlemod.FILES + bundlemod.OPTIONAL_FILES + bundlemod.TLS_FILES:
             self._inside(folder / name)  # a bundle file symlinked out of the store is refused, never read
         return bundlemod.load_folder(folder, source=cluster)
 
@@ -323,6 +328,62 @@ class Store:
             return []
         return sorted(p.name for p in self.signed_dir.iterdir()
                       if not p.name.startswith(".") and _DNS1123_LABEL.match(p.name) and p.is_dir())
+
+    def replace_bundle_file(self, cluster: str, name: str, data: bytes) -> None:
+        """Replace one file of a bundle in place, atomically and without archiving
+        the bundle: how ca-crl.pem follows a new CRL (crl.py) while the
+        certificates and keys stay exactly as they are."""
+        folder = self.cluster_dir(cluster)
+        try:
+            replace_file(self._inside(folder / name), data, 0o600 if is_key_file(name) else 0o644)
+        except OSError as exc:
+            raise StoreError(f"cannot write {folder / name}: {exc.strerror or exc}") from None
+
+    def evict(self, cluster: str) -> Path:
+        """Move a cluster's bundle out of the members into history (`meshpki revoke`):
+        one rename, so it is a member or an archived bundle, never half of each."""
+        folder = self.cluster_dir(cluster)
+        archive = self.history_dir / "clusters" / cluster
+        self._ensure_dirs(archive)
+        target = archive / self._unique_stamp(archive)
+        try:
+            os.rename(folder, target)
+            _fsync_dir(self.clusters_dir)
+            _fsync_dir(archive)
+        except OSError as exc:
+            raise StoreError(f"cannot move {folder} to {target}: {exc.strerror or exc}") from None
+        return target
+
+    # -- revocation (crl.py owns the meaning) -----------------------------
+    @property
+    def crl_dir(self) -> Path:
+        return self.path / CRL_DIR
+
+    def has_crl(self) -> bool:
+        return (self.crl_dir / CRL_STATE_FILE).is_file()
+
+    def crl_file(self, name: str) -> bytes:
+        return self._read(self._inside(self.crl_dir) / name)
+
+    def crl_names(self) -> list[str]:
+        return sorted(p.name for p in self.crl_dir.iterdir() if not p.name.startswith(".")) \
+            if self.crl_dir.is_dir() else []
+
+    def write_crl(self, files: Mapping[str, bytes]) -> Path | None:
+        """Publish the revocation state and the roots' CRLs as one unit (the
+        commit point of a revocation); the previous state goes to history."""
+        return self._publish(self.crl_dir, dict(files), archive_to=self.history_dir / "crl")
+
+    def crl_pending(self) -> bool:
+        """A revocation committed whose bundles are not yet brought in line."""
+        return (self.crl_dir / CRL_PENDING_FILE).is_file()
+
+    def clear_crl_pending(self) -> None:
+        try:
+            os.unlink(self.crl_dir / CRL_PENDING_FILE)
+        except FileNotFoundError:
+            return
+        _fsync_dir(self.crl_dir)
 
     # -- history ----------------------------------------------------------
     def history(self, cluster: str | None = None) -> list[HistoryEntry]:
@@ -404,8 +465,10 @@ class Store:
     def recover(self) -> list[str]:
         """Finish or discard what a killed meshpki left behind (called under the lock)."""
         notes: list[str] = []
-        for leftover in sorted(self.rotation_dir.glob(".tmp-*")) if self.rotation_dir.is_dir() else []:
-            leftover.unlink(missing_ok=True)
+        single_file_folders = [self.rotation_dir, *(self.clusters_dir.iterdir() if self.clusters_dir.is_dir() else [])]
+        for folder in single_file_folders:
+            for leftover in sorted(folder.glob(".tmp-*")) if folder.is_dir() and not folder.is_symlink() else []:
+                leftover.unlink(missing_ok=True)
         for parent in (self.path, self.clusters_dir, self.pending_dir, self.signed_dir):
             if not parent.is_dir():
                 continue
@@ -422,6 +485,10 @@ class Store:
                     os.rename(ready, target)
                     _fsync_dir(parent)
                     notes.append(f"completed an interrupted write of {name}")
+        if self.crl_pending():
+            from meshpki import crl  # crl.py builds on the store; only recovery calls back
+
+            notes.extend(crl.finish_pending(self))
         return notes
 
     def _settle(self) -> None:
@@ -432,9 +499,9 @@ class Store:
         it in place, instead of reporting a bundle missing. Best effort: a
         busy or read-only store is left to the next writer.
         """
-        if self._lock_depth or not any(
+        if self._lock_depth or not (self.crl_pending() or any(
                 p.is_dir() and any(p.glob(".ready-*"))
-                for p in (self.path, self.clusters_dir, self.pending_dir, self.signed_dir)):
+                for p in (self.path, self.clusters_dir, self.pending_dir, self.signed_dir))):
             return
         patient = self.lock_timeout
         self.lock_timeout = min(patient, 2.0)

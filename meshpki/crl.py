@@ -1,0 +1,533 @@
+"""Revocation: evict a cluster, revoke replaced intermediates, keep CRLs fresh.
+
+istiod loads `ca-crl.pem` and insists on a CRL signed by EVERY certificate of
+cert-chain.pem (docs/revocation.md). So once the mesh revokes anything, each
+member's bundle carries: the CRL of every root its root-cert.pem trusts (the
+revoked intermediates, signed with the root key through signing.py) and a CRL
+signed by its own intermediate (empty: meshpki never revokes workloads).
+Before the first revocation bundles carry no ca-crl.pem at all: a CRL nobody
+needs is only a chance to expire.
+
+The store's `crl/` folder is the single source of truth: state.json (what is
+revoked, the CRL number, thisUpdate/nextUpdate) and the roots' signed CRLs.
+Publishing that folder is a revocation's commit point; a `pending.json` in
+it lists what is left to do (evict the cluster, re-make every bundle's
+ca-crl.pem), which needs no passphrase, so the next command that takes the
+store's lock finishes it if meshpki was killed half-way.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from meshpki import keys, profiles
+from meshpki.bundle import CA_CERT, CA_CRL, CA_KEY, ROOT_CERT, Bundle, fingerprint, parse_certs
+from meshpki.errors import BundleError, InputError, MeshPKIError
+from meshpki.keys import PrivateKey
+from meshpki.signing import sign_crl
+from meshpki.store import CRL_PENDING_FILE, CRL_STATE_FILE, Store, validate_cluster_name
+
+# nextUpdate 90 days out: `meshpki audit` warns 30 days before (its default
+# --warn-days), which leaves two quiet months between renewals and a whole
+# month to run `meshpki crl renew && meshpki push --all` before proxies would
+# reject every peer (an expired CRL fails verification in OpenSSL/BoringSSL).
+DEFAULT_CRL_DAYS = 90
+MAX_CRL_DAYS = 366
+
+REASONS: dict[str, x509.ReasonFlags] = {
+    "key-compromise": x509.ReasonFlags.key_compromise,
+    "superseded": x509.ReasonFlags.superseded,
+    "cessation-of-operation": x509.ReasonFlags.cessation_of_operation,
+}
+DEFAULT_REVOKE_REASON = "key-compromise"
+
+
+class RevocationError(MeshPKIError):
+    """A revocation is refused (already revoked, nothing revoked yet)."""
+
+
+# -- the state -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Revoked:
+    """One revoked intermediate, as `meshpki crl show` lists it."""
+
+    cluster: str
+    serial: str  # lowercase hex, no colons (like audit)
+    issuer: str  # SHA-256 fingerprint of the root that signed it (and signs its CRL entry)
+    reason: str
+    revoked_at: str  # ISO 8601 UTC
+    not_after: str
+    evicted: bool  # True: `revoke` took the cluster out of the mesh
+
+    def to_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class CrlState:
+    """What cannot be read off the CRLs alone: the list, the counter, the window."""
+
+    number: int
+    this_update: str
+    next_update: str
+    days: int
+    revoked: tuple[Revoked, ...] = field(default_factory=tuple)
+
+    def to_json(self) -> bytes:
+        data = {**self.__dict__, "revoked": [r.to_dict() for r in self.revoked]}
+        return json.dumps(data, indent=2).encode() + b"\n"
+
+    @classmethod
+    def from_json(cls, data: bytes) -> CrlState:
+        try:
+            raw = json.loads(data)
+            return cls(int(raw["number"]), str(raw["this_update"]), str(raw["next_update"]), int(raw["days"]),
+                       tuple(Revoked(**r) for r in raw["revoked"]))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise RevocationError(f"the store's crl/{CRL_STATE_FILE} is damaged ({exc}); restore it from "
+                                  "history/crl/") from None
+
+    @property
+    def this_update_at(self) -> dt.datetime:
+        return dt.datetime.fromisoformat(self.this_update)
+
+    @property
+    def next_update_at(self) -> dt.datetime:
+        return dt.datetime.fromisoformat(self.next_update)
+
+    def evicted_entry(self, cluster: str) -> Revoked | None:
+        found = [r for r in self.revoked if r.cluster == cluster and r.evicted]
+        return found[-1] if found else None
+
+
+def load_state(store: Store) -> CrlState | None:
+    """The store's revocation state; None until the first revocation."""
+    if not store.has_crl():
+        return None
+    return CrlState.from_json(store.crl_file(CRL_STATE_FILE))
+
+
+def check_days(days: int) -> int:
+    if not 1 <= days <= MAX_CRL_DAYS:
+        raise InputError(f"--days must be between 1 and {MAX_CRL_DAYS} for a CRL, not {days}")
+    return days
+
+
+def root_crl_name(root: x509.Certificate) -> str:
+    return f"root-{fingerprint(root)[:16]}.crl.pem"
+
+
+def root_crls(store: Store) -> dict[str, bytes]:
+    """The roots' signed CRLs in the store, by the file name root_crl_name() gives."""
+    return {name: store.crl_file(name) for name in store.crl_names() if name.endswith(".crl.pem")}
+
+
+def evicted_clusters(store: Store) -> dict[str, Revoked]:
+    """Clusters `revoke` took out of the mesh (and not issued again since)."""
+    state = load_state(store)
+    if state is None:
+        return {}
+    members = set(store.clusters())
+    return {r.cluster: r for r in state.revoked if r.evicted and r.cluster not in members}
+
+
+# -- making CRLs -----------------------------------------------------------------
+
+def _aki(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    try:
+        ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key())  # type: ignore[arg-type]
+
+
+def make_crl(issuer: x509.Certificate, key: PrivateKey, number: int, this_update: dt.datetime,
+             next_update: dt.datetime, entries: Sequence[Revoked] = ()) -> x509.CertificateRevocationList:
+    """One CRL as RFC 5280 wants it: v2, CRL number and AKI (non-critical),
+    a reason code per entry, never a revocation date after thisUpdate."""
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer.subject)
+        .last_update(this_update)
+        .next_update(next_update)
+        .add_extension(x509.CRLNumber(number), critical=False)
+        .add_extension(_aki(issuer), critical=False)
+    )
+    for entry in entries:
+        revoked_at = min(dt.datetime.fromisoformat(entry.revoked_at), this_update)
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(int(entry.serial, 16))
+            .revocation_date(revoked_at)
+            .add_extension(x509.CRLReason(REASONS[entry.reason]), critical=False)
+            .build()
+        )
+    return sign_crl(builder, key)
+
+
+def crl_pem(crl: x509.CertificateRevocationList) -> bytes:
+    return crl.public_bytes(Encoding.PEM)
+
+
+def parse_crls(pem: bytes, what: str) -> list[x509.CertificateRevocationList]:
+    """Every CRL of a ca-crl.pem; like istiod, one bad block spoils the file."""
+    import re
+
+    blocks = re.findall(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", pem, re.S)
+    if not blocks:
+        raise BundleError(f"{what} holds no PEM CRL")
+    try:
+        return [x509.load_pem_x509_crl(b + b"\n") for b in blocks]
+    except ValueError as exc:
+        raise BundleError(f"{what} holds a CRL that does not parse ({exc}); re-make it with `meshpki crl renew`") \
+            from None
+
+
+def signed_by(crl: x509.CertificateRevocationList, cert: x509.Certificate) -> bool:
+    return crl.issuer == cert.subject and crl.is_signature_valid(cert.public_key())  # type: ignore[arg-type]
+
+
+def crl_number(crl: x509.CertificateRevocationList) -> int | None:
+    try:
+        return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _trusted_roots(files: Mapping[str, bytes]) -> list[x509.Certificate]:
+    return parse_certs(files[ROOT_CERT], "root-cert.pem")
+
+
+def _roots_part(files: Mapping[str, bytes], crls: Mapping[str, bytes]) -> bytes:
+    """The CRLs of every root the bundle trusts, in root-cert.pem's order."""
+    return b"".join(crls[root_crl_name(r)] for r in _trusted_roots(files) if root_crl_name(r) in crls)
+
+
+def bundle_crl(state: CrlState, crls: Mapping[str, bytes], files: Mapping[str, bytes], key: PrivateKey) -> bytes:
+    """ca-crl.pem for one bundle: its roots' CRLs, then its intermediate's own."""
+    cert = parse_certs(files[CA_CERT], "ca-cert.pem")[0]
+    own = make_crl(cert, key, state.number, state.this_update_at, state.next_update_at)
+    return _roots_part(files, crls) + crl_pem(own)
+
+
+def files_with_crl(store: Store, files: Mapping[str, bytes], key: PrivateKey) -> dict[str, bytes]:
+    """A new bundle's files plus its ca-crl.pem, once the mesh has revoked
+    something (issue, rotate and rotate-root reissue all pass through here)."""
+    state = load_state(store)
+    result = {k: v for k, v in files.items() if k != CA_CRL}
+    if state is not None:
+        result[CA_CRL] = bundle_crl(state, root_crls(store), files, key)
+    return result
+
+
+def _crl_is_current(bundle: Bundle, state: CrlState, crls: Mapping[str, bytes]) -> bool:
+    """The bundle's ca-crl.pem is exactly its roots' current CRLs + a CRL of this
+    state's number signed by its own intermediate."""
+    data = bundle.files.get(CA_CRL)
+    if data is None:
+        return False
+    try:
+        head = _roots_part(bundle.files, crls)
+        if not data.startswith(head):
+            return False
+        own = parse_crls(data[len(head):], "ca-crl.pem")
+        cert = parse_certs(bundle.files[CA_CERT], "ca-cert.pem")[0]
+    except (MeshPKIError, KeyError):
+        return False
+    return (len(own) == 1 and signed_by(own[0], cert) and crl_number(own[0]) == state.number
+            and own[0].next_update_utc == state.next_update_at)
+
+
+# -- bringing the bundles in line -------------------------------------------------
+
+def reconcile(store: Store) -> list[str]:
+    """Finish a committed revocation: evict what it names, then give every
+    member the ca-crl.pem of the current state. Idempotent; needs no
+    passphrase (intermediate keys are in the bundles, root CRLs are signed)."""
+    state = load_state(store)
+    if state is None:
+        return []
+    notes = []
+    with store.locked():
+        pending = _load_pending(store)
+        for item in pending.get("evict", []):
+            cluster, serial = item["cluster"], item["serial"]
+            if store.has_cluster(cluster) and _serial_of(store.load_bundle(cluster)) == serial:
+                archived = store.evict(cluster)
+                notes.append(f"{cluster}: evicted; its bundle is kept in {archived}")
+        crls = root_crls(store)
+        for cluster in store.clusters():
+            bundle = store.load_bundle(cluster)
+            if _crl_is_current(bundle, state, crls):
+                continue
+            key = keys.load_private_key(bundle.files[CA_KEY], None, what=f"{cluster}: ca-key.pem")
+            store.replace_bundle_file(cluster, CA_CRL, bundle_crl(state, crls, bundle.files, key))
+            notes.append(f"{cluster}: ca-crl.pem re-made (CRL number {state.number})")
+        store.clear_crl_pending()
+    return notes
+
+
+def finish_pending(store: Store) -> list[str]:
+    """Store recovery calls this: a revocation was committed, then meshpki died."""
+    try:
+        return ["finished an interrupted revocation: " + n for n in reconcile(store)]
+    except (MeshPKIError, OSError, KeyError, ValueError) as exc:  # recovery must never make a command fail
+        return [f"an interrupted revocation is not finished yet ({exc})"]
+
+
+def _load_pending(store: Store) -> dict[str, list[dict[str, str]]]:
+    if not store.crl_pending():
+        return {}
+    try:
+        data = json.loads(store.crl_file(CRL_PENDING_FILE))
+        return data if isinstance(data, dict) else {}
+    except ValueError:
+        return {}
+
+
+def _serial_of(bundle: Bundle) -> str | None:
+    try:
+        return format(parse_certs(bundle.files[CA_CERT], "ca-cert.pem")[0].serial_number, "x")
+    except (MeshPKIError, KeyError):
+        return None
+
+
+# -- signing the roots' CRLs ------------------------------------------------------
+
+def root_signers(store: Store, passphrase: bytes | None) -> list[tuple[x509.Certificate, PrivateKey]]:
+    """Every root that is trusted now, with its key, obtained exactly as issue
+    does (the store's root; during a root rotation also the new one)."""
+    from meshpki import ca, rotate
+
+    signers = [ca.store_issuer(store, passphrase)]
+    if store.has_rotation():
+        signers.append(rotate.current_issuer(store, passphrase))
+    return [(s.cert, s.key) for s in signers]
+
+
+def _commit(store: Store, state: CrlState, signers: Sequence[tuple[x509.Certificate, PrivateKey]],
+            evict: Sequence[dict[str, str]] = ()) -> Path | None:
+    """Sign every live root's CRL and publish them with the state: the commit point."""
+    files = {CRL_STATE_FILE: state.to_json()}
+    for root, key in signers:
+        entries = [r for r in state.revoked if r.issuer == fingerprint(root)]
+        files[root_crl_name(root)] = crl_pem(make_crl(root, key, state.number, state.this_update_at,
+                                                       state.next_update_at, entries))
+    files[CRL_PENDING_FILE] = json.dumps({"evict": list(evict)}).encode() + b"\n"
+    return store.write_crl(files)
+
+
+def _next_state(previous: CrlState | None, revoked: Sequence[Revoked], days: int | None,
+                now: dt.datetime) -> CrlState:
+    days = check_days(days if days is not None else (previous.days if previous else DEFAULT_CRL_DAYS))
+    this_update = now - profiles.CLOCK_SKEW  # backdated like certificates: a cluster's clock may lag ours
+    return CrlState(
+        number=(previous.number if previous else 0) + 1,
+        this_update=this_update.isoformat(timespec="seconds"),
+        next_update=(now + dt.timedelta(days=days)).isoformat(timespec="seconds"),
+        days=days,
+        revoked=tuple(revoked),
+    )
+
+
+def _now_seconds(now: dt.datetime | None) -> dt.datetime:
+    return (now or profiles.utcnow()).replace(microsecond=0)
+
+
+# -- the commands ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RevokeResult:
+    revoked: tuple[Revoked, ...]
+    number: int
+    next_update: str
+    notes: tuple[str, ...]
+
+
+def _entry(cluster: str, cert: x509.Certificate, roots: Sequence[x509.Certificate], reason: str, now: dt.datetime,
+           evicted: bool) -> Revoked | None:
+    """The CRL entry for `cert`, under the live root that signed it (None: no live root did)."""
+    for root in roots:
+        try:
+            cert.verify_directly_issued_by(root)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        return Revoked(cluster, format(cert.serial_number, "x"), fingerprint(root), reason,
+                       now.isoformat(timespec="seconds"),
+                       cert.not_valid_after_utc.isoformat(timespec="seconds"), evicted)
+    return None
+
+
+def _check_reason(reason: str) -> str:
+    if reason not in REASONS:
+        raise InputError(f"unknown revocation reason {reason!r}; use one of {', '.join(REASONS)}")
+    return reason
+
+
+def revoke(store: Store, cluster: str, passphrase: bytes | None, reason: str = DEFAULT_REVOKE_REASON,
+           all_history: bool = False, now: dt.datetime | None = None) -> RevokeResult:
+    """Evict `cluster`: its intermediate (with all_history, every archived one
+    still valid) goes on its root's CRL, its bundle leaves the members for
+    history, and every remaining member gets the new ca-crl.pem."""
+    validate_cluster_name(cluster)
+    _check_reason(reason)
+    now = _now_seconds(now)
+    with store.locked():
+        state = load_state(store)
+        if not store.has_cluster(cluster):
+            earlier = state.evicted_entry(cluster) if state else None
+            if earlier is not None:
+                raise RevocationError(f"cluster {cluster!r} was already revoked on {earlier.revoked_at} "
+                                      f"(serial {earlier.serial}); nothing to do (`meshpki crl show` lists it)")
+            known = ", ".join(store.clusters()) or "none"
+            raise InputError(f"unknown cluster {cluster!r}: not a member of store {store.path} (members: {known})")
+        signers = root_signers(store, passphrase)  # proves the passphrase before anything is written
+        roots = [root for root, _ in signers]
+        certs = [parse_certs(store.load_bundle(cluster).files[CA_CERT], f"{cluster}: ca-cert.pem")[0]]
+        if all_history:
+            certs += _archived_valid(store, cluster, now)
+        done = {r.serial for r in state.revoked} if state else set()
+        new, notes = [], []
+        for cert in certs:
+            entry = _entry(cluster, cert, roots, reason, now, evicted=True)
+            if entry is None:
+                notes.append(f"{cluster}: serial {format(cert.serial_number, 'x')} was signed by a root no cluster "
+                             "trusts any more; no CRL entry needed")
+            elif entry.serial not in done:
+                new.append(entry)
+                done.add(entry.serial)
+        current = format(certs[0].serial_number, "x")
+        new_state = _next_state(state, (state.revoked if state else ()) + tuple(new), None, now)
+        _commit(store, new_state, signers, evict=[{"cluster": cluster, "serial": current}])
+        notes += reconcile(store)
+    return RevokeResult(tuple(new), new_state.number, new_state.next_update, tuple(notes))
+
+
+def _archived_valid(store: Store, cluster: str, now: dt.datetime) -> list[x509.Certificate]:
+    found = []
+    for entry in store.history(cluster):
+        try:
+            cert = parse_certs((entry.path / CA_CERT).read_bytes(), str(entry.path / CA_CERT))[0]
+        except (OSError, MeshPKIError):
+            continue
+        if cert.not_valid_after_utc > now:
+            found.append(cert)
+    return found
+
+
+def revoke_replaced(store: Store, replaced: Sequence[tuple[str, x509.Certificate]], passphrase: bytes | None,
+                    reason: str = "superseded", now: dt.datetime | None = None) -> RevokeResult:
+    """`rotate --revoke-previous`: the intermediates a rotation just replaced go
+    on the CRL; the clusters stay members with their new bundles."""
+    _check_reason(reason)
+    now = _now_seconds(now)
+    with store.locked():
+        state = load_state(store)
+        signers = root_signers(store, passphrase)
+        done = {r.serial for r in state.revoked} if state else set()
+        new: list[Revoked] = []
+        for cluster, cert in replaced:
+            entry = _entry(cluster, cert, [root for root, _ in signers], reason, now, evicted=False)
+            if entry is not None and entry.serial not in done:
+                new.append(entry)
+                done.add(entry.serial)
+        new_state = _next_state(state, (state.revoked if state else ()) + tuple(new), None, now)
+        _commit(store, new_state, signers)
+        notes = reconcile(store)
+    return RevokeResult(tuple(new), new_state.number, new_state.next_update, tuple(notes))
+
+
+def renew(store: Store, passphrase: bytes | None, days: int | None = None,
+          now: dt.datetime | None = None) -> RevokeResult:
+    """Re-sign every CRL with a new number and nextUpdate; every bundle follows."""
+    now = _now_seconds(now)
+    if days is not None:
+        check_days(days)
+    with store.locked():
+        state = load_state(store)
+        if state is None:
+            raise RevocationError("nothing is revoked yet, so there is no CRL to renew (bundles carry no "
+                                  "ca-crl.pem until the first `meshpki revoke`)")
+        signers = root_signers(store, passphrase)
+        new_state = _next_state(state, state.revoked, days, now)
+        _commit(store, new_state, signers)
+        notes = reconcile(store)
+    return RevokeResult((), new_state.number, new_state.next_update, tuple(notes))
+
+
+def after_root_added(store: Store, passphrase: bytes | None) -> list[str]:
+    """rotate-root begin: the new root gets its own (empty) CRL at once, so
+    bundles that trust it, and later chains under it, satisfy istiod."""
+    with store.locked():
+        state = load_state(store)
+        if state is None:
+            return []
+        signers = root_signers(store, passphrase)
+        if all(root_crl_name(root) in root_crls(store) for root, _ in signers) and not store.crl_pending():
+            return reconcile(store)
+        _commit(store, _next_state(state, state.revoked, None, _now_seconds(None)), signers)
+        return reconcile(store)
+
+
+# -- showing -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CrlInfo:
+    """One signed CRL: who signed it, its number and its window."""
+
+    issuer: str
+    where: str  # "root <fingerprint16>" or a cluster name
+    number: int | None
+    this_update: dt.datetime
+    next_update: dt.datetime | None
+    entries: int
+
+
+def describe(crl: x509.CertificateRevocationList, where: str) -> CrlInfo:
+    return CrlInfo(crl.issuer.rfc4514_string(), where, crl_number(crl), crl.last_update_utc,
+                   crl.next_update_utc, len(list(crl)))
+
+
+@dataclass(frozen=True)
+class CrlReport:
+    state: CrlState | None
+    crls: tuple[CrlInfo, ...]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "active": self.state is not None,
+            "number": self.state.number if self.state else None,
+            "next_update": self.state.next_update if self.state else None,
+            "revoked": [r.to_dict() for r in self.state.revoked] if self.state else [],
+            "crls": [{"issuer": c.issuer, "where": c.where, "number": c.number,
+                      "this_update": c.this_update.isoformat(timespec="seconds"),
+                      "next_update": c.next_update.isoformat(timespec="seconds") if c.next_update else None,
+                      "entries": c.entries} for c in self.crls],
+        }
+
+
+def show(store: Store) -> CrlReport:
+    """What is revoked, and every CRL the store holds (roots' and bundles')."""
+    state = load_state(store)
+    infos = []
+    for name, pem in root_crls(store).items():
+        for crl in parse_crls(pem, f"crl/{name}"):
+            infos.append(describe(crl, "root " + name[len("root-"):-len(".crl.pem")]))
+    for cluster in store.clusters():
+        data = store.load_bundle(cluster).files.get(CA_CRL)
+        if data is None:
+            continue
+        cert = parse_certs(store.load_bundle(cluster).files[CA_CERT], "ca-cert.pem")[0]
+        for crl in parse_crls(data, f"{cluster}: ca-crl.pem"):
+            if signed_by(crl, cert):
+                infos.append(describe(crl, cluster))
+    return CrlReport(state, tuple(infos))
