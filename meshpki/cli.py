@@ -400,20 +400,26 @@ def _print_issued(results, output: str, verb: str, next_step: str | None = None)
 @store_options
 @click.argument("clusters", nargs=-1, required=True)
 @profile_options
+@click.option("--revoke-previous", is_flag=True,
+              help="Also put the replaced intermediate on the root's CRL (reason superseded), in the same step.")
 @passphrase_option
 @output_option("text", "json")
 def rotate_cmd(settings: Settings, clusters: tuple[str, ...], key_type: str | None, days: int | None,
-               org: str | None, san_dns: tuple[str, ...], passphrase_file: Path | None, output: str) -> None:
+               org: str | None, san_dns: tuple[str, ...], revoke_previous: bool, passphrase_file: Path | None,
+               output: str) -> None:
     """Give clusters a new key and intermediate under the current root.
 
     The replaced bundle is archived in the store's history (see `meshpki
     history`). During a root rotation the new intermediate is signed by the new
-    root. Push the result to make it live.
+    root. Push the result to make it live. After a suspected leak, pass
+    --revoke-previous: the old key must not stay valid for the rest of its
+    life; every bundle then carries ca-crl.pem (push --all).
 
     \b
     Examples:
       meshpki rotate cluster1
       meshpki rotate cluster1 cluster2 --days 365 && meshpki push --all
+      meshpki rotate cluster1 --revoke-previous && meshpki push --all
     """
     from meshpki import rotate
     from meshpki.store import validate_cluster_name
@@ -423,8 +429,11 @@ def rotate_cmd(settings: Settings, clusters: tuple[str, ...], key_type: str | No
     store = settings.store
     options = issue_options(settings, key_type, days, org, san_dns)
     results = rotate.rotate(store, clusters, options, root_passphrase(store, passphrase_file),
-                            progress=progress_printer("generating keys"))
-    _print_issued(results, output, verb="rotated", next_step=_push_hint(settings, clusters))
+                            progress=progress_printer("generating keys"), revoke_previous=revoke_previous)
+    if revoke_previous:
+        say(f"revoked the replaced intermediate(s) of {', '.join(clusters)}; every bundle carries the new ca-crl.pem")
+    _print_issued(results, output, verb="rotated",
+                  next_step="next: meshpki push --all" if revoke_previous else _push_hint(settings, clusters))
 
 
 def _push_hint(settings: Settings, clusters) -> str:
@@ -593,6 +602,14 @@ def push_cmd(settings: Settings, cluster: str | None, context: str | None, kubec
         fleet, cluster, context, push_all, kubeconfig=kubeconfig, timeout=timeout,
         namespace=namespace or fleet.namespace or pushmod.DEFAULT_NAMESPACE,
         secret_name=secret_name or fleet.secret_name or pushmod.DEFAULT_SECRET, form=form)
+    if push_all:
+        from meshpki.crl import eviction_notes
+
+        evicted = eviction_notes(settings.store)
+        for target in targets:
+            if target.cluster in evicted:
+                say(evicted[target.cluster])
+        targets = [t for t in targets if t.cluster not in evicted]
     failures = 0
     for target in targets:
         try:
@@ -806,6 +823,96 @@ def verify_cmd(settings: Settings, targets: tuple[str, ...], all_clusters: bool,
     code = report.exit_code(strict)
     if code:
         click.get_current_context().exit(code)
+
+
+REVOKE_REASONS = ("key-compromise", "superseded", "cessation-of-operation")  # crl.REASONS, without importing it
+
+
+@cli.command("revoke")
+@store_options
+@click.argument("cluster")
+@click.option("--reason", type=click.Choice(REVOKE_REASONS), default="key-compromise", show_default=True,
+              help="The CRL reason code of the revoked intermediate(s).")
+@click.option("--all-history", is_flag=True,
+              help="Also revoke every archived intermediate of CLUSTER that is still valid.")
+@passphrase_option
+@output_option("text", "json")
+def revoke_cmd(settings: Settings, cluster: str, reason: str, all_history: bool, passphrase_file: Path | None,
+               output: str) -> None:
+    """Evict CLUSTER from the mesh: its intermediate goes on the root's CRL.
+
+    Its bundle leaves the members (kept in history), so verify, push --all and
+    audit stop treating it as one. From the first revocation on, every
+    member's bundle carries ca-crl.pem: the root's CRL plus a CRL signed by
+    its own intermediate, as istiod requires. Signs with the root key, so it
+    asks for the root passphrase like issue does.
+
+    \b
+    The evict runbook:
+      meshpki revoke cluster3                  # CRL; ca-crl.pem in every remaining bundle
+      meshpki push --all                       # deliver ca-crl.pem; skips cluster3 (take it out of the fleet file)
+      meshpki verify                           # the remaining bundles and pairs, CRLs included
+      meshpki audit                            # CRLs' nextUpdate is graded from now on
+      meshpki crl renew && meshpki push --all  # before nextUpdate passes (audit warns in time)
+    """
+    from meshpki import crl
+    from meshpki.render import crl_revoked_text
+
+    store = settings.store
+    store.cluster_dir(cluster)  # a bad name is a usage error before any prompt
+    result = crl.revoke(store, cluster, root_passphrase(store, passphrase_file), reason=reason,
+                        all_history=all_history)
+    for note in result.notes:
+        say(note)
+    data = {"cluster": cluster, "revoked": [r.to_dict() for r in result.revoked], "crl_number": result.number,
+            "next_update": result.next_update}
+    emit(data, output, crl_revoked_text(result, "next: meshpki push --all, then meshpki verify and meshpki audit"))
+
+
+@cli.group("crl", cls=MeshGroup)
+def crl_group() -> None:
+    """Keep the mesh's CRLs fresh and list what is revoked.
+
+    A CRL whose nextUpdate has passed makes proxies reject every peer: renew
+    before then (meshpki audit warns --warn-days ahead) and push --all.
+    """
+
+
+@crl_group.command("renew")
+@store_options
+@click.option("--days", type=int, default=None,
+              help="Days until the new nextUpdate [default: the last renewal's, else 90; audit warns 30 days ahead].")
+@passphrase_option
+@output_option("text", "json")
+def crl_renew_cmd(settings: Settings, days: int | None, passphrase_file: Path | None, output: str) -> None:
+    """Re-sign every CRL with a new number and nextUpdate; every bundle follows.
+
+    \b
+    Examples:
+      meshpki crl renew && meshpki push --all
+      meshpki crl renew --days 30
+    """
+    from meshpki import crl
+    from meshpki.render import crl_revoked_text
+
+    store = settings.store
+    result = crl.renew(store, root_passphrase(store, passphrase_file), days=days)
+    for note in result.notes:
+        say(note)
+    emit({"crl_number": result.number, "next_update": result.next_update}, output,
+         crl_revoked_text(result, "next: meshpki push --all"))
+
+
+@crl_group.command("show")
+@store_options
+@output_option("text", "json")
+def crl_show_cmd(settings: Settings, output: str) -> None:
+    """List what is revoked (cluster, serial, reason, date) and every CRL's window."""
+    from meshpki import crl
+    from meshpki.render import crl_show_text
+
+    report = crl.show(settings.store)
+    emit(report.to_dict(), output, crl_show_text(report))
 
 
 @cli.command("demo")

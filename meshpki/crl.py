@@ -140,6 +140,15 @@ def evicted_clusters(store: Store) -> dict[str, Revoked]:
     return {r.cluster: r for r in state.revoked if r.evicted and r.cluster not in members}
 
 
+def eviction_notes(store: Store) -> dict[str, str]:
+    """For fleet-wide commands: why an evicted cluster that a fleet file still
+    lists is skipped, and what to do about it."""
+    if not store.has_crl():
+        return {}
+    return {name: f"{name}: skipped, revoked on {entry.revoked_at} and no longer a member (serial {entry.serial}); "
+                  "remove it from the fleet file" for name, entry in evicted_clusters(store).items()}
+
+
 # -- making CRLs -----------------------------------------------------------------
 
 def _aki(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:

@@ -186,3 +186,24 @@ def render_audit(report: Any, fmt: OutputFormat) -> str:
     if fmt not in formatters:
         raise ValueError(f"{fmt.value} output is not available for audit")
     return formatters[fmt]()
+
+
+def crl_revoked_text(result: Any, next_step: str) -> str:
+    """What revoke / rotate --revoke-previous / crl renew changed."""
+    lines = [f"revoked {r.cluster}: serial {r.serial} ({r.reason})" for r in result.revoked]
+    lines.append(f"CRL number {result.number}, next update {result.next_update}")
+    lines.append(next_step)
+    return "\n".join(lines)
+
+
+def crl_show_text(report: Any) -> str:
+    """`meshpki crl show`: the revoked intermediates, then every CRL's window."""
+    if report.state is None:
+        return "nothing revoked; bundles carry no ca-crl.pem"
+    revoked = table(["CLUSTER", "SERIAL", "REASON", "REVOKED", "EVICTED"],
+                    [[r.cluster, r.serial, r.reason, r.revoked_at, "yes" if r.evicted else "no"]
+                     for r in report.state.revoked]) if report.state.revoked else "no intermediate revoked"
+    crls = table(["CRL OF", "NUMBER", "THIS UPDATE", "NEXT UPDATE", "ENTRIES"],
+                 [[c.where, c.number, iso(c.this_update), iso(c.next_update) if c.next_update else "-", c.entries]
+                  for c in report.crls])
+    return f"{revoked}\n\n{crls}"
