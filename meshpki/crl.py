@@ -29,7 +29,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from meshpki import keys, profiles
-from meshpki.bundle import CA_CERT, CA_CRL, CA_KEY, ROOT_CERT, Bundle, fingerprint, parse_certs
+from meshpki.bundle import CA_CERT, CA_CRL, CA_KEY, CERT_CHAIN, ROOT_CERT, Bundle, fingerprint, parse_certs
 from meshpki.errors import BundleError, InputError, MeshPKIError
 from meshpki.keys import PrivateKey
 from meshpki.signing import sign_crl
@@ -212,13 +212,13 @@ def crl_number(crl: x509.CertificateRevocationList) -> int | None:
         return None
 
 
-def _trusted_roots(files: Mapping[str, bytes]) -> list[x509.Certificate]:
-    return parse_certs(files[ROOT_CERT], "root-cert.pem")
-
-
 def _roots_part(files: Mapping[str, bytes], crls: Mapping[str, bytes]) -> bytes:
-    """The CRLs of every root the bundle trusts, in root-cert.pem's order."""
-    return b"".join(crls[root_crl_name(r)] for r in _trusted_roots(files) if root_crl_name(r) in crls)
+    """The store's CRLs for every certificate above the cluster CA in
+    cert-chain.pem (istiod's rule) and every root of root-cert.pem (peers'
+    chains during a root rotation), in that order, each once."""
+    above = parse_certs(files[CERT_CHAIN], "cert-chain.pem")[1:] + parse_certs(files[ROOT_CERT], "root-cert.pem")
+    names = dict.fromkeys(root_crl_name(c) for c in above)
+    return b"".join(crls[name] for name in names if name in crls)
 
 
 def bundle_crl(state: CrlState, crls: Mapping[str, bytes], files: Mapping[str, bytes], key: PrivateKey) -> bytes:
@@ -317,6 +317,13 @@ def root_signers(store: Store, passphrase: bytes | None) -> list[tuple[x509.Cert
     does (the store's root; during a root rotation also the new one)."""
     from meshpki import ca, rotate
 
+    above = store.signer_chain_pem()
+    if above:
+        top = parse_certs(above, "root/chain.pem")[-1].subject.rfc4514_string()
+        raise RevocationError(
+            f"the store signs as an intermediate under {top}; istiod would then need in every bundle a CRL "
+            "signed by each certificate above it, which only their owner can sign: revoke through that CA, or "
+            "rotate-root to a root of the store's own")
     signers = [ca.store_issuer(store, passphrase)]
     if store.has_rotation():
         signers.append(rotate.current_issuer(store, passphrase))
