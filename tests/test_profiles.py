@@ -189,17 +189,17 @@ def test_workload_profile_matches_istiod():
 def test_intermediate_is_capped_at_root_expiry():
     root_key = KeyType.ECDSA_P256.generate()
     root = profiles.make_root(root_key, 100)
-    issued = profiles.make_intermediate(root, root_key, KeyType.ECDSA_P256.generate(), "cluster1", days=730)
+    issued = profiles.make_intermediate(root, root_key, KeyType.ECDSA_P256.generate().public_key(), "cluster1", days=730)
     assert issued.cert.not_valid_after_utc == root.not_valid_after_utc
     assert len(issued.warnings) == 1 and "capped" in issued.warnings[0]
-    fine = profiles.make_intermediate(root, root_key, KeyType.ECDSA_P256.generate(), "cluster1", days=30)
+    fine = profiles.make_intermediate(root, root_key, KeyType.ECDSA_P256.generate().public_key(), "cluster1", days=30)
     assert fine.warnings == ()
 
 
 def test_custom_san_and_org():
     root_key = KeyType.ECDSA_P256.generate()
     root = profiles.make_root(root_key, 100, org="Acme", cn="Acme Mesh Root")
-    issued = profiles.make_intermediate(root, root_key, KeyType.ECDSA_P256.generate(), "east", days=30,
+    issued = profiles.make_intermediate(root, root_key, KeyType.ECDSA_P256.generate().public_key(), "east", days=30,
                                         org="Acme", san_dns=("istiod.istio-system.svc", "istiod-east.example"))
     san = issued.cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == ["istiod.istio-system.svc", "istiod-east.example"]
