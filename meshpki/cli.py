@@ -57,6 +57,13 @@ class Settings:
 
         return load_fleet(self._config_path)
 
+    def resolver(self, kubeconfig: str | None = None, namespace: str | None = None,
+                 secret_name: str | None = None, timeout: float = 10.0):  # -> locate.Resolver
+        """Where each cluster's secret lives, from these options and the fleet file."""
+        from meshpki.locate import Options, Resolver
+
+        return Resolver(self.fleet, Options(kubeconfig, namespace, secret_name, timeout))
+
     @functools.cached_property
     def store(self):  # -> store.Store
         from meshpki.store import Store, default_store_path
@@ -117,8 +124,11 @@ def connection_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--kubeconfig and --timeout, the way kubectl users expect them."""
     func = click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
                         help="Seconds to wait for each API request.")(func)
-    return click.option("--kubeconfig", envvar="KUBECONFIG", default=None, metavar="PATH",
-                        help="kubeconfig file(s), like kubectl [env KUBECONFIG; default ~/.kube/config].")(func)
+    # Not envvar="KUBECONFIG": click would pass "a:b" as one path. kube.py reads
+    # KUBECONFIG itself and merges its files like kubectl (locate.py: precedence).
+    return click.option("--kubeconfig", default=None, metavar="FILE",
+                        help="kubeconfig file [default: $KUBECONFIG (files joined with ':' are merged, like "
+                             "kubectl), else the fleet file's, else ~/.kube/config].")(func)
 
 
 def kube_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -297,10 +307,7 @@ def _adopt_root(settings: Settings, passphrase_file: Path | None, insecure_no_pa
     store = settings.store
     store.refuse_existing_root()
     if import_from_context:
-        from meshpki.kube import SecretRef
-
-        ref = SecretRef(import_from_context, import_from_context, kubeconfig, "istio-system",
-                        byo.ISTIOD_CA_SECRET, timeout)
+        ref = settings.resolver(kubeconfig, "istio-system", byo.ISTIOD_CA_SECRET, timeout).context(import_from_context)
         cert_pem, key_pem = byo.read_istiod_ca(ref)
         chain_pem, what = None, f"context {import_from_context}: {ref.where}"
     else:
@@ -595,13 +602,8 @@ def push_cmd(settings: Settings, cluster: str | None, context: str | None, kubec
       meshpki push --all --config samples/mesh.yaml
       meshpki push cluster1 --dry-run -o yaml > cacerts.yaml   # GitOps, no cluster needed
     """
-    from meshpki import push as pushmod
 
-    fleet = settings.fleet
-    targets = pushmod.resolve_targets(
-        fleet, cluster, context, push_all, kubeconfig=kubeconfig, timeout=timeout,
-        namespace=namespace or fleet.namespace or pushmod.DEFAULT_NAMESPACE,
-        secret_name=secret_name or fleet.secret_name or pushmod.DEFAULT_SECRET, form=form)
+    targets = settings.resolver(kubeconfig, namespace, secret_name, timeout).for_push(cluster, context, push_all)
     if push_all:
         from meshpki.crl import eviction_notes
 
@@ -614,9 +616,9 @@ def push_cmd(settings: Settings, cluster: str | None, context: str | None, kubec
     for target in targets:
         try:
             if dry_run:
-                _dry_run_one(settings, target, allow_root_change, output)
+                _dry_run_one(settings, target, allow_root_change, output, form)
             else:
-                _push_one(settings, target, allow_root_change, output)
+                _push_one(settings, target, allow_root_change, output, form)
         except MeshPKIError as exc:
             if len(targets) == 1:
                 raise
@@ -626,13 +628,13 @@ def push_cmd(settings: Settings, cluster: str | None, context: str | None, kubec
         raise click.ClickException(f"{failures} of {len(targets)} pushes failed (see above)")
 
 
-def _dry_run_one(settings: Settings, target, allow_root_change: bool, output: str) -> None:
+def _dry_run_one(settings: Settings, target, allow_root_change: bool, output: str, form: str) -> None:
     from meshpki import push as pushmod
     from meshpki.errors import KubeError
     from meshpki.render import to_json, to_yaml
 
     store = settings.store
-    desired = pushmod.desired_secret(pushmod.verified_bundle(store, target.cluster), target.form)
+    desired = pushmod.desired_secret(pushmod.verified_bundle(store, target.cluster), form)
     manifest = desired.manifest(target.namespace, target.secret_name)
     if output == "text":
         plan = pushmod.dry_run_plan(store, target, allow_root_change, desired)
@@ -650,11 +652,11 @@ def _dry_run_one(settings: Settings, target, allow_root_change: bool, output: st
     say(f"{target.cluster}: dry run, nothing written")
 
 
-def _push_one(settings: Settings, target, allow_root_change: bool, output: str) -> None:
+def _push_one(settings: Settings, target, allow_root_change: bool, output: str, form: str) -> None:
     from meshpki import push as pushmod
     from meshpki.render import to_json, to_yaml
 
-    result = pushmod.push(settings.store, target, allow_root_change)
+    result = pushmod.push(settings.store, target, allow_root_change, form)
     plan = result.plan
     lines = pushmod.describe_plan(plan)
     if result.namespace_created:
@@ -724,10 +726,9 @@ def audit_cmd(settings: Settings, contexts: tuple[str, ...], all_contexts: bool,
 
     at = audit.parse_at(at_text) if at_text else None
     audit.check_thresholds(warn_days, crit_days)
-    fleet = settings.fleet
     try:
-        targets = audit.resolve_targets(fleet, contexts, all_contexts, kubeconfig, namespace, secret_name,
-                                        timeout, cluster_name)
+        targets = settings.resolver(kubeconfig, namespace, secret_name, timeout).for_audit(
+            contexts, all_contexts, cluster_name)
         report = audit.run(settings.store, targets, at, warn_days, crit_days, parallel,
                            progress_printer("auditing clusters") if len(targets) > 1 else None)
     except InputError:
@@ -787,8 +788,8 @@ def history_cmd(settings: Settings, cluster: str | None, output: str) -> None:
               help="Also verify the live cacerts secret of this kubeconfig context, and compare it with the "
                    "store (repeatable).")
 @connection_options
-@click.option("--namespace", default=None, help="Namespace of the live secret [default: istio-system].")
-@click.option("--secret-name", default=None, help="Name of the live secret [default: cacerts].")
+@click.option("--namespace", default=None, help="Namespace of the live secret [default: fleet file, else istio-system].")
+@click.option("--secret-name", default=None, help="Name of the live secret [default: fleet file, else cacerts].")
 @output_option("text", "json")
 def verify_cmd(settings: Settings, targets: tuple[str, ...], all_clusters: bool, strict: bool, warn_days: int,
                contexts: tuple[str, ...], kubeconfig: str | None, namespace: str | None, secret_name: str | None,
@@ -814,10 +815,8 @@ def verify_cmd(settings: Settings, targets: tuple[str, ...], all_clusters: bool,
     from meshpki.render import OutputFormat, render_data, verify_text
 
     store = settings.store
-    fleet = settings.fleet
-    live = [verify.LiveSource(fleet.cluster_for_context(ctx), ctx, kubeconfig,
-                              namespace or fleet.namespace or "istio-system",
-                              secret_name or fleet.secret_name or "cacerts", timeout) for ctx in contexts]
+    resolver = settings.resolver(kubeconfig, namespace, secret_name, timeout)
+    live = [resolver.context(ctx) for ctx in contexts]
     report = verify.run(store, targets, all_clusters=all_clusters, warn_days=warn_days, live=live)
     click.echo(render_data(report.to_dict(), OutputFormat(output), verify_text(report)))
     code = report.exit_code(strict)

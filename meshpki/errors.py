@@ -38,10 +38,3 @@ class KubeError(MeshPKIError):
         super().__init__(message)
         self.status = status
 
-
-class KubeConflict(KubeError):
-    """409: the object changed (Conflict) or appeared (AlreadyExists) since it
-    was read; the caller may re-read and re-plan instead of failing."""
-
-    def __init__(self, message: str, status: int | None = 409) -> None:
-        super().__init__(message, status)

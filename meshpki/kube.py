@@ -20,11 +20,12 @@ import os
 import re
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from meshpki.errors import KubeConflict, KubeError
+from meshpki.errors import KubeError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from kubernetes.client import ApiClient
@@ -220,14 +221,6 @@ def list_contexts(kubeconfig: str | os.PathLike[str] | None = None) -> list[str]
     return list(config.contexts)
 
 
-def current_context(kubeconfig: str | os.PathLike[str] | None = None) -> str | None:
-    """The kubeconfig's current-context (None when it sets none)."""
-    config = _load_kubeconfig(kubeconfig)
-    if config is None:
-        raise KubeError(_missing_kubeconfig_message(kubeconfig))
-    return config.current_context
-
-
 # --------------------------------------------------------------------------
 # what an operation is, for messages
 
@@ -321,12 +314,12 @@ def _api_error(ctx: str, server: str, op: _Op, status: int, reason_phrase: str, 
         )
     if status == 409:
         if reason == "AlreadyExists":
-            return KubeConflict(
+            return KubeError(
                 f"context {ctx}: {op.what} already exists (409 AlreadyExists), it appeared after meshpki read it; "
                 "re-run to plan against the live object",
                 409,
             )
-        return KubeConflict(
+        return KubeError(
             f"context {ctx}: {op.what} was changed by someone else while meshpki was writing it (409 Conflict); "
             "re-run to plan against the current version",
             409,
@@ -514,6 +507,35 @@ def _import_kubernetes() -> None:
         _imported = True
 
 
+def _read_body(response: Any, deadline: float) -> bytes:
+    """The whole body of a urllib3 response, read by `deadline` (time.monotonic).
+
+    urllib3's timeouts bound each socket read, not the request: a server that
+    sends a byte now and then would hold a caller forever. So each read waits
+    at most for what is left, and reads at most once from the socket (read1).
+    """
+    from urllib3.exceptions import ReadTimeoutError
+
+    chunks: list[bytes] = []
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ReadTimeoutError(None, None, "the answer's body did not arrive in time")  # type: ignore[arg-type]
+            sock = getattr(response.connection, "sock", None)
+            if sock is not None:
+                sock.settimeout(left)
+            chunk = response.read1(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    except BaseException:
+        response.close()  # a half-read connection must not go back to the pool
+        raise
+    response.release_conn()
+    return b"".join(chunks)
+
+
 DEFAULT_NAMESPACE = "istio-system"
 DEFAULT_SECRET = "cacerts"
 DEFAULT_TIMEOUT = 10.0
@@ -535,6 +557,11 @@ class SecretRef:
     @property
     def where(self) -> str:
         return f"{self.namespace}/{self.secret_name}"
+
+    @property
+    def label(self) -> str:
+        """The context as reports show it ("in-cluster" for the pod's service account)."""
+        return self.context or IN_CLUSTER_CONTEXT
 
     def connect(self) -> Cluster:
         return Cluster.connect(self.context, self.kubeconfig, self.timeout)
@@ -645,7 +672,7 @@ class Cluster:
         from urllib3.exceptions import HTTPError as Urllib3Error
 
         try:
-            return fn(*args, _request_timeout=(self.timeout, self.timeout), **kwargs)
+            return fn(*args, **kwargs)
         except ApiException as exc:
             if not exc.status:  # the client's own wrapper around an SSL error: no answer came
                 raise _transport_error(self.context, self.server, self.timeout, exc) from None
@@ -664,15 +691,18 @@ class Cluster:
         """
         from kubernetes.client.exceptions import ApiException
 
-        def send(_request_timeout: Any) -> dict[str, Any]:
+        def send() -> dict[str, Any]:
+            deadline = time.monotonic() + self.timeout
             headers = {"Accept": "application/json"}
             if body is not None:
                 headers["Content-Type"] = content_type
             method_, url, headers_, body_, post = self._client.param_serialize(
                 method=method, resource_path=path, header_params=headers, body=body, auth_settings=["BearerToken"])
+            # A number is urllib3's total timeout: connecting and the answer's
+            # headers share it; _read_body holds the body to the same deadline.
             response = self._client.call_api(method_, url, header_params=headers_, body=body_, post_params=post,
-                                             _request_timeout=_request_timeout)
-            raw = response.read()
+                                             _request_timeout=self.timeout)
+            raw = _read_body(response.response, deadline)
             text = raw.decode("utf-8", errors="replace") if raw else ""
             if not 200 <= response.status <= 299:
                 raise ApiException(status=response.status, reason=response.reason, body=text)
@@ -701,9 +731,9 @@ class Cluster:
         body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
         try:
             self._request(op, "POST", "/api/v1/namespaces", body)
-        except KubeConflict:
-            return False
         except KubeError as exc:
+            if exc.status == 409:
+                return False
             if exc.status != 403:
                 raise
             # Not allowed to create namespaces: fine if it is already there, and
@@ -735,7 +765,7 @@ class Cluster:
         annotations: Mapping[str, str] | None = None,
         type: str = "Opaque",
     ) -> LiveSecret:
-        """Create the secret; KubeConflict (409) when it already exists."""
+        """Create the secret; a KubeError with status 409 when it already exists."""
         body = _secret_body(namespace, name, data, labels, annotations, type)
         op = _Op("create", "secrets", namespace, name)
         return _live_secret(self._request(op, "POST", f"/api/v1/namespaces/{_q(namespace)}/secrets", body))
@@ -751,7 +781,7 @@ class Cluster:
         type: str = "Opaque",
     ) -> LiveSecret:
         """Replace data, labels and annotations as a whole, only if the secret is
-        still at `resource_version` (else KubeConflict): a plan made from an
+        still at `resource_version` (else a KubeError with status 409): a plan made from an
         older read must not overwrite someone else's newer write."""
         body = _secret_body(namespace, name, data, labels, annotations, type, resource_version)
         op = _Op("update", "secrets", namespace, name)

@@ -51,13 +51,6 @@ class PushError(MeshPKIError):
 
 
 @dataclass(frozen=True)
-class Target(SecretRef):
-    """Where a cluster's bundle goes, and in which form."""
-
-    form: str = FORM_FILES
-
-
-@dataclass(frozen=True)
 class Desired:
     """The secret exactly as meshpki writes it."""
 
@@ -84,7 +77,7 @@ class Desired:
 @dataclass(frozen=True)
 class Plan:
     action: str
-    target: Target
+    target: SecretRef
     desired: Desired
     live: LiveSecret | None  # what the plan was made from; its resourceVersion guards the write
     changes: tuple[str, ...] = ()
@@ -199,7 +192,7 @@ def _describe_changes(current_data: Mapping[str, bytes] | None, desired: Desired
     return tuple(lines)
 
 
-def make_plan(target: Target, desired: Desired, live, allow_root_change: bool) -> Plan:
+def make_plan(target: SecretRef, desired: Desired, live, allow_root_change: bool) -> Plan:
     """Decide create / update / unchanged / adopt, and apply the trust guard."""
     if live is None:
         return Plan(CREATE, target, desired, None, _describe_changes(None, desired), "first")
@@ -229,11 +222,11 @@ def make_plan(target: Target, desired: Desired, live, allow_root_change: bool) -
     return Plan(action, target, desired, live, changes, change, tuple(warnings))
 
 
-def plan_push(store: Store, target: Target, allow_root_change: bool, conn: Cluster | None = None,
-              desired: Desired | None = None) -> tuple[Plan, Cluster]:
+def plan_push(store: Store, target: SecretRef, allow_root_change: bool, conn: Cluster | None = None,
+              desired: Desired | None = None, form: str = FORM_FILES) -> tuple[Plan, Cluster]:
     """Read the live secret and plan; verifies the store bundle unless the
     caller already made `desired` from it. Returns (plan, connection)."""
-    desired = desired or desired_secret(verified_bundle(store, target.cluster), target.form)
+    desired = desired or desired_secret(verified_bundle(store, target.cluster), form)
     conn = conn or target.connect()
     live = conn.read_secret(target.namespace, target.secret_name)
     return make_plan(target, desired, live, allow_root_change), conn
@@ -290,9 +283,9 @@ def stored_object(secret) -> dict[str, object]:
     }
 
 
-def push(store: Store, target: Target, allow_root_change: bool = False) -> PushResult:
+def push(store: Store, target: SecretRef, allow_root_change: bool = False, form: str = FORM_FILES) -> PushResult:
     """Plan and apply; a 409 (someone wrote in between) gets one re-read and re-plan."""
-    plan, conn = plan_push(store, target, allow_root_change)
+    plan, conn = plan_push(store, target, allow_root_change, form=form)
     if not plan.writes:
         return PushResult(plan, False, stored=stored_object(plan.live))
     try:
@@ -314,9 +307,10 @@ def push(store: Store, target: Target, allow_root_change: bool = False) -> PushR
     return result
 
 
-def dry_run_plan(store: Store, target: Target, allow_root_change: bool, desired: Desired | None = None) -> Plan:
+def dry_run_plan(store: Store, target: SecretRef, allow_root_change: bool, desired: Desired | None = None,
+                 form: str = FORM_FILES) -> Plan:
     """The plan without writing; raises KubeError when the cluster cannot be read."""
-    plan, _ = plan_push(store, target, allow_root_change, desired=desired)
+    plan, _ = plan_push(store, target, allow_root_change, desired=desired, form=form)
     return plan
 
 
@@ -325,27 +319,3 @@ def describe_plan(plan: Plan) -> list[str]:
     head = f"{t.cluster}: {t.namespace}/{t.secret_name} via context {t.context}: {plan.action}"
     return [head] + [f"  {line}" for line in plan.changes]
 
-
-def resolve_targets(fleet, cluster: str | None, context: str | None, push_all: bool, **common) -> list[Target]:
-    """Which clusters go where: one CLUSTER/--context, or every cluster of the fleet file.
-
-    CLUSTER defaults to the context's cluster (fleet file) or name; the context
-    defaults to the fleet file's entry for CLUSTER, else the cluster's name.
-    """
-    from meshpki.errors import InputError
-    from meshpki.store import validate_cluster_name
-
-    if push_all:
-        if cluster or context:
-            raise InputError("--all pushes every cluster of the fleet file; do not name a CLUSTER or --context too")
-        if not fleet.clusters:
-            raise InputError("--all needs a fleet file with clusters (--config or MESHPKI_CONFIG; see samples/mesh.yaml)")
-        return [Target(c.name, c.context, c.kubeconfig or common.get("kubeconfig"),
-                       **{k: v for k, v in common.items() if k != "kubeconfig"}) for c in fleet.clusters]
-    if not cluster and not context:
-        raise InputError("name a CLUSTER, a --context, or --all")
-    name = validate_cluster_name(cluster or fleet.cluster_for_context(context))
-    known = fleet.cluster(name)
-    ctx = context or (known.context if known else name)
-    kubeconfig = common.get("kubeconfig") or (known.kubeconfig if known else None)
-    return [Target(name, ctx, kubeconfig, **{k: v for k, v in common.items() if k != "kubeconfig"})]

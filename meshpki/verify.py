@@ -102,29 +102,25 @@ def verify_targets(targets: Sequence[Target], now: dt.datetime | None = None,
     return VerifyReport(results, pairs)
 
 
-class LiveSource(SecretRef):
-    """A cluster's live cacerts secret; `cluster` is the store cluster it should match."""
-
-    @property
-    def label(self) -> str:
-        return f"live:{self.context}"
+def live_label(source: SecretRef) -> str:
+    return f"live:{source.label}"
 
 
-def read_live(store, source: LiveSource) -> tuple[Target | None, tuple[checks.Finding, ...]]:
+def read_live(store, source: SecretRef) -> tuple[Target | None, tuple[checks.Finding, ...]]:
     """The live secret as a target, plus what comparing it with the store says.
 
     No secret at all is the worst case istiod has: it falls back to a
     self-signed root and the mesh splits, so it is an error, not a skip.
     """
-    where = source.where
+    where, label = source.where, live_label(source)
     secret = source.connect().read_secret(source.namespace, source.secret_name)
     if secret is None:
         return None, (checks.Finding(Severity.ERROR, "missing-secret",
                                      f"context {source.context} has no {where} secret: istiod falls back to a "
                                      "self-signed root and the mesh is split", None,
                                      f"meshpki push {source.cluster} --context {source.context}"),)
-    live = Bundle.from_secret_data(secret.data, source.label)
-    target = Target(source.label, live, "live")
+    live = Bundle.from_secret_data(secret.data, label)
+    target = Target(label, live, "live")
     if store is None or not is_cluster_name(source.cluster) or not store.has_cluster(source.cluster):
         return target, ()
     differ = differing_roles(store.load_bundle(source.cluster), live)
@@ -139,7 +135,7 @@ def read_live(store, source: LiveSource) -> tuple[Target | None, tuple[checks.Fi
 
 
 def run(store, names: Sequence[str], all_clusters: bool = False, now: dt.datetime | None = None,
-        warn_days: int = checks.DEFAULT_WARN_DAYS, live: Sequence[LiveSource] = ()) -> VerifyReport:
+        warn_days: int = checks.DEFAULT_WARN_DAYS, live: Sequence[SecretRef] = ()) -> VerifyReport:
     """The whole of `meshpki verify`, minus printing. With only live sources,
     the store's clusters are not checked unless named or --all."""
     if warn_days < 0:
@@ -150,7 +146,7 @@ def run(store, names: Sequence[str], all_clusters: bool = False, now: dt.datetim
     for source in live:
         target, findings = read_live(store, source)
         if target is None:
-            absent.append(BundleReport(source.label, findings))
+            absent.append(BundleReport(live_label(source), findings))
         else:
             targets.append(target)
             extra[target.label] = findings

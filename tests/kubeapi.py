@@ -361,6 +361,8 @@ class VirtualCluster:
         self._conflicts = 0
         self.delay: float = 0.0
         """Seconds every request waits before it is answered (for timeouts)."""
+        self.drip: float = 0.0
+        """Seconds between the pieces of each answer's body: a server that trickles."""
         self.tokens: dict[str, _User] = {
             ADMIN_TOKEN: _User("admin", _ALL_VERBS),
             READONLY_TOKEN: _User("readonly", _READ_VERBS),
@@ -414,6 +416,7 @@ class VirtualCluster:
             self._drops = 0
             self._conflicts = 0
             self.delay = 0.0
+            self.drip = 0.0
 
     # -- request log -----------------------------------------------------
     @property
@@ -840,6 +843,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         for key, value in headers.items():
             self.send_header(key, value)
+        drip = cluster.drip if cluster is not None else 0.0
+        if drip:  # the headers and the first byte now, then the rest one piece at a time
+            self.end_headers()
+            for start in range(0, len(data), max(1, len(data) // 4)):
+                if start and self.server.api.sleep(drip):
+                    return
+                self.wfile.write(data[start:start + max(1, len(data) // 4)])
+            return
         # Headers and body in one write: one TLS record, one segment.
         self._headers_buffer.append(b"\r\n")
         self._headers_buffer.append(data)

@@ -17,9 +17,10 @@ from freezegun import freeze_time
 from prometheus_client.parser import text_string_to_metric_families
 
 from meshpki import audit, ca
-from meshpki.audit import Grade, LiveTarget, Observation
+from meshpki.audit import Grade, Observation
 from meshpki.bundle import Bundle, fingerprint, serial_hex
 from meshpki.keys import KeyType, to_pem
+from meshpki.kube import SecretRef
 from meshpki.render import AUDIT_FORMATS, OutputFormat, render_audit
 from meshpki.store import Store
 from tests import factories as f
@@ -382,45 +383,41 @@ def test_kubeconfig_errors_stop_the_audit_as_unknown(cli, store_path):
 
 # -- scale and deadlines --------------------------------------------------------------
 
-def test_read_all_live_is_parallel_and_keeps_order():
-    targets = [LiveTarget(f"c{i}", f"c{i}") for i in range(100)]
+def test_read_all_live_keeps_order_and_reports_progress():
+    targets = [SecretRef(f"c{i}", f"c{i}") for i in range(100)]
     live = threading.active_count()
 
-    def slow(target: LiveTarget) -> Observation:
-        time.sleep(0.1)
+    def reader(target: SecretRef) -> Observation:
+        time.sleep(0.001 * (int(target.cluster[1:]) % 7))  # finish out of order
         return Observation(target.cluster, "live", target.context, missing="istio-system/cacerts")
 
     seen: list[tuple[int, int]] = []
-    start = time.monotonic()
-    result = audit.read_all_live(targets, parallel=32, progress=lambda d, t: seen.append((d, t)), reader=slow)
-    elapsed = time.monotonic() - start
+    result = audit.read_all_live(targets, parallel=32, progress=lambda d, t: seen.append((d, t)), reader=reader)
     assert [o.cluster for o in result] == [t.cluster for t in targets]
-    assert elapsed < 2.0, elapsed  # 100 x 0.1 s one by one would be 10 s
-    assert seen[-1] == (100, 100) and len(seen) == 100
-    time.sleep(0.05)
-    assert threading.active_count() <= live + 1  # no worker left behind
+    assert seen == [(i, 100) for i in range(1, 101)]
+    assert threading.active_count() <= live  # no worker left behind
 
 
-def test_a_hanging_cluster_is_cut_at_its_deadline():
-    release = threading.Event()
-
-    def reader(target: LiveTarget) -> Observation:
-        if target.cluster == "stuck":
-            release.wait(10)
-        return Observation(target.cluster, "live", target.context, missing="istio-system/cacerts")
-
-    targets = [LiveTarget("stuck", "stuck", timeout=0.3), LiveTarget("fine", "fine", timeout=0.3)]
-    start = time.monotonic()
-    try:
-        stuck, fine = audit.read_all_live(targets, reader=reader)
-    finally:
-        release.set()
-    assert time.monotonic() - start < 1.5
-    assert stuck.error and "no answer within 0.3s" in stuck.error and fine.missing
+def test_a_hanging_cluster_is_unknown_and_the_others_are_read(cli, store_path, kube_api, tmp_path):
+    """The hanging cluster's own request timeout ends its read (kube.py holds
+    connect, headers and body to --timeout); it is UNKNOWN, the rest graded."""
+    root = f.make_root(slot=222)
+    bundles = {name: f.bundle_files(f.make_intermediate(root, name, slot=223), root) for name in ("stuck", "fine")}
+    seed_store(store_path, root, bundles)
+    for name, files in bundles.items():
+        push_secret(kube_api, name, files)
+    kube_api.cluster("stuck").delay = 5
+    cfg = kube_api.write_kubeconfig(tmp_path / "kc", {n: Context(n) for n in bundles})
+    result = cli("audit", "--all-contexts", "--kubeconfig", str(cfg), "--timeout", "0.3", "-o", "json")
+    assert result.exit_code == 3, result.output
+    statuses = {c["cluster"]: c["status"] for c in as_json(result)["clusters"]}
+    assert statuses == {"": "OK", "stuck": "UNKNOWN", "fine": "OK"}
+    [row] = [r for r in as_json(result)["rows"] if r["cluster"] == "stuck" and r["source"] == "live"]
+    assert "did not answer within 0.3 s" in row["reason"]
 
 
 def test_hundred_clusters_with_latency(cli, store_path, kube_api, tmp_path):
-    """100 virtual clusters, each answering after 100 ms: read in parallel."""
+    """100 virtual clusters, each answering after 100 ms (speed: bench/bench_audit.py)."""
     root = f.make_root(slot=220)
     bundles = {f"c{i:03d}": f.bundle_files(f.make_intermediate(root, f"c{i:03d}", slot=221), root)
                for i in range(100)}
@@ -432,16 +429,12 @@ def test_hundred_clusters_with_latency(cli, store_path, kube_api, tmp_path):
         contexts[name] = Context(name)
     kube_api.cluster("c042").put_secret("istio-system", "cacerts", bundles["c041"])  # one drifted
     cfg = kube_api.write_kubeconfig(tmp_path / "kc", contexts)
-    start = time.monotonic()
     result = cli("audit", "--all-contexts", "--kubeconfig", str(cfg), "-o", "json")
-    elapsed = time.monotonic() - start
     assert result.exit_code == 1, result.output
     data = as_json(result)
     assert data["summary"]["clusters"] == 100
     assert {c["cluster"]: c["status"] for c in data["clusters"] if c["status"] != "OK"} == {"c042": "WARNING"}
     assert len(rows_of(data, source="live", role="intermediate")) == 100
-    assert elapsed < 8.0, elapsed  # one by one: at least 10 s of latency alone
-    print(f"\n100 clusters x 100 ms: {elapsed:.2f} s")
 
 
 # -- outputs ----------------------------------------------------------------------------

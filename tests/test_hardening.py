@@ -325,10 +325,11 @@ def test_push_killed_leaves_the_old_secret_or_the_new_one(tmp_path, kube_api, ku
     """SIGKILL `meshpki push` at a chosen request (the virtual cluster answers
     each after 0.25 s): the secret is then the old data or the new, whole."""
     from meshpki import push as pushmod
+    from meshpki.kube import SecretRef
 
     store_path = tmp_path / "store"
     store = make_store(store_path, ("cluster1",))
-    target = pushmod.Target("cluster1", "cluster1", str(kubeconfig))
+    target = SecretRef("cluster1", "cluster1", str(kubeconfig))
     vc = kube_api.cluster("cluster1")
     if existing:
         pushmod.push(store, target)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from meshpki.errors import KubeConflict, KubeError
-from meshpki.kube import Cluster, LiveSecret, current_context, list_contexts
+from meshpki.errors import KubeError
+from meshpki.kube import Cluster, LiveSecret, list_contexts
 from tests.kubeapi import READONLY_TOKEN, Context, KubeAPIServer
 
 NS = "istio-system"
@@ -97,8 +97,7 @@ def test_kubeconfig_env_merges_several_files(
     kube_api.cluster("cluster2").put_secret(NS, NAME, DATA)
 
     assert list_contexts() == ["east", "west"]
-    assert current_context() == "east"  # the first file that sets it wins, like kubectl
-    assert Cluster.connect().context == "east"
+    assert Cluster.connect().context == "east"  # the first file that sets current-context wins, like kubectl
     west = Cluster.connect("west")
     secret = west.read_secret(NS, NAME)
     assert secret is not None and secret.data == DATA
@@ -204,7 +203,7 @@ def test_ensure_namespace_then_create_secret(kube_api: KubeAPIServer, kubeconfig
 
 def test_create_secret_twice_is_a_conflict(kube_api: KubeAPIServer, kubeconfig: Path) -> None:
     kube_api.cluster("cluster1").put_secret(NS, NAME, DATA)
-    with pytest.raises(KubeConflict) as excinfo:
+    with pytest.raises(KubeError) as excinfo:
         connect(kubeconfig).create_secret(NS, NAME, DATA, LABELS, ANNOTATIONS)
     kube_error(excinfo, 409, "context cluster1", "secret istio-system/cacerts already exists", "re-run")
 
@@ -232,7 +231,7 @@ def test_replace_with_stale_resource_version(kube_api: KubeAPIServer, kubeconfig
     vc = kube_api.cluster("cluster1")
     rv = vc.put_secret(NS, NAME, {"old": b"x"})
     vc.touch_secret(NS, NAME)  # someone else wrote after our read
-    with pytest.raises(KubeConflict) as excinfo:
+    with pytest.raises(KubeError) as excinfo:
         connect(kubeconfig).replace_secret(NS, NAME, DATA, LABELS, ANNOTATIONS, rv)
     kube_error(excinfo, 409, "context cluster1", "secret istio-system/cacerts was changed", "409 Conflict")
     stored = vc.get_secret(NS, NAME)
@@ -244,8 +243,9 @@ def test_conflict_injected_on_next_write(kube_api: KubeAPIServer, kubeconfig: Pa
     rv = vc.put_secret(NS, NAME, {"old": b"x"})
     vc.conflict_next_write()
     cluster = connect(kubeconfig)
-    with pytest.raises(KubeConflict):
+    with pytest.raises(KubeError) as excinfo:
         cluster.replace_secret(NS, NAME, DATA, LABELS, ANNOTATIONS, rv)
+    assert excinfo.value.status == 409
     fresh = cluster.read_secret(NS, NAME)
     assert fresh is not None
     cluster.replace_secret(NS, NAME, DATA, LABELS, ANNOTATIONS, fresh.resource_version)  # the caller's retry
@@ -269,7 +269,7 @@ def test_patch_metadata_with_stale_resource_version(kube_api: KubeAPIServer, kub
     vc = kube_api.cluster("cluster1")
     rv = vc.put_secret(NS, NAME, DATA)
     vc.touch_secret(NS, NAME)
-    with pytest.raises(KubeConflict) as excinfo:
+    with pytest.raises(KubeError) as excinfo:
         connect(kubeconfig).patch_secret_metadata(NS, NAME, LABELS, ANNOTATIONS, rv)
     kube_error(excinfo, 409)
     stored = vc.get_secret(NS, NAME)
@@ -361,13 +361,25 @@ def test_slow_server_times_out_once(kube_api: KubeAPIServer, kubeconfig: Path) -
     vc = kube_api.cluster("cluster1")
     vc.delay = 2.0
     cluster = connect(kubeconfig, timeout=0.3)
-    start = time.monotonic()
     with pytest.raises(KubeError) as excinfo:
         cluster.read_secret(NS, NAME)
-    elapsed = time.monotonic() - start
     kube_error(excinfo, None, "context cluster1", "did not answer within 0.3 s")
-    assert elapsed < 1.0, f"timeout was retried ({elapsed:.2f} s)"
-    assert len(vc.requests) == 1
+    assert len(vc.requests) == 1  # a read that timed out is not retried
+
+
+def test_a_trickling_body_is_held_to_the_request_timeout(kube_api: KubeAPIServer, kubeconfig: Path) -> None:
+    """Each piece of the body arrives within the timeout, the whole body does
+    not: the deadline covers reading the body, not each socket read."""
+    vc = kube_api.cluster("cluster1")
+    vc.put_secret(NS, NAME, DATA)
+    vc.drip = 0.25
+    cluster = connect(kubeconfig, timeout=0.4)
+    with pytest.raises(KubeError) as excinfo:
+        cluster.read_secret(NS, NAME)
+    kube_error(excinfo, None, "context cluster1", "did not answer within 0.4 s")
+    vc.drip = 0.0
+    secret = cluster.read_secret(NS, NAME)  # the half-read connection was not reused
+    assert secret is not None and secret.data == DATA
 
 
 @pytest.mark.parametrize("status, phrase", [(500, "500 Internal Server Error"), (503, "503 Service Unavailable")])
@@ -479,10 +491,8 @@ def test_server_stops_with_requests_in_flight(tmp_path: Path) -> None:
     reader.start()
     while len(server.cluster("east").requests) < 2:
         time.sleep(0.01)
-    start = time.monotonic()
     server.stop()
     reader.join(timeout=5)
-    assert time.monotonic() - start < 2
     assert not reader.is_alive()
     assert errors and errors[0].status is None
     assert server._thread is not None and not server._thread.is_alive()

@@ -1,0 +1,81 @@
+"""`meshpki audit`: expiry, drift and presence of every CA certificate, for cron.
+
+istiod reports the expiry of its own first certificate only, per cluster
+(ISTIO.md); nothing compares clusters with each other or with the operator's
+store. The audit reads the store (every root, every cluster's bundle) and each
+named cluster's live `cacerts` secret, then grades every certificate as of
+one moment (`--at`, else now) with monitoring codes: 0 OK, 1 WARNING,
+2 CRITICAL, 3 UNKNOWN, so cron, Nagios-style checks and Prometheus alerts can
+all act on it.
+
+The flow is read -> verify -> grade, one module each: `read` (the store, then
+the clusters in a bounded thread pool, each held to its deadline by kube.py),
+`verifier` (`checks.check_bundle`, once per distinct bundle) and `grade`
+(`build_report`, a pure function of what was read and the moment `at`, so
+every boundary can be tested without a clock or a cluster). `model` holds the
+types they share. This module runs the three and re-exports what callers use.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from meshpki import profiles
+from meshpki.audit.grade import build_report, days_left, grade_expiry
+from meshpki.audit.model import (
+    CLUSTER_NAME_ENV,
+    DEFAULT_CRIT_DAYS,
+    DEFAULT_WARN_DAYS,
+    AuditReport,
+    AuditRow,
+    Condition,
+    Grade,
+    Observation,
+    StoreView,
+    check_thresholds,
+    parse_at,
+    worst,
+)
+from meshpki.audit.read import DEFAULT_PARALLEL, read_all_live, read_live, read_store, write_textfile
+from meshpki.audit.verifier import Verifier
+from meshpki.errors import InputError
+from meshpki.kube import SecretRef
+
+__all__ = [
+    "CLUSTER_NAME_ENV", "DEFAULT_CRIT_DAYS", "DEFAULT_PARALLEL", "DEFAULT_WARN_DAYS", "AuditReport", "AuditRow",
+    "Condition", "Grade", "Observation", "StoreView", "Verifier", "build_report", "check_thresholds", "days_left",
+    "grade_expiry", "parse_at", "read_all_live", "read_live", "read_store", "run", "worst", "write_textfile",
+]
+
+
+def run(store: Any, targets: Sequence[SecretRef], at: dt.datetime | None = None,
+        warn_days: int = DEFAULT_WARN_DAYS, crit_days: int = DEFAULT_CRIT_DAYS, parallel: int = DEFAULT_PARALLEL,
+        progress: Callable[[int, int], None] | None = None) -> AuditReport:
+    """The whole of `meshpki audit`, minus printing: read, verify, grade.
+
+    The store is read and its bundles verified in a side thread while the
+    clusters are being read: the CPU work fills the network wait.
+    """
+    check_thresholds(warn_days, crit_days)
+    run_at = profiles.utcnow()
+    verifier = Verifier()
+
+    def store_side() -> StoreView | None:
+        view = read_store(store)
+        if view is not None:
+            verifier.verify_many(o.bundle for o in view.clusters if o.bundle is not None)
+        return view
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="meshpki-store") as side:
+        store_future = side.submit(store_side)
+        if not targets and store_future.result() is None:
+            where = f" at {store.path}" if store is not None else ""
+            raise InputError(f"nothing to audit: no store{where} and no cluster; pass --store, --context, "
+                             "--all-contexts or a fleet file with clusters (--config)")
+        live = read_all_live(targets, parallel, progress)
+        view = store_future.result()
+    verifier.verify_many(o.bundle for o in live if o.bundle is not None)
+    return build_report(view, live, at or run_at, warn_days, crit_days, verifier, run_at)

@@ -1,0 +1,300 @@
+"""The pure grader: what was read, and the moment `at`, in; rows and a
+report out. No clock, no network, no store: every boundary is testable.
+
+Verifying a bundle is the one outside call (`errors_of`, by default a
+Verifier); the audit verifies every distinct bundle before it grades.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from cryptography import x509
+
+from meshpki import checks, profiles
+from meshpki.audit.model import (
+    DEFAULT_CRIT_DAYS,
+    DEFAULT_WARN_DAYS,
+    ROLE_BUNDLE,
+    ROLE_INTERMEDIATE,
+    ROLE_ROOT,
+    SOURCE_LIVE,
+    SOURCE_STORE,
+    AuditReport,
+    AuditRow,
+    Condition,
+    Grade,
+    Observation,
+    StoreView,
+    check_thresholds,
+    worst,
+)
+from meshpki.audit.verifier import Verifier
+from meshpki.bundle import Bundle, differing_roles, fingerprint, serial_hex, subject_text
+from meshpki.kube import IN_CLUSTER_CONTEXT
+
+DAY = dt.timedelta(days=1)
+_MAX_NAMES = 5  # clusters named in one reason before "and N more"
+
+
+def _date(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def days_left(not_after: dt.datetime, at: dt.datetime) -> int:
+    """Whole days left, rounded down (negative once expired): what the DAYS column shows."""
+    return math.floor((not_after - at) / DAY)
+
+
+def _span(delta: dt.timedelta) -> str:
+    days = abs(delta) // DAY
+    if days == 0:
+        return "less than a day"
+    return f"{days} day{'s' if days != 1 else ''}"
+
+
+def grade_expiry(not_after: dt.datetime, at: dt.datetime, warn_days: int, crit_days: int) -> Condition:
+    """Expired, or fewer than crit/warn days left, as of `at`.
+
+    notAfter itself is still valid (RFC 5280 4.1.2.5: the period is
+    inclusive), so "expired" starts one instant later. "Within N days" means
+    fewer than N whole days left: the grade follows the DAYS column, and matches
+    `verify --warn-days` (checks.py expiring-soon).
+    """
+    left = not_after - at
+    if left < dt.timedelta(0):
+        return Condition(Grade.CRITICAL, "expired", f"expired {_span(left)} ago ({_date(not_after)})")
+    if left < crit_days * DAY:
+        return Condition(Grade.CRITICAL, "expires-critical",
+                         f"expires in {_span(left)} ({_date(not_after)}), within --crit-days {crit_days}")
+    if left < warn_days * DAY:
+        return Condition(Grade.WARNING, "expires-soon",
+                         f"expires in {_span(left)} ({_date(not_after)}), within --warn-days {warn_days}")
+    return Condition(Grade.OK, "ok", "")
+
+
+def _parse(data: bytes | None) -> list[x509.Certificate]:
+    """Certificates of one PEM file; a damaged file yields none (verify reports it)."""
+    if not data or b"-----BEGIN CERTIFICATE-----" not in data:
+        return []
+    try:
+        return x509.load_pem_x509_certificates(data)
+    except Exception:  # damaged PEM: the fails-verify row explains it
+        return []
+
+
+def bundle_certificates(bundle: Bundle) -> list[tuple[str, x509.Certificate]]:
+    """Every distinct certificate of a bundle with its role: ca-cert.pem and the
+    issuers in cert-chain.pem are intermediates, root-cert.pem holds roots (a
+    self-signed cert in the chain is a root too)."""
+    roots = _parse(bundle.root_cert)
+    root_fps = {fingerprint(c) for c in roots}
+    found: list[tuple[str, x509.Certificate]] = []
+    seen: set[str] = set()
+    for cert in _parse(bundle.ca_cert) + _parse(bundle.cert_chain) + roots:
+        fp = fingerprint(cert)
+        if fp in seen:
+            continue
+        seen.add(fp)
+        is_root = fp in root_fps or (cert.subject == cert.issuer and checks.is_self_signed(cert))
+        found.append((ROLE_ROOT if is_root else ROLE_INTERMEDIATE, cert))
+    return found
+
+
+def _names(names: Sequence[str]) -> str:
+    shown = ", ".join(n or "(store)" for n in names[:_MAX_NAMES])
+    return shown + (f" and {len(names) - _MAX_NAMES} more" if len(names) > _MAX_NAMES else "")
+
+
+@dataclass
+class _CertEntry:
+    cluster: str
+    source: str
+    role: str
+    cert: x509.Certificate
+    context: str | None
+    conditions: list[Condition] = field(default_factory=list)
+
+
+@dataclass
+class _BundleEntry:
+    cluster: str
+    source: str
+    context: str | None
+    conditions: list[Condition] = field(default_factory=list)
+
+
+class _Grader:
+    """Collects certificates and conditions, then turns them into rows."""
+
+    def __init__(self, at: dt.datetime, warn_days: int, crit_days: int,
+                 errors_of: Callable[[Bundle], Sequence[checks.Finding]]) -> None:
+        self.at, self.warn_days, self.crit_days, self.errors_of = at, warn_days, crit_days, errors_of
+        self.certs: dict[tuple[str, str, str], _CertEntry] = {}
+        self.bundles: dict[tuple[str, str], _BundleEntry] = {}
+        self.store_root_fps: set[str] = set()
+        self.due: dict[tuple[str, str, str], list[tuple[str, dt.datetime]]] = {}
+        self.roots: dict[tuple[str, str, str], None] = {}
+
+    def cert(self, cluster: str, source: str, role: str, cert: x509.Certificate,
+             context: str | None) -> tuple[str, str, str]:
+        key = (cluster, source, fingerprint(cert))
+        self.certs.setdefault(key, _CertEntry(cluster, source, role, cert, context))
+        if role == ROLE_ROOT:
+            self.roots[key] = None
+        return key
+
+    def bundle(self, cluster: str, source: str, context: str | None, condition: Condition) -> None:
+        entry = self.bundles.setdefault((cluster, source), _BundleEntry(cluster, source, context))
+        entry.conditions.append(condition)
+
+    # -- sources --------------------------------------------------------------
+    def store(self, view: StoreView) -> None:
+        for root in view.roots:
+            self.store_root_fps.add(fingerprint(root))
+            self.cert("", SOURCE_STORE, ROLE_ROOT, root, None)
+        if view.root_error:
+            self.bundle("", SOURCE_STORE, None, Condition(Grade.UNKNOWN, "unreadable", view.root_error))
+        for obs in view.clusters:
+            self.observation(obs)
+
+    def observation(self, obs: Observation, store_bundle: Bundle | None = None) -> None:
+        if obs.error is not None:
+            self.bundle(obs.cluster, obs.source, obs.context, Condition(Grade.UNKNOWN, "unreadable", obs.error))
+            return
+        if obs.bundle is None:
+            push = f"meshpki push {obs.cluster}" + (f" --context {obs.context}" if obs.context != IN_CLUSTER_CONTEXT else "")
+            self.bundle(obs.cluster, obs.source, obs.context, Condition(
+                Grade.CRITICAL, "missing-secret",
+                f"no {obs.missing} secret: istiod falls back to a self-signed root and the mesh is split; {push}"))
+            return
+        bundle = obs.bundle
+        for role, cert in bundle_certificates(bundle):
+            fp = fingerprint(cert)
+            if obs.source == SOURCE_STORE and fp in self.store_root_fps:
+                continue  # the store's own roots have their row (cluster "")
+            self.cert(obs.cluster, obs.source, role, cert, obs.context)
+        errors = self.errors_of(bundle)
+        if errors:
+            first = errors[0]
+            more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+            what = "live secret" if obs.source == SOURCE_LIVE else "store bundle"
+            self.bundle(obs.cluster, obs.source, obs.context, Condition(
+                Grade.CRITICAL, "fails-verify", f"{what} fails verify: {first.code}: {first.message}{more}"))
+        if store_bundle is not None:
+            differ = differing_roles(store_bundle, bundle)
+            if differ:
+                self.bundle(obs.cluster, obs.source, obs.context, Condition(
+                    Grade.WARNING, "drift", f"live secret differs from the store's bundle ({', '.join(differ)}); "
+                    f"meshpki push {obs.cluster} --context {obs.context}, or find out who changed it"))
+        self._relations(obs)
+
+    def _relations(self, obs: Observation) -> None:
+        """The intermediate against the root its path ends in: outliving it, or
+        leaving the root too little time to be rotated after it."""
+        bundle = obs.bundle
+        assert bundle is not None
+        leaf = _parse(bundle.ca_cert)[:1]
+        roots = _parse(bundle.root_cert)
+        if not leaf or not roots:
+            return
+        ca = leaf[0]
+        path = checks.build_path(ca, _parse(bundle.cert_chain), roots)
+        if not path.ok or path.path[-1] is ca:
+            return
+        anchor = path.path[-1]
+        ca_end, root_end = ca.not_valid_after_utc, anchor.not_valid_after_utc
+        ca_key = (obs.cluster, obs.source, fingerprint(ca))
+        if ca_end > root_end and ca_key in self.certs:
+            self.certs[ca_key].conditions.append(Condition(
+                Grade.WARNING, "outlives-root",
+                f"outlives its root '{subject_text(anchor)}' (root ends {_date(root_end)}); it is useless after "
+                "that: plan the root rotation (meshpki rotate-root begin)"))
+        # DESIGN.md: a root that expires less than --warn-days after one of its
+        # intermediates would be due for rotation (that is, enters --warn-days).
+        due = ca_end - self.warn_days * DAY
+        if root_end - due < self.warn_days * DAY:
+            fp = fingerprint(anchor)
+            if obs.source == SOURCE_STORE and fp in self.store_root_fps:
+                root_key = ("", SOURCE_STORE, fp)
+            else:
+                root_key = self.cert(obs.cluster, obs.source, ROLE_ROOT, anchor, obs.context)
+            self.due.setdefault(root_key, []).append((obs.cluster, due))
+
+    def shared_roots(self, live: Sequence[Observation]) -> None:
+        """Clusters whose live root sets are disjoint cannot do mTLS with each other."""
+        trusted: list[tuple[Observation, frozenset[str]]] = []
+        for obs in live:
+            if obs.bundle is not None:
+                fps = frozenset(fingerprint(c) for c in _parse(obs.bundle.root_cert))
+                if fps:
+                    trusted.append((obs, fps))
+        for obs, fps in trusted:
+            apart = sorted({other.cluster for other, theirs in trusted
+                            if other.cluster != obs.cluster and not fps & theirs})
+            if apart:
+                self.bundle(obs.cluster, obs.source, obs.context, Condition(
+                    Grade.CRITICAL, "no-shared-root",
+                    f"shares no root with {_names(apart)}: cross-cluster mTLS between them fails (UNKNOWN_CA); "
+                    "issue every intermediate from one root, or trust both roots everywhere"))
+
+    # -- rows ----------------------------------------------------------------------
+    def rows(self) -> list[AuditRow]:
+        for key, dues in self.due.items():
+            due_cert = self.certs.get(key)
+            if due_cert is None:
+                continue
+            clusters = sorted({c for c, _ in dues})
+            first_due = min(d for _, d in dues)
+            due_cert.conditions.append(Condition(
+                Grade.WARNING, "root-before-rotation",
+                f"expires {_date(due_cert.cert.not_valid_after_utc)}, less than --warn-days {self.warn_days} after "
+                f"the intermediate of {_names(clusters)} is due for rotation ({_date(first_due)}); rotate the "
+                "root first (meshpki rotate-root begin)"))
+        rows = []
+        for (_, _, fp), entry in self.certs.items():
+            end = entry.cert.not_valid_after_utc
+            conditions = [grade_expiry(end, self.at, self.warn_days, self.crit_days), *entry.conditions]
+            rows.append(_row(entry.cluster, entry.source, entry.role, subject_text(entry.cert),
+                             serial_hex(entry.cert), end, days_left(end, self.at), fp, conditions, entry.context))
+        for bundle in self.bundles.values():
+            rows.append(_row(bundle.cluster, bundle.source, ROLE_BUNDLE, "", "", None, None, "", bundle.conditions,
+                             bundle.context))
+        return sorted(rows, key=AuditRow.sort_key)
+
+
+def _row(cluster: str, source: str, role: str, subject: str, serial: str, not_after: dt.datetime | None,
+         left: int | None, fp: str, conditions: Sequence[Condition], context: str | None) -> AuditRow:
+    bad = sorted((c for c in conditions if c.grade is not Grade.OK), key=lambda c: -c.grade.urgency)
+    return AuditRow(cluster, source, role, subject, serial, not_after, left, worst(c.grade for c in conditions),
+                    "; ".join(c.reason for c in bad), fp, tuple(c.code for c in bad), context)
+
+
+def build_report(store: StoreView | None, live: Sequence[Observation], at: dt.datetime,
+                 warn_days: int = DEFAULT_WARN_DAYS, crit_days: int = DEFAULT_CRIT_DAYS,
+                 errors_of: Callable[[Bundle], Sequence[checks.Finding]] | None = None,
+                 run_at: dt.datetime | None = None) -> AuditReport:
+    """Grade everything read, as of `at` (timezone-aware). Pure apart from
+    `errors_of` (default: verify each bundle now)."""
+    if at.tzinfo is None:
+        raise ValueError("at must be timezone-aware")
+    check_thresholds(warn_days, crit_days)
+    grader = _Grader(at, warn_days, crit_days, errors_of or Verifier())
+    store_bundles: dict[str, Bundle] = {}
+    if store is not None:
+        grader.store(store)
+        store_bundles = {o.cluster: o.bundle for o in store.clusters if o.bundle is not None}
+    for obs in live:
+        grader.observation(obs, store_bundles.get(obs.cluster))
+    grader.shared_roots(live)
+    rows = grader.rows()
+    clusters: dict[str, Grade] = {}
+    for obs in list(store.clusters if store else ()) + list(live):
+        clusters.setdefault(obs.cluster, Grade.OK)
+    for row in rows:
+        clusters[row.cluster] = worst([clusters.get(row.cluster, Grade.OK), row.grade])
+    roots = tuple(sorted(grader.roots))
+    return AuditReport(tuple(rows), clusters, at, run_at or profiles.utcnow(), warn_days, crit_days, roots)

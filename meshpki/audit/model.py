@@ -1,0 +1,195 @@
+"""What the audit reads and what it reports: grades, rows, the report, and
+the observations the grader works from. No I/O, no clock."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+
+from meshpki.bundle import Bundle
+from meshpki.errors import InputError
+from meshpki.render import iso
+
+DEFAULT_WARN_DAYS = 30
+DEFAULT_CRIT_DAYS = 7
+CLUSTER_NAME_ENV = "MESHPKI_CLUSTER_NAME"
+
+SOURCE_STORE = "store"
+SOURCE_LIVE = "live"
+ROLE_ROOT = "root"
+ROLE_INTERMEDIATE = "intermediate"
+ROLE_BUNDLE = "bundle"  # a row about a whole bundle or secret, not one certificate
+
+
+class Grade(enum.IntEnum):
+    """A monitoring grade; the value is the exit code (Nagios convention)."""
+
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+    UNKNOWN = 3
+
+    @property
+    def urgency(self) -> int:
+        """Sort order: a broken certificate outranks a cluster we could not
+        read, which outranks a warning."""
+        return _URGENCY[self]
+
+
+_URGENCY = {Grade.OK: 0, Grade.WARNING: 1, Grade.UNKNOWN: 2, Grade.CRITICAL: 3}
+
+
+def worst(grades: Iterable[Grade]) -> Grade:
+    """The most urgent grade (OK when there is none)."""
+    return max(grades, key=lambda g: g.urgency, default=Grade.OK)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One reason a row is graded as it is; a row may carry several."""
+
+    grade: Grade
+    code: str
+    reason: str
+
+
+# -- rows and the report --------------------------------------------------------
+
+@dataclass(frozen=True)
+class AuditRow:
+    """One certificate (or, with role "bundle", one secret or bundle) and its grade.
+
+    cluster is "" for the store's own roots; not_after and days_left are None
+    for bundle rows; serial is lowercase hex without colons.
+    """
+
+    cluster: str
+    source: str  # "store" or "live"
+    role: str  # "root", "intermediate" or "bundle"
+    subject: str
+    serial: str
+    not_after: dt.datetime | None
+    days_left: int | None
+    grade: Grade
+    reason: str
+    fingerprint: str
+    codes: tuple[str, ...] = ()
+    context: str | None = None
+
+    def sort_key(self) -> tuple[Any, ...]:
+        """Most urgent first, then fewest days left (rows without a date first)."""
+        return (-self.grade.urgency, self.days_left is not None, self.days_left or 0,
+                self.cluster, self.source, self.role, self.serial)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cluster": self.cluster,
+            "context": self.context,
+            "source": self.source,
+            "role": self.role,
+            "subject": self.subject,
+            "serial": self.serial,
+            "not_after": iso(self.not_after) if self.not_after else None,
+            "days_left": self.days_left,
+            "grade": self.grade.name,
+            "reason": self.reason,
+            "codes": list(self.codes),
+            "fingerprint": self.fingerprint,
+        }
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """Every row, the status per cluster ("" = the store's roots) and the verdict."""
+
+    rows: tuple[AuditRow, ...]
+    clusters: Mapping[str, Grade]
+    at: dt.datetime
+    run_at: dt.datetime
+    warn_days: int = DEFAULT_WARN_DAYS
+    crit_days: int = DEFAULT_CRIT_DAYS
+    roots: tuple[tuple[str, str, str], ...] = ()  # (cluster, source, fingerprint) of every trusted root
+
+    @property
+    def status(self) -> Grade:
+        return worst(list(self.clusters.values()) + [r.grade for r in self.rows])
+
+    @property
+    def exit_code(self) -> int:
+        """2 if anything is critical, else 3 if unknown, else 1 if a warning, else 0."""
+        return int(self.status)
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        counts = {g.name.lower(): sum(1 for r in self.rows if r.grade is g) for g in
+                  (Grade.CRITICAL, Grade.UNKNOWN, Grade.WARNING, Grade.OK)}
+        return {
+            "status": self.status.name,
+            "exit_code": self.exit_code,
+            "at": iso(self.at),
+            "run_at": iso(self.run_at),
+            "warn_days": self.warn_days,
+            "crit_days": self.crit_days,
+            "clusters": len([c for c in self.clusters if c]),
+            "rows": len(self.rows),
+            **counts,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "summary": self.summary,
+            "clusters": [{"cluster": name, "status": grade.name, "code": int(grade)}
+                         for name, grade in sorted(self.clusters.items())],
+            "rows": [r.to_dict() for r in self.rows],
+        }
+
+
+# -- what was read ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Observation:
+    """One bundle as read, before grading: a store cluster or a live secret.
+
+    Exactly one of bundle, error (could not read: UNKNOWN) and missing (the
+    live secret does not exist, named "namespace/name") is set.
+    """
+
+    cluster: str
+    source: str
+    context: str | None = None
+    bundle: Bundle | None = None
+    error: str | None = None
+    missing: str | None = None
+
+
+@dataclass(frozen=True)
+class StoreView:
+    """The store's roots (current, and the new one during a rotation) and its clusters."""
+
+    roots: tuple[x509.Certificate, ...] = ()
+    clusters: tuple[Observation, ...] = ()
+    root_error: str | None = None
+
+
+
+def parse_at(text: str) -> dt.datetime:
+    """--at: an ISO date (midnight UTC) or date-time; without an offset it is UTC."""
+    try:
+        moment = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InputError(f"--at {text!r} is not a date; use YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS][Z|+HH:MM]") from None
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+
+
+def check_thresholds(warn_days: int, crit_days: int) -> None:
+    if warn_days < 0 or crit_days < 0:
+        raise InputError("--warn-days and --crit-days must be 0 or more")
+    if crit_days > warn_days:
+        raise InputError(f"--crit-days ({crit_days}) must not exceed --warn-days ({warn_days})")
+
+

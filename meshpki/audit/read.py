@@ -1,0 +1,105 @@
+"""The audit's I/O: the store (read only, never locked) and each cluster's
+live secret, read in a bounded thread pool.
+
+A cluster's read ends by its own deadline: kube.py holds every request
+(connect, headers and body) to the cluster's --timeout, so no scheduler here
+has to cut a hanging cluster loose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from meshpki.audit.model import SOURCE_LIVE, SOURCE_STORE, Observation, StoreView
+from meshpki.bundle import Bundle, fingerprint
+from meshpki.errors import MeshPKIError
+from meshpki.kube import SecretRef
+from meshpki.store import replace_file
+
+DEFAULT_PARALLEL = 32
+
+
+def read_store(store: Any) -> StoreView | None:
+    """The store's roots and bundles; None when there is no store to audit
+    (a pod, a machine that only monitors). Audit never writes or locks it."""
+    if store is None or not (store.has_root() or store.clusters()):
+        return None
+    roots: list[x509.Certificate] = []
+    root_error = None
+    try:
+        if store.has_root():
+            from meshpki.bundle import parse_certs
+
+            roots += parse_certs(store.root_cert_pem(), str(store.root_dir / "root-cert.pem"))
+        if store.has_rotation():
+            from meshpki import rotate
+
+            roots.append(rotate.new_root_cert(store)[0])
+    except MeshPKIError as exc:
+        root_error = str(exc)
+    clusters = []
+    for name in store.clusters():
+        try:
+            clusters.append(Observation(name, SOURCE_STORE, bundle=store.load_bundle(name)))
+        except MeshPKIError as exc:
+            clusters.append(Observation(name, SOURCE_STORE, error=str(exc)))
+    return StoreView(tuple(_unique_certs(roots)), tuple(clusters), root_error)
+
+
+def read_live(target: SecretRef) -> Observation:
+    """One cluster's live secret; any failure to read it becomes an UNKNOWN observation."""
+    try:
+        with target.connect() as conn:
+            secret = conn.read_secret(target.namespace, target.secret_name)
+    except MeshPKIError as exc:
+        return Observation(target.cluster, SOURCE_LIVE, target.label, error=str(exc))
+    if secret is None:
+        return Observation(target.cluster, SOURCE_LIVE, target.label, missing=target.where)
+    bundle = Bundle.from_secret_data(secret.data, f"live:{target.label}")
+    return Observation(target.cluster, SOURCE_LIVE, target.label, bundle=bundle)
+
+
+
+
+def read_all_live(targets: Sequence[SecretRef], parallel: int = DEFAULT_PARALLEL,
+                  progress: Callable[[int, int], None] | None = None,
+                  reader: Callable[[SecretRef], Observation] = read_live) -> list[Observation]:
+    """Read every cluster in a bounded pool, so 100 clusters cost about
+    100/parallel times one; results in the order of `targets`."""
+    if not targets:
+        return []
+    total = len(targets)
+    results: list[Observation | None] = [None] * total
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel, total)), thread_name_prefix="meshpki-audit") as pool:
+        futures = {pool.submit(reader, target): i for i, target in enumerate(targets)}
+        for done, future in enumerate(as_completed(futures), 1):
+            results[futures[future]] = future.result()
+            if progress is not None:
+                progress(done, total)
+    return [r for r in results if r is not None]
+
+
+def _unique_certs(certs: Iterable[x509.Certificate]) -> list[x509.Certificate]:
+    seen: dict[str, x509.Certificate] = {}
+    for cert in certs:
+        seen.setdefault(fingerprint(cert), cert)
+    return list(seen.values())
+
+
+
+
+def write_textfile(path: Path, text: str) -> None:
+    """Write the exposition for node_exporter's textfile collector, which may
+    read at any moment: atomically, and mode 0644 whatever the umask
+    (node_exporter runs as another user; prometheus_client's
+    write_to_textfile leaves the mode to the umask)."""
+    path = Path(path)
+    try:
+        replace_file(path, text.encode(), 0o644)
+    except OSError as exc:
+        raise MeshPKIError(f"cannot write --textfile {path}: {exc.strerror or exc}") from None
