@@ -79,7 +79,9 @@ def test_chain_missing_the_intermediate_is_refused(mesh):
     assert not result.ok and result.alert == "UNKNOWN_CA"
 
 
-def test_contexts_are_reused_and_no_key_file_is_left_behind(mesh):
+def test_contexts_are_reused_and_no_key_file_is_left_behind(mesh, tmp_path, monkeypatch):
+    # A temp folder of our own: other processes' handshakes must not show up here.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     root, c1, c2 = mesh
     before = set(Path(tempfile.gettempdir()).glob("meshpki-tls-*"))
     a, b = endpoint("cluster1", c1, [root]), endpoint("cluster2", c2, [root])
