@@ -7,6 +7,7 @@ takes files as they are, so nothing here ever re-encodes a PEM.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Mapping
@@ -69,10 +70,6 @@ class Bundle:
     source: str
     form: str = FORM_FILES
     unreadable: Mapping[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def from_parts(cls, source: str, ca_cert: bytes, ca_key: bytes, cert_chain: bytes, root_cert: bytes) -> Bundle:
-        return cls({CA_CERT: ca_cert, CA_KEY: ca_key, CERT_CHAIN: cert_chain, ROOT_CERT: root_cert}, source)
 
     @classmethod
     def from_secret_data(cls, data: Mapping[str, bytes], source: str) -> Bundle:
@@ -138,17 +135,40 @@ def join_pem(first: bytes, second: bytes) -> bytes:
     return first + (b"" if first.endswith(b"\n") else b"\n") + second
 
 
-def read_limited(path: Path) -> bytes:
-    """Read one bundle file, refusing what cannot be a PEM bundle file."""
-    st = os.stat(path)
-    if not stat.S_ISREG(st.st_mode):
-        raise BundleError(f"{path} is not a regular file")
-    if st.st_size > MAX_FILE_BYTES:
-        raise BundleError(f"{path} is {st.st_size} bytes, too large for a PEM bundle file")
-    return path.read_bytes()
+def read_limited(path: Path, follow_symlinks: bool = True) -> bytes:
+    """Read one bundle file, refusing what cannot be a PEM bundle file.
+
+    Opened first and judged by fstat of what was opened, so nothing can be
+    swapped in between; O_NONBLOCK lets a FIFO be refused instead of blocking.
+    The store's own files are read with follow_symlinks=False; a folder a
+    user names may be a mounted Secret, whose files are symlinks.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow_symlinks else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise BundleError(f"{path} is a symlink; the store's files never are") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise BundleError(f"{path} is not a regular file")
+        if st.st_size > MAX_FILE_BYTES:
+            raise BundleError(f"{path} is {st.st_size} bytes, too large for a PEM bundle file")
+        chunks, left = [], MAX_FILE_BYTES + 1
+        while left > 0 and (chunk := os.read(fd, min(left, 1 << 16))):
+            chunks.append(chunk)
+            left -= len(chunk)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > MAX_FILE_BYTES:  # it grew after fstat
+        raise BundleError(f"{path} is over {MAX_FILE_BYTES} bytes, too large for a PEM bundle file")
+    return data
 
 
-def load_folder(folder: Path, source: str | None = None) -> Bundle:
+def load_folder(folder: Path, source: str | None = None, follow_symlinks: bool = True) -> Bundle:
     """Read a bundle folder made by anything (meshpki, Istio's Makefile,
     samples/certs, cert-manager); missing or unreadable files are recorded,
     not raised, so verify can report every problem at once."""
@@ -164,7 +184,7 @@ def load_folder(folder: Path, source: str | None = None) -> Bundle:
         if not path.exists():
             continue
         try:
-            files[name] = read_limited(path)
+            files[name] = read_limited(path, follow_symlinks)
         except (OSError, BundleError) as exc:
             unreadable[name] = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
     return Bundle(files, source or str(folder), form, unreadable)

@@ -763,7 +763,7 @@ def history_cmd(settings: Settings, cluster: str | None, output: str) -> None:
         validate_cluster_name(cluster)
     rows = []
     for entry in settings.store.history(cluster):
-        cert_file = entry.path / ("root-cert.pem" if entry.kind == "root" else "ca-cert.pem")
+        cert_file = entry.cert_file
         try:
             facts = cert_facts(parse_certs(cert_file.read_bytes(), str(cert_file))[0])
         except (OSError, MeshPKIError):

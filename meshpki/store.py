@@ -1,29 +1,32 @@
 """The store: one folder holding the root and every cluster's bundle.
 
-    STORE/
+    STORE/                                       0700, owned by the user
       root/root-cert.pem, root/root-key.pem     the root (key encrypted)
       clusters/<cluster>/ca-cert.pem ...         exactly the four cacerts files
-      history/clusters/<cluster>/<stamp>/        bundles that were replaced
+      rotation/                                  a root rotation under way
+      history/clusters/<cluster>/<stamp>/        replaced bundles, certificates only
       history/roots/<stamp>/                     roots that were retired
+      history/rotations/<stamp>/                 finished root rotations' records
       crl/                                       revocations and the roots' CRLs (crl.py)
       history/crl/<stamp>/                       CRL states that were replaced
-      .lock                                      one writer at a time
+      .lock                                      one writer at a time (0600)
 
-Every folder is written whole or not at all: files go into a hidden staging
-folder, are fsynced, and the folder is renamed into place. A staging folder
-renamed to `.ready-*` is complete; if meshpki is killed after that point,
-the next writer finishes the swap, so a reader finds the old bundle or the
-new one, never a mix and never a half-written file.
+Folders are published whole or not at all by publish.py. A replaced
+intermediate's key is not archived: that intermediate stays trusted by the
+whole mesh until it expires, so a copy in history would only be a spare
+weapon (docs/store.md says how to go back to an older bundle).
+
+Like ssh's StrictModes, a store folder that someone else owns or could
+write to is refused before anything is read from it or written to it.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import re
-import secrets
 import shutil
-from collections.abc import Iterator, Mapping
+import stat
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +34,7 @@ from pathlib import Path
 from cryptography import x509
 
 from meshpki import bundle as bundlemod
+from meshpki import publish
 from meshpki.bundle import Bundle
 from meshpki.errors import InputError, StoreError
 from meshpki.keys import PrivateKey, is_encrypted_pem, load_private_key
@@ -43,7 +47,7 @@ CRL_STATE_FILE = "state.json"
 CRL_PENDING_FILE = "pending.json"
 LOCK_TIMEOUT_SECONDS = 30.0
 
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 def default_store_path() -> Path:
@@ -53,7 +57,7 @@ def default_store_path() -> Path:
 
 
 def is_cluster_name(name: str) -> bool:
-    return isinstance(name, str) and bool(_DNS1123_LABEL.match(name))
+    return isinstance(name, str) and _DNS1123_LABEL.fullmatch(name) is not None  # "c5\n" is not a name
 
 
 def validate_cluster_name(name: str) -> str:
@@ -66,65 +70,42 @@ def validate_cluster_name(name: str) -> str:
     return name
 
 
-def timestamp(now: dt.datetime | None = None) -> str:
-    now = now or dt.datetime.now(dt.UTC)
-    return now.strftime("%Y%m%dT%H%M%SZ")
-
-
 @dataclass(frozen=True)
 class HistoryEntry:
     """One archived bundle or root, as `meshpki history` lists it."""
 
-    kind: str  # "cluster" or "root"
-    name: str  # the cluster, or "root"
+    kind: str  # "cluster", "root" or "rotation"
+    name: str  # the cluster, or "root" / "rotation"
     stamp: str
     path: Path
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_file(path: Path, data: bytes, mode: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.fchmod(fd, mode)  # umask must not loosen or tighten what we asked for
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def replace_file(path: Path, data: bytes, mode: int) -> None:
-    """Replace one file atomically: a hidden `.tmp-*` beside it (never matched by
-    readers' globs), fsynced, renamed over it. Raises OSError; the temp file is gone."""
-    tmp = path.parent / f".tmp-{path.name}-{secrets.token_hex(4)}"
-    try:
-        _write_file(tmp, data, mode)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
+    @property
+    def cert_file(self) -> Path:
+        return self.path / (bundlemod.CA_CERT if self.kind == "cluster" else ROOT_CERT_FILE)
 
 
 def is_key_file(name: str) -> bool:
     return name.endswith("key.pem") or name == bundlemod.TLS_KEY
 
 
+def file_mode(name: str) -> int:
+    """Private keys 0600, certificates and state 0644 (inside a 0700 store)."""
+    return 0o600 if is_key_file(name) else 0o644
+
+
 class Store:
     """A meshpki store folder. Reading needs no lock; every write takes it."""
 
-    def __init__(self, path: Path | str, lock_timeout: float = LOCK_TIMEOUT_SECONDS) -> None:
+    def __init__(self, path: Path | str, lock_timeout: float | None = None) -> None:
         self.path = Path(path).expanduser()
-        self.lock_timeout = lock_timeout
+        self._lock_timeout = lock_timeout
         self._lock_depth = 0
+        self._trusted = False
+
+    @property
+    def lock_timeout(self) -> float:
+        """Seconds to wait for another writer (the module default, read when needed)."""
+        return LOCK_TIMEOUT_SECONDS if self._lock_timeout is None else self._lock_timeout
 
     # -- layout -----------------------------------------------------------
     @property
@@ -144,18 +125,44 @@ class Store:
 
     def _inside(self, path: Path) -> Path:
         """Refuse a path that a symlink leads out of the store."""
+        self.check_private()
         if path.is_symlink() or (path.exists() and not path.resolve().is_relative_to(self.path.resolve())):
             raise StoreError(f"{path} is a symlink or leads outside the store {self.path}; remove it")
         return path
 
-    def describe(self) -> str:
-        return str(self.path)
+    def check_private(self) -> None:
+        """Refuse a store someone else owns or may write to (ssh's StrictModes).
+
+        Another user who can write the folder could swap a bundle or the root
+        certificate under us; checked once per Store, before the first read or write.
+        """
+        if self._trusted:
+            return
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return  # nothing to trust yet; _ensure_dirs creates it 0700
+        except NotADirectoryError:
+            raise StoreError(f"store {self.path} is not a folder: part of that path is a file") from None
+        except OSError as exc:
+            raise StoreError(f"cannot open store {self.path}: {exc.strerror or exc}") from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise StoreError(f"store {self.path} is not a folder")
+        if st.st_uid != os.geteuid():
+            raise StoreError(f"store {self.path} belongs to uid {st.st_uid}, not to you (uid {os.geteuid()}); "
+                             f"use a store of your own, or `chown {os.geteuid()} {self.path}`")
+        if st.st_mode & 0o022:
+            who = " and ".join(w for w, bit in (("its group", 0o020), ("others", 0o002)) if st.st_mode & bit)
+            raise StoreError(f"store {self.path} is writable by {who} (mode {stat.S_IMODE(st.st_mode):04o}); "
+                             f"run `chmod go-w {self.path}` (meshpki makes stores 0700)")
+        self._trusted = True
 
     # -- the root ---------------------------------------------------------
     def has_root(self) -> bool:
         return (self.root_dir / ROOT_CERT_FILE).is_file()
 
     def _require_root(self) -> None:
+        self.check_private()
         if not self.has_root():
             self._settle()
         if not self.has_root():
@@ -226,7 +233,7 @@ class Store:
         """Replace one file of the rotation folder atomically (its state)."""
         folder = self._inside(self.rotation_dir)
         try:
-            replace_file(folder / name, data, 0o600 if is_key_file(name) else 0o644)
+            publish.replace_file(folder / name, data, file_mode(name))
         except OSError as exc:
             raise StoreError(f"cannot write {folder / name}: {exc.strerror or exc}") from None
 
@@ -234,18 +241,19 @@ class Store:
         """Move the finished rotation's folder (state, and the new root's first copy) to history."""
         archive = self.history_dir / "rotations"
         self._ensure_dirs(archive)
-        target = archive / self._unique_stamp(archive)
+        target = archive / publish.unique_stamp(archive)
         os.rename(self._inside(self.rotation_dir), target)
-        _fsync_dir(self.path)
+        publish.fsync_dir(self.path)
         return target
 
     # -- clusters ---------------------------------------------------------
     def clusters(self) -> list[str]:
+        self.check_private()
         self._settle()
         if not self.clusters_dir.is_dir():
             return []
         return sorted(p.name for p in self.clusters_dir.iterdir()
-                      if not p.name.startswith(".") and _DNS1123_LABEL.match(p.name) and p.is_dir())
+                      if not p.name.startswith(".") and is_cluster_name(p.name) and p.is_dir())
 
     def has_cluster(self, cluster: str) -> bool:
         return (self.cluster_dir(cluster) / bundlemod.CA_CERT).exists()
@@ -262,7 +270,7 @@ class Store:
             )
         for name in bundlemod.FILES + bundlemod.OPTIONAL_FILES + bundlemod.TLS_FILES:
             self._inside(folder / name)  # a bundle file symlinked out of the store is refused, never read
-        return bundlemod.load_folder(folder, source=cluster)
+        return bundlemod.load_folder(folder, source=cluster, follow_symlinks=False)
 
     def refuse_existing_bundle(self, cluster: str) -> None:
         target = self.cluster_dir(cluster)
@@ -277,7 +285,8 @@ class Store:
         target = self.cluster_dir(cluster)
         if not replace:
             self.refuse_existing_bundle(cluster)
-        return self._publish(target, dict(files), archive_to=self.history_dir / "clusters" / cluster)
+        return self._publish(target, dict(files), archive_to=self.history_dir / "clusters" / cluster,
+                             after_archive=_drop_keys)
 
     # -- bring your own PKI (byo.py owns the meaning) ---------------------
     @property
@@ -313,7 +322,7 @@ class Store:
 
     def drop_pending(self, cluster: str) -> None:
         shutil.rmtree(self._inside(self.pending_dir / validate_cluster_name(cluster)), ignore_errors=True)
-        _fsync_dir(self.pending_dir)
+        publish.fsync_dir(self.pending_dir)
 
     def write_signed(self, cluster: str, files: Mapping[str, bytes]) -> Path | None:
         """The root holder's inventory of a cluster CA it signed from a CSR: certificates only."""
@@ -327,7 +336,7 @@ class Store:
         if not self.signed_dir.is_dir():
             return []
         return sorted(p.name for p in self.signed_dir.iterdir()
-                      if not p.name.startswith(".") and _DNS1123_LABEL.match(p.name) and p.is_dir())
+                      if not p.name.startswith(".") and is_cluster_name(p.name) and p.is_dir())
 
     def replace_bundle_file(self, cluster: str, name: str, data: bytes) -> None:
         """Replace one file of a bundle in place, atomically and without archiving
@@ -335,7 +344,7 @@ class Store:
         certificates and keys stay exactly as they are."""
         folder = self.cluster_dir(cluster)
         try:
-            replace_file(self._inside(folder / name), data, 0o600 if is_key_file(name) else 0o644)
+            publish.replace_file(self._inside(folder / name), data, file_mode(name))
         except OSError as exc:
             raise StoreError(f"cannot write {folder / name}: {exc.strerror or exc}") from None
 
@@ -345,11 +354,12 @@ class Store:
         folder = self.cluster_dir(cluster)
         archive = self.history_dir / "clusters" / cluster
         self._ensure_dirs(archive)
-        target = archive / self._unique_stamp(archive)
+        target = archive / publish.unique_stamp(archive)
         try:
             os.rename(folder, target)
-            _fsync_dir(self.clusters_dir)
-            _fsync_dir(archive)
+            publish.fsync_dir(self.clusters_dir)
+            publish.fsync_dir(archive)
+            _drop_keys(target)  # history keeps certificates only (docs/store.md)
         except OSError as exc:
             raise StoreError(f"cannot move {folder} to {target}: {exc.strerror or exc}") from None
         return target
@@ -383,113 +393,124 @@ class Store:
             os.unlink(self.crl_dir / CRL_PENDING_FILE)
         except FileNotFoundError:
             return
-        _fsync_dir(self.crl_dir)
+        publish.fsync_dir(self.crl_dir)
 
     # -- history ----------------------------------------------------------
     def history(self, cluster: str | None = None) -> list[HistoryEntry]:
+        """Archived bundles (of one cluster, or all), then retired roots and rotation records."""
         entries: list[HistoryEntry] = []
+        if cluster is not None:
+            validate_cluster_name(cluster)
         clusters_root = self.history_dir / "clusters"
-        names = [cluster] if cluster else (sorted(p.name for p in clusters_root.iterdir())
+        names = [cluster] if cluster else (sorted(p.name for p in clusters_root.iterdir() if is_cluster_name(p.name))
                                            if clusters_root.is_dir() else [])
         for name in names:
-            for folder in sorted((clusters_root / name).glob("*")) if (clusters_root / name).is_dir() else []:
-                entries.append(HistoryEntry("cluster", name, folder.name, folder))
-        if cluster is None and (self.history_dir / "roots").is_dir():
-            for folder in sorted((self.history_dir / "roots").iterdir()):
-                entries.append(HistoryEntry("root", "root", folder.name, folder))
+            entries += self._entries("cluster", name, clusters_root / name)
+        if cluster is None:
+            entries += self._entries("root", "root", self.history_dir / "roots")
+            entries += self._entries("rotation", "rotation", self.history_dir / "rotations")
         return entries
 
-    # -- atomic publication -----------------------------------------------
+    def _entries(self, kind: str, name: str, folder: Path) -> list[HistoryEntry]:
+        if not folder.is_dir():
+            return []
+        self.check_private()
+        return [HistoryEntry(kind, name, p.name, p) for p in sorted(folder.iterdir())
+                if not p.name.startswith(".") and p.is_dir()]
+
+    def history_names(self) -> list[str]:
+        """Clusters that have archived bundles (a removed cluster may have only history)."""
+        return sorted({e.name for e in self.history() if e.kind == "cluster"})
+
+    def prune_history(self, keep: int) -> list[HistoryEntry]:
+        """Delete all but the `keep` newest archived entries of each cluster, of roots
+        and of rotation records; returns what was deleted."""
+        if keep < 0:
+            raise InputError(f"--keep must be 0 or more, not {keep}")
+        removed: list[HistoryEntry] = []
+        with self.locked():
+            groups: dict[tuple[str, str], list[HistoryEntry]] = {}
+            for entry in self.history():
+                groups.setdefault((entry.kind, entry.name), []).append(entry)
+            for entries in groups.values():
+                # stamps sort by time; a -2 suffix (same second) sorts after its twin
+                ordered = sorted(entries, key=lambda e: _stamp_order(e.stamp))
+                for entry in ordered[:max(0, len(ordered) - keep)]:
+                    shutil.rmtree(self._inside(entry.path))
+                    removed.append(entry)
+        return removed
+
+    # -- reading and publishing ---------------------------------------------
     def _read(self, path: Path) -> bytes:
         try:
-            return bundlemod.read_limited(self._inside(path))
+            return bundlemod.read_limited(self._inside(path), follow_symlinks=False)
         except FileNotFoundError:
             raise StoreError(f"{path} is missing from the store; the store is damaged") from None
         except PermissionError:
             raise StoreError(f"cannot read {path}: permission denied") from None
 
-    def _publish(self, target: Path, files: dict[str, bytes], archive_to: Path | None = None) -> Path | None:
-        """Stage, fsync, then swap `target` for the staged folder."""
+    def _publish(self, target: Path, files: dict[str, bytes], archive_to: Path | None = None,
+                 after_archive: Callable[[Path], object] | None = None) -> Path | None:
         self._ensure_dirs(target.parent)
-        token = secrets.token_hex(4)
-        staging = target.parent / f".staging-{target.name}-{token}"
-        ready = target.parent / f".ready-{target.name}-{token}"
-        try:
-            os.mkdir(staging, 0o700)
-            for name, data in files.items():
-                _write_file(staging / name, data, 0o600 if is_key_file(name) else 0o644)
-            _fsync_dir(staging)
-            os.rename(staging, ready)  # the commit point: from here on the new folder wins
-            _fsync_dir(target.parent)
-        except OSError as exc:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise StoreError(f"cannot write {target}: {exc.strerror or exc}; check the store's permissions") from None
-        return self._swap_in(target, ready, archive_to)
-
-    def _swap_in(self, target: Path, ready: Path, archive_to: Path | None) -> Path | None:
-        archived = None
-        if target.exists():
-            if archive_to is None:
-                raise StoreError(f"{target} exists and would be lost; refusing to replace it")
+        if archive_to is not None and target.exists():
             self._ensure_dirs(archive_to)
-            archived = archive_to / self._unique_stamp(archive_to)
-            os.rename(target, archived)
-        os.rename(ready, target)
-        _fsync_dir(target.parent)
-        if archived is not None:
-            _fsync_dir(archived.parent)
-        return archived
-
-    @staticmethod
-    def _unique_stamp(folder: Path) -> str:
-        stamp = timestamp()
-        candidate, n = stamp, 1
-        while (folder / candidate).exists():
-            n += 1
-            candidate = f"{stamp}-{n}"
-        return candidate
+        try:
+            return publish.publish(target, files, file_mode, archive_to, after_archive)
+        except FileExistsError:
+            raise StoreError(f"{target} exists and would be lost; refusing to replace it") from None
+        except OSError as exc:
+            raise StoreError(f"cannot write {target}: {exc.strerror or exc}; check the store's permissions") from None
 
     def _ensure_dirs(self, folder: Path) -> None:
-        """Create folders 0700 from the store down, refusing symlinks on the way."""
+        """Create folders 0700 (whatever the umask) down to `folder`, the store's own
+        missing parents included, refusing symlinks and files on the way."""
+        missing = []
+        for candidate in [self.path, *self.path.parents]:
+            if candidate.exists():
+                if not candidate.is_dir():
+                    raise StoreError(f"cannot use store {self.path}: {candidate} is not a folder")
+                break
+            missing.append(candidate)
         try:
-            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
-            rel = folder.relative_to(self.path)
+            for candidate in reversed(missing):
+                publish.make_dir(candidate)
+        except OSError as exc:
+            raise StoreError(f"cannot create store {self.path}: {exc.strerror or exc}") from None
+        self.check_private()
+        try:
             current = self.path
-            for part in rel.parts:
+            for part in folder.relative_to(self.path).parts:
                 current = self._inside(current / part)
                 if not current.exists():
-                    os.mkdir(current, 0o700)
+                    publish.make_dir(current)
+                elif not current.is_dir():
+                    raise StoreError(f"{current} is not a folder; the store is damaged")
         except OSError as exc:
             raise StoreError(f"cannot create {folder}: {exc.strerror or exc}; check the store's permissions") from None
 
     def recover(self) -> list[str]:
         """Finish or discard what a killed meshpki left behind (called under the lock)."""
         notes: list[str] = []
+        # single files replaced in place: the rotation state, a bundle's ca-crl.pem
         single_file_folders = [self.rotation_dir, *(self.clusters_dir.iterdir() if self.clusters_dir.is_dir() else [])]
         for folder in single_file_folders:
-            for leftover in sorted(folder.glob(".tmp-*")) if folder.is_dir() and not folder.is_symlink() else []:
-                leftover.unlink(missing_ok=True)
-        for parent in (self.path, self.clusters_dir, self.pending_dir, self.signed_dir):
-            if not parent.is_dir():
-                continue
-            for leftover in sorted(parent.glob(".staging-*")):
-                shutil.rmtree(leftover, ignore_errors=True)
-                notes.append(f"removed unfinished write {leftover.name}")
-            for ready in sorted(parent.glob(".ready-*")):
-                name = ready.name[len(".ready-"):].rsplit("-", 1)[0]
-                target = parent / name
-                if target.exists():
-                    shutil.rmtree(ready, ignore_errors=True)
-                    notes.append(f"discarded an interrupted replacement of {name}")
-                else:
-                    os.rename(ready, target)
-                    _fsync_dir(parent)
-                    notes.append(f"completed an interrupted write of {name}")
+            if folder.is_dir() and not folder.is_symlink() and not folder.name.startswith("."):
+                publish.recover(folder)
+        for parent in self._publish_parents():
+            notes += publish.recover(parent)
+        # a kill between archiving a bundle and dropping its key; older stores kept keys too
+        dropped = sum(_drop_keys(p) for p in (self.history_dir / "clusters").glob("*/*") if p.is_dir())
+        if dropped:
+            notes.append(f"removed {dropped} replaced intermediate key(s) from history (see docs/store.md)")
         if self.crl_pending():
             from meshpki import crl  # crl.py builds on the store; only recovery calls back
 
             notes.extend(crl.finish_pending(self))
         return notes
+
+    def _publish_parents(self) -> tuple[Path, ...]:
+        """The folders whose children are published whole (recover() looks there)."""
+        return (self.path, self.clusters_dir, self.pending_dir, self.signed_dir)
 
     def _settle(self) -> None:
         """Let a reader see what a killed writer had committed.
@@ -499,19 +520,18 @@ class Store:
         it in place, instead of reporting a bundle missing. Best effort: a
         busy or read-only store is left to the next writer.
         """
-        if self._lock_depth or not (self.crl_pending() or any(
-                p.is_dir() and any(p.glob(".ready-*"))
-                for p in (self.path, self.clusters_dir, self.pending_dir, self.signed_dir))):
+        if self._lock_depth or not (self.crl_pending()
+                                    or any(publish.pending(p) for p in self._publish_parents())):
             return
-        patient = self.lock_timeout
-        self.lock_timeout = min(patient, 2.0)
+        patient = self._lock_timeout
+        self._lock_timeout = min(self.lock_timeout, 2.0)
         try:
             with self.locked():
                 pass
         except StoreError:
             pass
         finally:
-            self.lock_timeout = patient
+            self._lock_timeout = patient
 
     # -- locking ----------------------------------------------------------
     @contextmanager
@@ -531,7 +551,8 @@ class Store:
         from filelock import FileLock, Timeout
 
         self._ensure_dirs(self.path)
-        lock = FileLock(str(self.path / ".lock"), timeout=self.lock_timeout)
+        path = self._lock_file()
+        lock = FileLock(str(path), timeout=self.lock_timeout, mode=0o600)
         try:
             lock.acquire()
         except Timeout:
@@ -547,3 +568,35 @@ class Store:
         finally:
             self._lock_depth = 0
             lock.release()
+
+    def _lock_file(self) -> Path:
+        """The lock file, made 0600 by us (never through a symlink) before filelock opens it."""
+        path = self.path / ".lock"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            try:
+                os.fchmod(fd, 0o600)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise StoreError(f"cannot lock store {self.path}: {path}: {exc.strerror or exc}") from None
+        return path
+
+
+def _drop_keys(folder: Path) -> int:
+    """Delete the private key files of an archived bundle; returns how many."""
+    dropped = 0
+    for name in (bundlemod.CA_KEY, bundlemod.TLS_KEY):
+        try:
+            (folder / name).unlink()
+            dropped += 1
+        except FileNotFoundError:
+            pass
+    if dropped:
+        publish.fsync_dir(folder)
+    return dropped
+
+
+def _stamp_order(stamp: str) -> tuple[str, int]:
+    base, _, n = stamp.partition("-")
+    return base, int(n) if n.isdigit() else 1

@@ -59,7 +59,8 @@ def test_modes_hold_under_a_permissive_umask(store):
     assert stat.S_IMODE(store.cluster_dir("cluster1").stat().st_mode) == 0o700
 
 
-@pytest.mark.parametrize("bad", ["../x", "/tmp/x", "Cluster_1", "", " ", "a b", "-a", "a-", "x" * 64, "a.b"])
+@pytest.mark.parametrize("bad", ["../x", "/tmp/x", "Cluster_1", "", " ", "a b", "-a", "a-", "x" * 64, "a.b",
+                                 "c5\n", "\nc5"])
 def test_cluster_names_must_be_dns_labels(bad):
     with pytest.raises(InputError, match="DNS-1123"):
         validate_cluster_name(bad)
@@ -79,7 +80,76 @@ def test_replace_archives_the_old_bundle(store):
     assert (store.cluster_dir("cluster1") / "ca-cert.pem").read_bytes() != before
     history = store.history("cluster1")
     assert [h.path for h in history] == [results[0].archived]
-    assert stat.S_IMODE((results[0].archived / "ca-key.pem").stat().st_mode) == 0o600
+    # certificates only: a replaced intermediate is trusted until it expires, its key is not kept
+    assert sorted(p.name for p in results[0].archived.iterdir()) == ["ca-cert.pem", "cert-chain.pem", "root-cert.pem"]
+
+
+def test_recovery_drops_keys_that_older_stores_archived(store):
+    make_store(store)
+    old = store.history_dir / "clusters" / "cluster1" / "20250101T000000Z"
+    old.mkdir(parents=True)
+    (old / "ca-cert.pem").write_bytes(b"cert")
+    (old / "ca-key.pem").write_bytes(b"a plaintext key from an older meshpki")
+    with store.locked():
+        pass
+    assert sorted(p.name for p in old.iterdir()) == ["ca-cert.pem"]
+
+
+def test_prune_keeps_the_newest_entries_of_each_kind(store):
+    make_store(store, ("cluster1", "cluster2"))
+    for _ in range(3):
+        ca.issue(store, ["cluster1"], ca.IssueOptions(), ca.store_issuer(store, None), replace=True)
+    ca.issue(store, ["cluster2"], ca.IssueOptions(), ca.store_issuer(store, None), replace=True)
+    newest = store.history("cluster1")[-1]
+    removed = store.prune_history(keep=1)
+    assert [e.name for e in removed] == ["cluster1", "cluster1"]
+    assert store.history("cluster1") == [newest] and len(store.history("cluster2")) == 1
+    assert store.prune_history(keep=0) and store.history() == []
+    with pytest.raises(InputError, match="--keep"):
+        store.prune_history(keep=-1)
+
+
+def test_every_folder_and_the_lock_are_private_under_umask_000(tmp_path):
+    store = Store(tmp_path / "made" / "by" / "meshpki" / "store")
+    old = os.umask(0)
+    try:
+        make_store(store)
+        ca.issue(store, ["cluster1"], ca.IssueOptions(), ca.store_issuer(store, None), replace=True)
+    finally:
+        os.umask(old)
+    for folder in [tmp_path / "made", tmp_path / "made" / "by", *(p for p in (tmp_path / "made").rglob("*")
+                                                                   if p.is_dir())]:
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+    assert stat.S_IMODE((store.path / ".lock").stat().st_mode) == 0o600
+    for key in store.path.rglob("*key.pem"):
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
+
+
+@pytest.mark.parametrize("mode,who", [(0o770, "its group"), (0o707, "others"), (0o777, "its group and others")])
+def test_a_store_others_may_write_is_refused(store, mode, who):
+    make_store(store)
+    os.chmod(store.path, mode)
+    for attempt in (lambda s: s.load_bundle("cluster1"), lambda s: s.clusters(), lambda s: s.locked().__enter__()):
+        with pytest.raises(StoreError) as err:
+            attempt(Store(store.path))
+        assert f"writable by {who}" in str(err.value) and f"chmod go-w {store.path}" in str(err.value)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a folder owned by someone else needs root")
+def test_a_store_someone_else_owns_is_refused(store):
+    make_store(store)
+    os.chown(store.path, 65534, 65534)
+    with pytest.raises(StoreError, match="belongs to uid 65534, not to you"):
+        Store(store.path).load_bundle("cluster1")
+
+
+def test_a_store_path_that_is_a_file_or_under_one_says_so(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(StoreError, match=f"store {blocker} is not a folder"):
+        Store(blocker).clusters()
+    with pytest.raises(StoreError, match=f"{blocker} is not a folder"):
+        make_store(Store(blocker / "store"))
 
 
 def test_existing_root_and_bundle_are_refused(store):
@@ -124,13 +194,6 @@ def test_symlink_out_of_the_store_is_refused(store, tmp_path):
     with pytest.raises(StoreError, match="symlink"):
         store.write_bundle("evil", {"ca-cert.pem": b"x"}, replace=True)
     assert list(outside.iterdir()) == []
-
-
-def test_unwritable_store_is_one_clear_error(tmp_path):
-    blocker = tmp_path / "file"
-    blocker.write_text("not a folder")
-    with pytest.raises(StoreError, match="cannot"):
-        make_store(Store(blocker / "store"))
 
 
 HOLD_LOCK = textwrap.dedent("""
@@ -193,7 +256,8 @@ def test_a_killed_writer_leaves_whole_bundles_only(store, delay):
     folders = [store.cluster_dir("cluster1")] + [h.path for h in store.history("cluster1")]
     for folder in folders:
         contents = {p.name: p.read_bytes() for p in folder.iterdir()}
-        assert sorted(contents) == sorted(FILES), folder
+        whole = FILES if folder == store.cluster_dir("cluster1") else [n for n in FILES if n != "ca-key.pem"]
+        assert sorted(contents) == sorted(whole), folder
         assert len(set(contents.values())) == 1, f"mixed generations in {folder}"
     assert not list(store.clusters_dir.glob(".staging-*")) and not list(store.clusters_dir.glob(".ready-*"))
 

@@ -19,7 +19,7 @@ from meshpki.audit.model import SOURCE_LIVE, SOURCE_STORE, Observation, StoreVie
 from meshpki.bundle import Bundle, fingerprint
 from meshpki.errors import MeshPKIError
 from meshpki.kube import SecretRef
-from meshpki.store import replace_file
+from meshpki.publish import replace_file
 
 DEFAULT_PARALLEL = 32
 

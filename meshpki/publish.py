@@ -1,0 +1,159 @@
+"""Atomic publication: a file or a whole folder is replaced in one step, or not at all.
+
+This is the mechanism under store.py (which owns the layout: what goes
+where). A folder is written into a hidden `.staging-*` sibling, fsynced and
+renamed to `.ready-*`: from that commit point on the new folder wins. The
+swap then moves the old folder to its archive and
+renames the new one into place. If the process dies at any step,
+`recover()` under the same lock finishes the swap or discards the
+leftovers, so a reader finds the old folder or the new one, never a mix and
+never a half-written file.
+
+Everything here raises OSError; the caller turns it into a message.
+Modes are set with fchmod/chmod after creation, so a permissive umask
+(even 000) cannot loosen them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+PRIVATE_DIR_MODE = 0o700
+STAGING = ".staging-"
+READY = ".ready-"
+TMP = ".tmp-"
+LEFTOVER_PREFIXES = (STAGING, READY, TMP)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_file(path: Path, data: bytes, mode: int) -> None:
+    """Create `path` (never through a symlink, never over an existing file), write, fsync."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    try:
+        os.fchmod(fd, mode)  # umask must not loosen or tighten what we asked for
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dir(path: Path, mode: int = PRIVATE_DIR_MODE) -> None:
+    """mkdir with exactly `mode`, whatever the umask."""
+    os.mkdir(path, mode)
+    os.chmod(path, mode, follow_symlinks=False)
+
+
+def replace_file(path: Path, data: bytes, mode: int) -> None:
+    """Replace one file atomically: a hidden `.tmp-*` beside it (never matched by
+    readers' globs), fsynced, renamed over it. Raises OSError; the temp file is gone."""
+    tmp = path.parent / f"{TMP}{path.name}-{secrets.token_hex(4)}"
+    try:
+        write_file(tmp, data, mode)
+        os.rename(tmp, path)
+        fsync_dir(path.parent)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def unique_stamp(folder: Path, now: dt.datetime | None = None) -> str:
+    """A UTC timestamp naming a new entry of `folder`, suffixed -2, -3 ... if taken."""
+    stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
+    candidate, n = stamp, 1
+    while (folder / candidate).exists():
+        n += 1
+        candidate = f"{stamp}-{n}"
+    return candidate
+
+
+def stage(target: Path, files: Mapping[str, bytes], mode_of: Callable[[str], int]) -> Path:
+    """Write `files` beside `target` as a complete `.ready-*` folder: the commit point.
+
+    The parent folder must exist. On failure nothing is left behind.
+    """
+    token = secrets.token_hex(4)
+    staging = target.parent / f"{STAGING}{target.name}-{token}"
+    ready = target.parent / f"{READY}{target.name}-{token}"
+    try:
+        make_dir(staging)
+        for name, data in files.items():
+            write_file(staging / name, data, mode_of(name))
+        fsync_dir(staging)
+        os.rename(staging, ready)  # the commit point: from here on the new folder wins
+        fsync_dir(target.parent)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ready
+
+
+def swap_in(target: Path, ready: Path, archive_to: Path | None,
+            after_archive: Callable[[Path], object] | None = None) -> Path | None:
+    """Put a staged folder in place of `target`; the old one goes to `archive_to/<stamp>`.
+
+    `after_archive(path)` may then trim the archived copy (recover() must be able
+    to finish that trimming too, since a kill can fall between the two).
+    Without `archive_to` an existing target is refused: nothing is lost silently.
+    """
+    archived = None
+    if target.exists():
+        if archive_to is None:
+            shutil.rmtree(ready, ignore_errors=True)
+            raise FileExistsError(f"{target} exists and would be lost")
+        archived = archive_to / unique_stamp(archive_to)
+        os.rename(target, archived)
+    os.rename(ready, target)
+    fsync_dir(target.parent)
+    if archived is not None:
+        fsync_dir(archived.parent)
+        if after_archive is not None:
+            after_archive(archived)
+    return archived
+
+
+def publish(target: Path, files: Mapping[str, bytes], mode_of: Callable[[str], int],
+            archive_to: Path | None = None, after_archive: Callable[[Path], object] | None = None) -> Path | None:
+    """Stage, commit, swap: `target` holds exactly `files` afterwards. Returns the archive."""
+    return swap_in(target, stage(target, files, mode_of), archive_to, after_archive)
+
+
+def recover(parent: Path) -> list[str]:
+    """Finish or discard what a killed writer left in `parent`; returns what was done."""
+    notes: list[str] = []
+    if not parent.is_dir():
+        return notes
+    for leftover in sorted(parent.glob(f"{STAGING}*")):
+        shutil.rmtree(leftover, ignore_errors=True)
+        notes.append(f"removed unfinished write {leftover.name}")
+    for leftover in sorted(parent.glob(f"{TMP}*")):
+        leftover.unlink(missing_ok=True)
+    for ready in sorted(parent.glob(f"{READY}*")):
+        name = ready.name[len(READY):].rsplit("-", 1)[0]
+        target = parent / name
+        if target.exists():
+            shutil.rmtree(ready, ignore_errors=True)
+            notes.append(f"discarded an interrupted replacement of {name}")
+        else:
+            os.rename(ready, target)
+            fsync_dir(parent)
+            notes.append(f"completed an interrupted write of {name}")
+    return notes
+
+
+def pending(parent: Path) -> bool:
+    """True when a killed writer left a committed folder that recover() would put in place."""
+    return parent.is_dir() and any(parent.glob(f"{READY}*"))
