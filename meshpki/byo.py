@@ -242,7 +242,7 @@ def _refuse_unwritable_out(out: Path) -> None:
 
 def _write_out(out: Path, files: dict[str, bytes]) -> None:
     """The three certificate files, each written atomically (public data: 0644)."""
-    from meshpki.store import replace_file
+    from meshpki.publish import replace_file
 
     try:
         out.mkdir(parents=True, exist_ok=True)

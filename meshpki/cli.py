@@ -984,7 +984,7 @@ def csr_cmd(settings: Settings, cluster: str, key_type: str | None, org: str | N
 
 def _write_public_file(path: Path, data: bytes) -> None:
     from meshpki.errors import StoreError
-    from meshpki.store import replace_file
+    from meshpki.publish import replace_file
 
     try:
         replace_file(path, data, 0o644)
