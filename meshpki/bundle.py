@@ -16,6 +16,7 @@ from pathlib import Path
 
 from cryptography import x509
 
+from meshpki import pem
 from meshpki.errors import BundleError
 
 CA_CERT = "ca-cert.pem"
@@ -47,15 +48,9 @@ def cert_to_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(Encoding.PEM)
 
 
-def parse_certs(pem: bytes, what: str) -> list[x509.Certificate]:
-    """Every certificate in a PEM file; a broken one is named, never a traceback."""
-    if b"-----BEGIN CERTIFICATE-----" not in pem:
-        raise BundleError(f"{what} holds no PEM certificate")
-    try:
-        return x509.load_pem_x509_certificates(pem)
-    except Exception as exc:  # ValueError for most damage; be safe on odd input
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BundleError(f"{what} is not valid PEM ({detail}); is the file cut off?") from None
+def parse_certs(data: bytes, what: str) -> list[x509.Certificate]:
+    """Every certificate in a PEM file meshpki relies on; a broken one is named, never a traceback."""
+    return pem.certificates(data, what)
 
 
 @dataclass(frozen=True)
@@ -75,7 +70,7 @@ class Bundle:
     def from_secret_data(cls, data: Mapping[str, bytes], source: str) -> Bundle:
         """A live secret's data: the tls.* form wins when tls.crt is present, as in istiod."""
         form = FORM_TLS if TLS_CRT in data else FORM_FILES
-        names = TLS_FILES if form == FORM_TLS else FILES + OPTIONAL_FILES
+        names = (TLS_FILES if form == FORM_TLS else FILES) + OPTIONAL_FILES  # verify says istiod ignores a tls-form CRL
         return cls({n: data[n] for n in names if n in data}, source, form)
 
     def expected_names(self) -> tuple[str, ...]:
@@ -176,7 +171,7 @@ def load_folder(folder: Path, source: str | None = None, follow_symlinks: bool =
     if not folder.is_dir():
         raise BundleError(f"{folder} is not a folder")
     form = FORM_TLS if (folder / TLS_CRT).exists() else FORM_FILES
-    names = TLS_FILES if form == FORM_TLS else FILES + OPTIONAL_FILES
+    names = (TLS_FILES if form == FORM_TLS else FILES) + OPTIONAL_FILES
     files: dict[str, bytes] = {}
     unreadable: dict[str, str] = {}
     for name in names:

@@ -818,7 +818,7 @@ def verify_cmd(settings: Settings, targets: tuple[str, ...], all_clusters: bool,
     resolver = settings.resolver(kubeconfig, namespace, secret_name, timeout)
     live = [resolver.context(ctx) for ctx in contexts]
     report = verify.run(store, targets, all_clusters=all_clusters, warn_days=warn_days, live=live)
-    click.echo(render_data(report.to_dict(), OutputFormat(output), verify_text(report)))
+    click.echo(render_data(report.to_dict(), OutputFormat(output), verify_text(report, strict=strict)))
     code = report.exit_code(strict)
     if code:
         click.get_current_context().exit(code)

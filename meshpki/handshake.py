@@ -13,6 +13,7 @@ OpenSSL checks validity against the system clock, never a frozen test clock.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import ssl
 import tempfile
@@ -83,10 +84,12 @@ class Endpoint:
 
 def workload_endpoint(name: str, ca_cert: x509.Certificate, ca_key: PrivateKey, cert_chain_pem: bytes,
                       trust_pem: bytes, trust_domain: str = profiles.DEFAULT_TRUST_DOMAIN,
-                      now=None) -> tuple[Endpoint, x509.Certificate]:
+                      now=None, namespace: str = "default", service_account: str = "default",
+                      ttl: dt.timedelta = profiles.WORKLOAD_TTL) -> tuple[Endpoint, x509.Certificate]:
     """Sign a workload certificate the way istiod does and wrap it as an Endpoint."""
     key = workload_key()
-    leaf = profiles.make_workload(ca_cert, ca_key, key, trust_domain=trust_domain, now=now)
+    leaf = profiles.make_workload(ca_cert, ca_key, key, trust_domain=trust_domain, namespace=namespace,
+                                  service_account=service_account, ttl=ttl, now=now)
     chain = cert_to_pem(leaf) + (cert_chain_pem if cert_chain_pem.endswith(b"\n") or not cert_chain_pem
                                  else cert_chain_pem + b"\n")
     return Endpoint(name, chain, key, trust_pem, trust_domain), leaf

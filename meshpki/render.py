@@ -73,18 +73,19 @@ def render_data(data: Any, fmt: OutputFormat, text: str) -> str:
 # -- meshpki verify ------------------------------------------------------------
 
 def _finding_line(finding: Any) -> str:
-    """`  error    key-mismatch  ca-key.pem: ...; fix: ...` (file named, fix given)."""
+    """`  error    [istiod]  key-mismatch  ca-key.pem: ...; fix: ...` (who objects, file named, fix given)."""
     text = finding.message
     if finding.file and not text.startswith(finding.file):
         text = f"{finding.file}: {text}"
     if finding.fix:
         text = f"{text}; fix: {finding.fix}"
-    return f"  {finding.severity.value:<8} {finding.code:<21} {text}"
+    return f"  {finding.severity.value:<8} {'[' + finding.by.value + ']':<9} {finding.code:<21} {text}"
 
 
-def verify_text(report: Any, verbose: bool = True) -> str:
+def verify_text(report: Any, verbose: bool = True, strict: bool = False) -> str:
     """The verify report for people: per target and per pair a header with
-    OK/FAIL, one line per finding with its fix, then a summary line.
+    OK/FAIL, one line per finding with its fix, then a summary line that
+    agrees with the exit code (FAIL (strict) when only warnings fail it).
     `verbose` False leaves out info findings."""
     lines: list[str] = []
     for result in report.results:
@@ -97,7 +98,8 @@ def verify_text(report: Any, verbose: bool = True) -> str:
             lines.append(f"{'OK  ' if pair.ok else 'FAIL'} {pair.a} <-> {pair.b}")
             lines += [_finding_line(f) for f in pair.findings if verbose or f.severity.value != "info"]
     failing = sum(1 for p in report.pairs if not p.ok)
-    summary = (f"{'OK' if report.ok else 'FAIL'}: {len(report.results)} bundle(s), {len(report.pairs)} pair(s); "
+    verdict = "FAIL" if not report.ok else ("FAIL (strict)" if report.exit_code(strict) else "OK")
+    summary = (f"{verdict}: {len(report.results)} bundle(s), {len(report.pairs)} pair(s); "
                f"{report.errors} error(s), {report.warnings} warning(s)")
     if failing:
         summary += f"; {failing} pair(s) cannot do mTLS"

@@ -26,6 +26,7 @@ from meshpki import ca, crl, keys, profiles
 from meshpki.bundle import ROOT_CERT, Bundle, cert_to_pem, fingerprint, parse_certs
 from meshpki.errors import InputError, MeshPKIError, PassphraseError
 from meshpki.keys import KeyType
+from meshpki.pathbuild import signed_by
 from meshpki.store import ROOT_CERT_FILE, ROOT_KEY_FILE, Store
 
 STATE_FILE = "state.json"
@@ -138,15 +139,14 @@ def append_pem(old: bytes, new: bytes) -> bytes:
 
 
 def issued_by(bundle: Bundle, root: x509.Certificate) -> bool:
-    """True when the bundle's intermediate carries `root`'s signature."""
+    """True when the bundle's intermediate carries `root`'s signature (pathbuild's one rule)."""
     if bundle.ca_cert is None:
         return False
     try:
         cert = parse_certs(bundle.ca_cert, "ca-cert.pem")[0]
-        cert.verify_directly_issued_by(root)
-        return True
-    except Exception:  # wrong issuer name, bad signature, unparsable: not issued by root
+    except MeshPKIError:  # unparsable: not issued by root
         return False
+    return signed_by(cert, root)
 
 
 def trusts(bundle: Bundle, root: x509.Certificate) -> bool:

@@ -8,7 +8,6 @@ is only as good as its worst pair.
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -98,8 +97,7 @@ def verify_targets(targets: Sequence[Target], now: dt.datetime | None = None,
                    warn_days: int = checks.DEFAULT_WARN_DAYS) -> VerifyReport:
     """Check each bundle once (one workload cert each), then every pair with them."""
     results = tuple(checks.check_bundle(t.bundle, now=now, warn_days=warn_days, target=t.label) for t in targets)
-    pairs = tuple(checks.check_pair(a, b) for a, b in itertools.combinations(results, 2))
-    return VerifyReport(results, pairs)
+    return VerifyReport(results, checks.check_pairs(results))
 
 
 def live_label(source: SecretRef) -> str:

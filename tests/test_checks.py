@@ -9,12 +9,15 @@ must pass with warnings at most, because istiod accepts them.
 from __future__ import annotations
 
 import datetime as dt
+import re
+from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from meshpki.bundle import CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT, Bundle
-from meshpki.checks import CODES, Severity, build_path, check_bundle, check_pair
+from meshpki.checks import CODES, By, Severity, build_path, check_bundle, check_pair
 from meshpki.keys import KeyType
 from tests import factories as f
 
@@ -388,9 +391,18 @@ def test_build_path_ignores_order_and_needs_signatures(root, inter):
 
 
 def test_every_emitted_code_is_documented_and_kebab_case():
-    for code, (severity, meaning) in CODES.items():
+    for code, known in CODES.items():
         assert code == code.lower() and " " not in code and "_" not in code
-        assert isinstance(severity, Severity) and meaning
+        assert isinstance(known.severity, Severity) and isinstance(known.by, By) and known.meaning
+
+
+def test_readme_code_table_is_the_code_table():
+    """The README's table of finding codes says exactly what CODES says: code,
+    severity, who objects, meaning (the same words)."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    rows = re.findall(r"^\| `([a-z-]+)` \| (\w+) \| (\w+) \| (.*) \|$", readme, re.M)
+    table = {code: (severity, by, meaning.replace("(`--context`) ", "")) for code, severity, by, meaning in rows}
+    assert table == {code: (c.severity.value, c.by.value, c.meaning) for code, c in CODES.items()}
 
 
 def test_findings_serialise_to_the_contract(root, inter):
@@ -398,8 +410,8 @@ def test_findings_serialise_to_the_contract(root, inter):
     data = report.to_dict()
     assert set(data) == {"target", "ok", "findings"} and data["ok"] is False
     for item in data["findings"]:
-        assert set(item) == {"severity", "code", "message", "file"}
-        assert item["severity"] in {"error", "warning", "info"}
+        assert set(item) == {"severity", "code", "message", "file", "by"}
+        assert item["severity"] in {"error", "warning", "info"} and item["by"] in {"istiod", "proxy", "meshpki"}
         assert item["code"] in CODES
 
 
@@ -408,3 +420,30 @@ def test_checks_take_a_live_secrets_data(root, inter):
     files = f.bundle_files(inter, root)
     assert check_bundle(Bundle.from_secret_data(files, "live/cluster1")).ok
     assert check_bundle(Bundle.from_secret_data(f.tls_form(files), "live/cluster1")).ok
+
+
+# -- the workload probe and SANs ---------------------------------------------------
+
+def test_workload_probe_is_a_throw_away_identity_of_minutes(root, inter):
+    report = check(f.bundle_files(inter, root))
+    leaf = report.material.workload
+    san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    uri = san.get_values_for_type(x509.UniformResourceIdentifier)[0]
+    assert uri.startswith("spiffe://cluster.local/ns/meshpki-probe/sa/verify-")
+    assert uri != "spiffe://cluster.local/ns/default/sa/default"
+    assert leaf.not_valid_after_utc - leaf.not_valid_before_utc <= dt.timedelta(minutes=20)
+
+
+@pytest.mark.parametrize("bad", ["", "not a dns!!", "-leading.example", "10.0.0.1"])
+def test_malformed_san_on_the_intermediate_is_flagged(root, bad):
+    key = f.pooled_key(KeyType.ECDSA_P256, 31)
+    odd = f.Authority(f.make_cert(f.make_intermediate(root, "cluster1", slot=31).cert.subject, key, root,
+                                  path_length=0, san_dns=[bad]), key)
+    report = check(f.bundle_files(odd, root))
+    hit = finding(report, "bad-san")
+    assert hit.severity is Severity.WARNING and hit.by is By.MESHPKI and hit.file == CA_CERT
+    assert repr(bad) in hit.message and report.ok
+
+
+def test_good_sans_are_not_flagged(root, inter):
+    assert "bad-san" not in codes_of(check(f.bundle_files(inter, root)))

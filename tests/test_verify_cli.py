@@ -48,7 +48,7 @@ def test_json_shape(cli, tmp_path):
     for entry in data["results"]:
         assert set(entry) == {"target", "ok", "findings"} and entry["ok"] is True
         for item in entry["findings"]:
-            assert set(item) == {"severity", "code", "message", "file"}
+            assert set(item) == {"severity", "code", "message", "file", "by"}
     assert len(data["pairs"]) == 1
     pair = data["pairs"][0]
     assert set(pair) == {"a", "b", "ok", "findings"} and (pair["a"], pair["b"]) == ("cluster1", str(folder))
@@ -113,7 +113,10 @@ def test_strict_and_warn_days(cli, tmp_path):
     relaxed = cli("verify", str(folder))
     assert relaxed.exit_code == 0, relaxed.output
     assert "expiring-soon" in relaxed.output
-    assert cli("verify", str(folder), "--strict").exit_code == 1
+    strict = cli("verify", str(folder), "--strict")
+    assert strict.exit_code == 1
+    assert strict.output.strip().splitlines()[-1].startswith("FAIL (strict): "), strict.output
+    assert relaxed.output.strip().splitlines()[-1].startswith("OK: ")
     quiet = cli("verify", str(folder), "--strict", "--warn-days", "5", "-o", "json")
     assert quiet.exit_code == 0, quiet.output
     assert as_json(quiet)["warnings"] == 0
@@ -151,3 +154,21 @@ def test_help_documents_every_option(cli):
     assert result.exit_code == 0, result.output
     for option in ("--all", "--strict", "--warn-days", "--output", "--store", "Examples:"):
         assert option in result.output
+
+
+def test_broken_bundles_get_one_peer_broken_line_each(cli, tmp_path):
+    """Five broken bundles and one good one: five peer-broken lines, not one per pair."""
+    root = f.make_root(slot=109)
+    good = f.write_folder(tmp_path / "good", f.bundle_files(f.make_intermediate(root, "g", slot=110), root))
+    broken = []
+    for i in range(5):
+        files = f.bundle_files(f.make_intermediate(root, f"b{i}", slot=111), root)
+        files[CA_KEY] = f.Authority(root.cert, root.key).key_pem  # one defect: someone else's key
+        broken.append(str(f.write_folder(tmp_path / f"b{i}", files)))
+    result = cli("verify", str(good), *broken, "-o", "json")
+    assert result.exit_code == 1
+    data = as_json(result)
+    peer_broken = [x for p in data["pairs"] for x in p["findings"] if x["code"] == "peer-broken"]
+    assert len(peer_broken) == 5 and all(x["by"] == "proxy" for x in peer_broken)
+    text = cli("verify", str(good), *broken).output
+    assert text.count("peer-broken") == 5

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 
-from meshpki import checks, profiles
+from meshpki import checks, pem, profiles
 from meshpki.audit.model import (
     DEFAULT_CRIT_DAYS,
     DEFAULT_WARN_DAYS,
@@ -77,13 +77,9 @@ def grade_expiry(not_after: dt.datetime, at: dt.datetime, warn_days: int, crit_d
 
 
 def _parse(data: bytes | None) -> list[x509.Certificate]:
-    """Certificates of one PEM file; a damaged file yields none (verify reports it)."""
-    if not data or b"-----BEGIN CERTIFICATE-----" not in data:
-        return []
-    try:
-        return x509.load_pem_x509_certificates(data)
-    except Exception:  # damaged PEM: the fails-verify row explains it
-        return []
+    """Certificates of one PEM file as istiod reads root-cert.pem: damaged blocks
+    are skipped (the fails-verify row explains them)."""
+    return list(pem.read_certs(data, pem.Policy.SKIP).certs) if data else []
 
 
 def bundle_certificates(bundle: Bundle) -> list[tuple[str, x509.Certificate]]:
