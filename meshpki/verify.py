@@ -17,6 +17,7 @@ from meshpki import checks
 from meshpki.bundle import Bundle, differing_roles, load_folder
 from meshpki.checks import BundleReport, PairReport, Severity
 from meshpki.errors import InputError
+from meshpki.findings import finding
 from meshpki.kube import SecretRef
 from meshpki.store import is_cluster_name
 
@@ -113,8 +114,8 @@ def read_live(store, source: SecretRef) -> tuple[Target | None, tuple[checks.Fin
     where, label = source.where, live_label(source)
     secret = source.connect().read_secret(source.namespace, source.secret_name)
     if secret is None:
-        return None, (checks.Finding(Severity.ERROR, "missing-secret",
-                                     f"context {source.context} has no {where} secret: istiod falls back to a "
+        return None, (finding("missing-secret",
+                              f"context {source.context} has no {where} secret: istiod falls back to a "
                                      "self-signed root and the mesh is split", None,
                                      f"meshpki push {source.cluster} --context {source.context}"),)
     live = Bundle.from_secret_data(secret.data, label)
@@ -123,13 +124,13 @@ def read_live(store, source: SecretRef) -> tuple[Target | None, tuple[checks.Fin
         return target, ()
     differ = differing_roles(store.load_bundle(source.cluster), live)
     if differ:
-        return target, (checks.Finding(Severity.WARNING, "drift",
-                                       f"{where} differs from the store's bundle for {source.cluster} "
+        return target, (finding("drift",
+                                f"{where} differs from the store's bundle for {source.cluster} "
                                        f"({', '.join(differ)})", None,
                                        f"meshpki push {source.cluster} --context {source.context}, or find out "
                                        "who changed the secret"),)
-    return target, (checks.Finding(Severity.INFO, "matches-store",
-                                   f"{where} is byte for byte the store's bundle for {source.cluster}"),)
+    return target, (finding("matches-store",
+                            f"{where} is byte for byte the store's bundle for {source.cluster}"),)
 
 
 def run(store, names: Sequence[str], all_clusters: bool = False, now: dt.datetime | None = None,

@@ -41,7 +41,7 @@ def test_a_file_without_certificates_is_unusable_under_every_policy(data):
 
 
 def test_certificates_raises_one_line_naming_the_file():
-    with pytest.raises(BundleError, match="root-cert.pem holds no PEM certificate"):
+    with pytest.raises(BundleError, match=r"root-cert\.pem holds no PEM certificate"):
         pem.certificates(b"junk", "root-cert.pem")
-    with pytest.raises(BundleError, match="root-cert.pem: block 2"):
+    with pytest.raises(BundleError, match=r"root-cert\.pem: block 2"):
         pem.certificates(f.pem(A) + FOREIGN, "root-cert.pem")
