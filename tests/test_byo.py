@@ -368,3 +368,13 @@ def test_a_site_completed_bundle_pushes(cli, root_store, tmp_path, kube_api, kub
     assert result.exit_code == 0, result.output
     live = kube_api.cluster("cluster2").get_secret("istio-system", "cacerts")
     assert live["data"][CA_CERT] == (site / "clusters" / "cluster2" / CA_CERT).read_bytes()
+
+
+def test_the_root_holder_audits_what_it_signed(cli, root_store, tmp_path):
+    req = tmp_path / "r.csr"
+    make_request(cli, tmp_path / "site", req)
+    assert cli("sign", str(req), "--out", str(tmp_path / "s"), "--days", "20", env=at(root_store)).exit_code == 0
+    result = cli("audit", "-o", "json", env=at(root_store))
+    rows = [r for r in json.loads(result.stdout)["rows"] if r["source"] == "signed"]
+    assert [(r["cluster"], r["role"], r["grade"]) for r in rows] == [("cluster2", "intermediate", "WARNING")]
+    assert result.exit_code == 1  # WARNING: due within --warn-days 30

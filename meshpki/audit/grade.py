@@ -22,6 +22,7 @@ from meshpki.audit.model import (
     ROLE_INTERMEDIATE,
     ROLE_ROOT,
     SOURCE_LIVE,
+    SOURCE_SIGNED,
     SOURCE_STORE,
     AuditReport,
     AuditRow,
@@ -156,6 +157,8 @@ class _Grader:
             self.bundle("", SOURCE_STORE, None, Condition(Grade.UNKNOWN, "unreadable", view.root_error))
         for obs in view.clusters:
             self.observation(obs)
+        for cluster, cert in view.signed:
+            self.cert(cluster, SOURCE_SIGNED, ROLE_INTERMEDIATE, cert, None)
 
     def observation(self, obs: Observation, store_bundle: Bundle | None = None) -> None:
         if obs.error is not None:

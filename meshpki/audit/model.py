@@ -21,6 +21,7 @@ CLUSTER_NAME_ENV = "MESHPKI_CLUSTER_NAME"
 
 SOURCE_STORE = "store"
 SOURCE_LIVE = "live"
+SOURCE_SIGNED = "signed"  # a cluster CA this store signed from a CSR; its key lives at the site (byo.py)
 ROLE_ROOT = "root"
 ROLE_INTERMEDIATE = "intermediate"
 ROLE_BUNDLE = "bundle"  # a row about a whole bundle or secret, not one certificate
@@ -174,6 +175,7 @@ class StoreView:
     roots: tuple[x509.Certificate, ...] = ()
     clusters: tuple[Observation, ...] = ()
     root_error: str | None = None
+    signed: tuple[tuple[str, x509.Certificate], ...] = ()  # (cluster, its CA) from the CSR inventory
 
 
 

@@ -27,7 +27,7 @@ DEFAULT_PARALLEL = 32
 def read_store(store: Any) -> StoreView | None:
     """The store's roots and bundles; None when there is no store to audit
     (a pod, a machine that only monitors). Audit never writes or locks it."""
-    if store is None or not (store.has_root() or store.clusters()):
+    if store is None or not (store.has_root() or store.clusters() or store.signed_clusters()):
         return None
     roots: list[x509.Certificate] = []
     root_error = None
@@ -48,7 +48,21 @@ def read_store(store: Any) -> StoreView | None:
             clusters.append(Observation(name, SOURCE_STORE, bundle=store.load_bundle(name)))
         except MeshPKIError as exc:
             clusters.append(Observation(name, SOURCE_STORE, error=str(exc)))
-    return StoreView(tuple(_unique_certs(roots)), tuple(clusters), root_error)
+    return StoreView(tuple(_unique_certs(roots)), tuple(clusters), root_error, tuple(_signed(store)))
+
+
+def _signed(store: Any) -> list[tuple[str, x509.Certificate]]:
+    """Cluster CAs signed from CSRs: the root holder watches their expiry too."""
+    from meshpki.bundle import CA_CERT, parse_certs
+
+    found = []
+    for name in store.signed_clusters():
+        path = store.signed_dir / name / CA_CERT
+        try:
+            found.append((name, parse_certs(path.read_bytes(), str(path))[0]))
+        except (OSError, MeshPKIError):
+            continue  # a damaged inventory copy: the site's own audit grades its real bundle
+    return found
 
 
 def read_live(target: SecretRef) -> Observation:
