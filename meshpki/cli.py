@@ -1067,6 +1067,94 @@ def complete_cmd(settings: Settings, cluster: str, folder: Path, output: str) ->
     emit(data, output, text + f"\nnext: meshpki verify {cluster}, then meshpki push {cluster} --context CTX")
 
 
+@cli.command("remote-secret")
+@store_options
+@click.argument("cluster", required=False)
+@click.option("--context", default=None, metavar="CTX",
+              help="kubeconfig context of the REMOTE cluster [default: the fleet file's, else CLUSTER].")
+@click.option("--primary-context", default=None, metavar="CTX",
+              help="kubeconfig context of the primary whose istiod reads CLUSTER [default: the fleet file's "
+                   "only primary that lists CLUSTER].")
+@connection_options
+@click.option("--all", "all_remotes", is_flag=True,
+              help="Every remote of every primary in the fleet file (`remotes:` of a cluster).")
+@click.option("--service-account", default="istio-reader-service-account", show_default=True, metavar="NAME",
+              help="Service account in the remote that istiod reads as.")
+@click.option("--namespace", default="istio-system", show_default=True,
+              help="Namespace of the service account (remote) and of the secret (primary).")
+@click.option("--token-ttl", default=None, metavar="DURATION",
+              help="Use a TokenRequest token that expires after DURATION (e.g. 30d, 12h; at least 10m) "
+                   "instead of a long-lived token Secret.")
+@click.option("--rotate", is_flag=True,
+              help="Make a new token, update the primary, then delete the old token Secret.")
+@click.option("--token-wait", type=click.FloatRange(min=0), default=30.0, show_default=True, metavar="SECONDS",
+              help="How long to wait for the token controller to fill a new token Secret.")
+@click.option("--dry-run", is_flag=True,
+              help="Write nowhere (needs a token that already exists); with -o yaml|json print the secret.")
+@output_option("text", "yaml", "json")
+def remote_secret_cmd(settings: Settings, cluster: str | None, context: str | None, primary_context: str | None,
+                      kubeconfig: str | None, timeout: float, all_remotes: bool, service_account: str,
+                      namespace: str, token_ttl: str | None, rotate: bool, token_wait: float, dry_run: bool,
+                      output: str) -> None:
+    """Give a primary's istiod read access to a remote cluster.
+
+    In the remote: a service account, a ClusterRole that may only get, list
+    and watch what istiod reads, the binding, and a token. In the primary:
+    the Secret istio-remote-secret-CLUSTER (label istio/multiCluster=true)
+    holding a kubeconfig with that token. Every write is checked with
+    dryRun=All first; an unchanged secret writes nothing.
+
+    \b
+    Examples:
+      meshpki remote-secret cluster2 --context kind-cluster2 --primary-context kind-cluster1
+      meshpki remote-secret cluster2 --context c2 --primary-context c1 --token-ttl 30d
+      meshpki remote-secret cluster2 --context c2 --primary-context c1 --rotate
+      meshpki remote-secret --all --config samples/mesh.yaml
+      meshpki remote-secret cluster2 --context c2 --primary-context c1 --dry-run -o yaml
+    """
+    from meshpki import remote
+    from meshpki.rotate import parse_duration
+
+    ttl = parse_duration(token_ttl) if token_ttl is not None else None
+    if ttl is not None and ttl.total_seconds() < 600:
+        raise InputError(f"--token-ttl {token_ttl} is shorter than 10 minutes, the least Kubernetes issues")
+    targets = remote.resolve_targets(settings.fleet, cluster, context, primary_context, all_remotes,
+                                     kubeconfig=kubeconfig, timeout=timeout, service_account=service_account,
+                                     namespace=namespace, token_ttl=ttl, token_wait=token_wait)
+    failures = 0
+    for target in targets:
+        try:
+            _remote_secret_one(target, rotate, dry_run, output)
+        except MeshPKIError as exc:
+            if len(targets) == 1:
+                raise
+            failures += 1
+            say(f"Error: {exc}")
+    if failures:
+        raise click.ClickException(f"{failures} of {len(targets)} remote secrets failed (see above)")
+
+
+def _remote_secret_one(target, rotate: bool, dry_run: bool, output: str) -> None:
+    from meshpki import remote
+    from meshpki.render import to_json, to_yaml
+
+    result = remote.remote_secret(target, rotate=rotate, dry_run=dry_run,
+                                  progress=say if sys.stderr.isatty() else None)  # progress: terminals only
+    for warning in result.warnings:
+        say(f"warning: {warning}")
+    lines = remote.describe(result)
+    if output == "text":
+        click.echo("\n".join(lines + ([f"{target.label}: dry run, nothing written"] if dry_run else [])))
+        return
+    for line in lines:
+        say(line)
+    data = result.secret.manifest() if dry_run else result.summary()
+    click.echo(to_yaml(data) if output == "yaml" else to_json(data))
+    if dry_run:
+        say(f"{target.label}: dry run, nothing written; the manifest above holds a bearer token for "
+            f"{target.cluster}: keep it out of logs and git")
+
+
 def main() -> None:
     cli(prog_name="meshpki")
 

@@ -1,7 +1,9 @@
 """The fleet file (`--config` / MESHPKI_CONFIG): defaults and the clusters.
 
 It lets `push --all` and `audit` know every cluster and its kubeconfig
-context, and saves typing the same key type and validity on every command.
+context, says which clusters are primaries and which remote clusters each
+one's istiod reads (`remotes:`, for `remote-secret --all` and audit), and
+saves typing the same key type and validity on every command.
 Command-line options always win over it.
 """
 
@@ -16,7 +18,7 @@ from meshpki.keys import KeyType
 from meshpki.store import validate_cluster_name
 
 _DEFAULT_KEYS = {"key_type", "root_days", "days", "org", "kubeconfig", "namespace", "secret_name"}
-_CLUSTER_KEYS = {"name", "context", "kubeconfig"}
+_CLUSTER_KEYS = {"name", "context", "kubeconfig", "remotes"}
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,12 @@ class FleetCluster:
     name: str
     context: str
     kubeconfig: str | None = None
+    remotes: tuple[str, ...] = ()
+    """The clusters this one's istiod reads; a cluster that lists any is a primary."""
+
+    @property
+    def primary(self) -> bool:
+        return bool(self.remotes)
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,10 @@ class Fleet:
 
     def cluster(self, name: str) -> FleetCluster | None:
         return next((c for c in self.clusters if c.name == name), None)
+
+    @property
+    def primaries(self) -> tuple[FleetCluster, ...]:
+        return tuple(c for c in self.clusters if c.primary)
 
     def cluster_for_context(self, context: str) -> str:
         """A context maps to its cluster through the fleet file, else it is the cluster name."""
@@ -85,11 +97,22 @@ def _parse(raw: dict[str, Any], path: Path) -> Fleet:
     for i, entry in enumerate(raw.get("clusters") or []):
         if not isinstance(entry, dict) or "name" not in entry or set(entry) - _CLUSTER_KEYS:
             raise InputError(f"fleet file {path}: clusters[{i}] needs `name` (and optionally "
-                             "`context`, `kubeconfig`), nothing else")
+                             "`context`, `kubeconfig`, `remotes`), nothing else")
         name = validate_cluster_name(str(entry["name"]))
-        clusters.append(FleetCluster(name, str(entry.get("context") or name), entry.get("kubeconfig")))
-    if len({c.name for c in clusters}) != len(clusters):
+        remotes = entry.get("remotes") or []
+        if not isinstance(remotes, list) or not all(isinstance(r, str) for r in remotes):
+            raise InputError(f"fleet file {path}: clusters[{i}].remotes must be a list of cluster names")
+        clusters.append(FleetCluster(name, str(entry.get("context") or name), entry.get("kubeconfig"),
+                                     tuple(remotes)))
+    names = {c.name for c in clusters}
+    if len(names) != len(clusters):
         raise InputError(f"fleet file {path}: a cluster name appears twice")
+    for c in clusters:
+        for remote in c.remotes:
+            if remote not in names or remote == c.name:
+                why = "is the cluster itself" if remote == c.name else "is not a cluster of this file"
+                raise InputError(f"fleet file {path}: {c.name}.remotes names {remote!r}, which {why}; "
+                                 "list the other clusters this primary's istiod reads")
     return Fleet(
         key_type=KeyType.parse(str(defaults["key_type"])) if "key_type" in defaults else None,
         root_days=_positive(defaults, "root_days", path),

@@ -229,30 +229,42 @@ def list_contexts(kubeconfig: str | os.PathLike[str] | None = None) -> list[str]
 class _Op:
     """One API call, described well enough to explain a refusal."""
 
-    verb: str  # RBAC verb: get, create, update, patch
-    resource: str  # secrets, namespaces
+    verb: str  # RBAC verb: get, list, create, update, patch, delete
+    resource: str  # secrets, namespaces, serviceaccounts, serviceaccounts/token, clusterroles, ...
     namespace: str | None
     name: str
+    group: str = ""  # API group: "" is core
 
     @property
     def what(self) -> str:
         if self.resource == "namespaces":
             return f"namespace {self.name}"
-        return f"secret {self.namespace}/{self.name}"
+        if not self.name:
+            return f"{self.resource} in {self.namespace}" if self.namespace else self.resource
+        kind = {"secrets": "secret", "serviceaccounts": "serviceaccount", "clusterroles": "clusterrole",
+                "clusterrolebindings": "clusterrolebinding",
+                "serviceaccounts/token": "a token of serviceaccount"}.get(self.resource, self.resource)
+        return f"{kind} {self.namespace}/{self.name}" if self.namespace else f"{kind} {self.name}"
 
     def rbac_rule(self) -> str:
         """The RBAC rule that would allow this call (create cannot be limited by
         resourceNames: https://kubernetes.io/docs/reference/access-authn-authz/rbac/#referring-to-resources)."""
+        rule = f'apiGroups ["{self.group}"], resources ["{self.resource}"]'
         if self.resource == "namespaces":
             return (
                 f'a ClusterRole with apiGroups [""], resources ["namespaces"], verbs ["{self.verb}"] '
                 f"bound to that user (or create namespace {self.name} beforehand)"
             )
-        if self.verb == "create":
-            return (
-                f'a Role in {self.namespace} with apiGroups [""], resources ["secrets"], verbs ["create"] '
-                "and a RoleBinding to that user (create cannot be limited by resourceNames)"
-            )
+        if self.namespace is None:
+            # Kubernetes refuses to let a user grant what it does not hold:
+            # https://kubernetes.io/docs/reference/access-authn-authz/rbac/#privilege-escalation-prevention-and-bootstrapping
+            extra = {"clusterroles": ' (and hold every permission the role grants, or verbs ["escalate"])',
+                     "clusterrolebindings": ' (and hold every permission of the bound role, or verbs ["bind"] '
+                                            "on clusterroles)"}.get(self.resource, "") if self.verb == "create" else ""
+            return f'a ClusterRole with {rule}, verbs ["{self.verb}"] and a ClusterRoleBinding to that user{extra}'
+        if self.verb in ("create", "list") or self.resource != "secrets":
+            limit = " (create cannot be limited by resourceNames)" if self.verb == "create" else ""
+            return f'a Role in {self.namespace} with {rule}, verbs ["{self.verb}"] and a RoleBinding to that user{limit}'
         verbs = ["get", "update", "patch"]
         if self.verb not in verbs:
             verbs.append(self.verb)
@@ -325,7 +337,7 @@ def _api_error(ctx: str, server: str, op: _Op, status: int, reason_phrase: str, 
             409,
         )
     if status == 404:
-        if op.verb == "create" and op.resource == "secrets":
+        if op.verb == "create" and op.namespace and op.resource != "serviceaccounts/token":
             return KubeError(
                 f"context {ctx}: cannot create {op.what} (404 Not Found{said}); create namespace {op.namespace} first",
                 404,
@@ -807,3 +819,105 @@ class Cluster:
         op = _Op("patch", "secrets", namespace, name)
         return _live_secret(self._request(op, "PATCH", _secret_path(namespace, name), {"metadata": meta},
                                           content_type="application/merge-patch+json"))
+
+    # -- remote clusters: service accounts, RBAC, tokens --------------------
+    def read_object(self, op: _Op, path: str) -> dict[str, Any] | None:
+        """Any object by its REST path, or None when it does not exist."""
+        try:
+            return self._request(op, "GET", path)
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create_object(self, op: _Op, collection: str, body: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        """POST `body` to a collection path; dry_run: the API server checks
+        (authorization, admission) and stores nothing."""
+        return self._request(op, "POST", collection + ("?dryRun=All" if dry_run else ""), body)
+
+    def replace_object(self, op: _Op, path: str, body: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        """PUT `body` (with metadata.resourceVersion: a conditional update)."""
+        return self._request(op, "PUT", path + ("?dryRun=All" if dry_run else ""), body)
+
+    def delete_secret(self, namespace: str, name: str) -> bool:
+        """Delete the secret; False when it was already gone."""
+        op = _Op("delete", "secrets", namespace, name)
+        try:
+            self._request(op, "DELETE", _secret_path(namespace, name))
+        except KubeError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def list_secrets(self, namespace: str, label_selector: str) -> list[LiveSecret]:
+        """The secrets of a namespace that carry the labels (a `labelSelector`)."""
+        from urllib.parse import quote
+
+        op = _Op("list", "secrets", namespace, "")
+        body = self._request(op, "GET", f"/api/v1/namespaces/{_q(namespace)}/secrets"
+                                        f"?labelSelector={quote(label_selector, safe='')}")
+        return [_live_secret(item) for item in body.get("items") or []]
+
+    def request_token(self, namespace: str, service_account: str, seconds: int) -> str:
+        """A TokenRequest: a token for the service account that expires after `seconds`."""
+        op = _Op("create", "serviceaccounts/token", namespace, service_account)
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                "spec": {"expirationSeconds": seconds}}
+        answer = self._request(op, "POST", f"/api/v1/namespaces/{_q(namespace)}/serviceaccounts/"
+                                           f"{_q(service_account)}/token", body)
+        token = (answer.get("status") or {}).get("token")
+        if not isinstance(token, str) or not token:
+            raise KubeError(f"context {self.context}: the API server answered the TokenRequest for serviceaccount "
+                            f"{namespace}/{service_account} without a token; check the API server's version (1.22+)")
+        return token
+
+
+def op(verb: str, resource: str, namespace: str | None, name: str, group: str = "") -> _Op:
+    """Describe an API call for `Cluster.read_object`/`create_object` (messages name the RBAC rule)."""
+    return _Op(verb, resource, namespace, name, group)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a context's API server is and which CA vouches for it, as the kubeconfig says."""
+
+    context: str
+    server: str
+    ca_pem: bytes | None  # None: the kubeconfig names no CA (system trust or insecure)
+
+
+def context_endpoint(context: str, kubeconfig: str | os.PathLike[str] | None = None) -> Endpoint:
+    """The server and CA of a kubeconfig context: what another cluster's istiod
+    needs to reach this API server (certificate-authority-data, or the file
+    certificate-authority names, relative to its kubeconfig)."""
+    config = _load_kubeconfig(kubeconfig)
+    if config is None:
+        raise KubeError(_missing_kubeconfig_message(kubeconfig))
+    if context not in config.contexts:
+        raise KubeError(f'context "{context}" not found in kubeconfig {config.where} '
+                        f"(contexts: {', '.join(config.contexts) or 'none'}); pass --context with one of them")
+    found = config._entry("contexts", context)
+    ctx = (found[1].get("context") if found else None) or {}
+    cluster = config._entry("clusters", ctx.get("cluster")) if isinstance(ctx, dict) else None
+    entry = (cluster[1].get("cluster") if cluster else None) or {}
+    server = entry.get("server") if isinstance(entry, dict) else None
+    if not isinstance(server, str) or not server:
+        raise KubeError(f"context {context}: kubeconfig {config.where} gives its cluster no server; "
+                        "fix that entry of the kubeconfig")
+    ca: bytes | None = None
+    if entry.get("certificate-authority-data"):
+        try:
+            ca = base64.b64decode(str(entry["certificate-authority-data"]), validate=True)
+        except ValueError:
+            raise KubeError(f"context {context}: certificate-authority-data in kubeconfig {config.where} is not "
+                            "base64; fix that entry of the kubeconfig") from None
+    elif entry.get("certificate-authority") and cluster is not None:
+        path = os.path.join(os.path.dirname(cluster[0]), os.path.expanduser(str(entry["certificate-authority"])))
+        try:
+            with open(path, "rb") as f:
+                ca = f.read()
+        except OSError as exc:
+            raise KubeError(f"context {context}: cannot read certificate-authority {_display(path)} "
+                            f"({exc.strerror or exc}); fix that entry of the kubeconfig") from None
+    return Endpoint(context, server, ca)

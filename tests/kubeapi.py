@@ -28,6 +28,8 @@ import base64
 import contextlib
 import copy
 import datetime
+import hashlib
+import hmac
 import ipaddress
 import json
 import os
@@ -36,6 +38,7 @@ import socket
 import ssl
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -83,6 +86,22 @@ WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _READ_VERBS = frozenset({"get", "list", "watch"})
 _ALL_VERBS = frozenset({"get", "list", "watch", "create", "update", "patch", "delete"})
 _DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+RBAC_GROUP = "rbac.authorization.k8s.io"
+SA_TOKEN_TYPE = "kubernetes.io/service-account-token"
+SA_NAME_ANNOTATION = "kubernetes.io/service-account.name"
+# Objects beyond namespaces and secrets, stored as given: enough to set up a
+# remote cluster's reader and to prove what its token may do.
+# resource -> (API group, namespaced, kind)
+_OBJECTS = {
+    "serviceaccounts": ("", True, "ServiceAccount"),
+    "services": ("", True, "Service"),
+    "pods": ("", True, "Pod"),
+    "endpoints": ("", True, "Endpoints"),
+    "configmaps": ("", True, "ConfigMap"),
+    "nodes": ("", False, "Node"),
+    "clusterroles": (RBAC_GROUP, False, "ClusterRole"),
+    "clusterrolebindings": (RBAC_GROUP, False, "ClusterRoleBinding"),
+}
 # What the API server validates secret keys against (validation.IsConfigMapKey).
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 _REASONS = {
@@ -314,6 +333,28 @@ def _json_patch(obj: dict[str, Any], ops: Any) -> dict[str, Any]:
     return doc
 
 
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+_SELECTOR_TERM = re.compile(r"^(!?)([^!=]+?)(?:(==|=|!=)(.*))?$")
+
+
+def _selected(obj: dict[str, Any], query: dict[str, list[str]]) -> bool:
+    """Whether the object's labels match ?labelSelector= (equality and existence terms)."""
+    labels = obj.get("metadata", {}).get("labels") or {}
+    for term in filter(None, (t.strip() for t in (query.get("labelSelector") or [""])[0].split(","))):
+        match = _SELECTOR_TERM.match(term)
+        if match is None:
+            raise _APIError(400, f"unable to parse requirement: {term!r}", "BadRequest")
+        negate, key, op, value = match.groups()
+        key = key.strip()
+        ok = (key in labels) != bool(negate) if op is None else (labels.get(key) == value.strip()) != (op == "!=")
+        if not ok:
+            return False
+    return True
+
+
 # --------------------------------------------------------------------------
 # Virtual clusters
 
@@ -336,6 +377,7 @@ class _Failure:
     remaining: int
     methods: frozenset[str] | None
     message: str
+    skip: int = 0  # matching requests to let through first
 
 
 @dataclass
@@ -343,6 +385,7 @@ class _User:
     name: str
     verbs: frozenset[str]
     resources: frozenset[str] | None = None  # None: every resource
+    service_account: tuple[str, str] | None = None  # (namespace, name): RBAC objects decide
 
 
 class VirtualCluster:
@@ -355,6 +398,10 @@ class VirtualCluster:
         self._rv = 0
         self._namespaces: dict[str, dict[str, Any]] = {}
         self._secrets: dict[tuple[str, str], dict[str, Any]] = {}
+        self._objects: dict[tuple[str, str, str], dict[str, Any]] = {}  # (resource, namespace or "", name)
+        self._signing_key = os.urandom(32)  # this cluster's token key: another cluster's tokens fail
+        self.token_controller = True
+        """False: token Secrets stay empty (a stalled kube-controller-manager)."""
         self._calls: list[Call] = []
         self._failures: list[_Failure] = []
         self._drops = 0
@@ -386,9 +433,11 @@ class VirtualCluster:
                                        frozenset(resources) if resources is not None else None)
 
     def fail_next(
-        self, status: int = 500, count: int = 1, methods: Iterable[str] | None = None, message: str | None = None
+        self, status: int = 500, count: int = 1, methods: Iterable[str] | None = None, message: str | None = None,
+        skip: int = 0,
     ) -> None:
-        """Answer the next `count` requests (of `methods`, default any) with `status`."""
+        """Answer the next `count` requests (of `methods`, default any) with
+        `status`, after letting `skip` of them through."""
         with self._lock:
             self._failures.append(
                 _Failure(
@@ -396,6 +445,7 @@ class VirtualCluster:
                     count,
                     frozenset(m.upper() for m in methods) if methods is not None else None,
                     message or f"injected failure ({status})",
+                    skip,
                 )
             )
 
@@ -552,7 +602,7 @@ class VirtualCluster:
         if auth.lower().startswith("bearer "):
             token = auth[7:].strip()
         with self._lock:
-            user = self.tokens.get(token) if token else None
+            user = (self.tokens.get(token) or self._token_user(token)) if token else None
             self._calls.append(Call(method, path, query, content_type, user.name if user else None, body))
             if self._drops:
                 self._drops -= 1
@@ -560,6 +610,9 @@ class VirtualCluster:
             delay = self.delay
             failure = None
             for f in self._failures:
+                if (f.methods is None or method in f.methods) and f.skip:
+                    f.skip -= 1
+                    break
                 if f.methods is None or method in f.methods:
                     failure = f
                     f.remaining -= 1
@@ -589,6 +642,9 @@ class VirtualCluster:
                 {"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:443"}]}, {}
         if parts == ["api", "v1"]:
             return 200, self._discovery(), {}
+        routed = self._route_objects(method, parts, query, user, body)
+        if routed is not None:
+            return routed
         if parts[:2] != ["api", "v1"] or len(parts) < 3 or parts[2] != "namespaces":
             raise _APIError(404, "the server could not find the requested resource", "NotFound")
         rest = parts[3:]
@@ -617,7 +673,8 @@ class VirtualCluster:
             verb = {"GET": "list", "POST": "create"}.get(method)
             self._authorize(user, verb, "secrets", None, ns, method)
             if method == "GET":
-                return 200, self._list("SecretList", (o for (n, _), o in self._secrets.items() if n == ns)), {}
+                return 200, self._list("SecretList", (o for (n, _), o in self._secrets.items()
+                                                      if n == ns and _selected(o, query))), {}
             return self._create_secret(ns, body, query)
         name = rest[2]
         verb = {"GET": "get", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method)
@@ -641,11 +698,15 @@ class VirtualCluster:
         return self._patch_secret(ns, name, current, body, content_type, query)
 
     def _authorize(
-        self, user: _User, verb: str | None, resource: str, name: str | None, namespace: str | None, method: str
+        self, user: _User, verb: str | None, resource: str, name: str | None, namespace: str | None, method: str,
+        group: str = "",
     ) -> None:
         if verb is None:
             raise _APIError(405, f"the server does not allow this method on the requested resource ({method})")
-        if verb in user.verbs and (user.resources is None or resource in user.resources):
+        if user.service_account is not None:
+            if self._rbac_allows(user.service_account, verb, group, resource, name):
+                return
+        elif verb in user.verbs and (user.resources is None or resource in user.resources):
             return
         subject = f'{resource} "{name}"' if name else resource
         scope = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
@@ -654,7 +715,7 @@ class VirtualCluster:
             details["name"] = name
         raise _APIError(
             403,
-            f'{subject} is forbidden: User "{user.name}" cannot {verb} resource "{resource}" in API group "" {scope}',
+            f'{subject} is forbidden: User "{user.name}" cannot {verb} resource "{resource}" in API group "{group}" {scope}',
             "Forbidden",
             details,
         )
@@ -708,6 +769,8 @@ class VirtualCluster:
         if meta.get("name") != name:
             raise _APIError(400, f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})")
         obj.setdefault("type", "Opaque")
+        if obj["type"] == SA_TOKEN_TYPE and not (meta.get("annotations") or {}).get(SA_NAME_ANNOTATION):
+            raise _invalid("secrets", name, f"metadata.annotations[{SA_NAME_ANNOTATION}]", "Required value")
         data = obj.get("data") or {}
         for key, value in (obj.pop("stringData", None) or {}).items():
             data[key] = base64.b64encode(str(value).encode()).decode()
@@ -794,6 +857,175 @@ class VirtualCluster:
         if not self._dry_run(query):
             self._secrets[(ns, name)] = obj
         return 200, copy.deepcopy(obj), {}
+
+    # -- service accounts, tokens, RBAC and other objects -------------------
+    def put_object(self, resource: str, obj: dict[str, Any]) -> None:
+        """Seed an object of `_OBJECTS` (a Service to list, a ClusterRole...)."""
+        with self._lock:
+            obj = copy.deepcopy(obj)
+            meta = obj.setdefault("metadata", {})
+            group, namespaced, kind = _OBJECTS[resource]
+            obj.update(kind=kind, apiVersion=f"{group}/v1" if group else "v1")
+            if namespaced:
+                self.add_namespace(meta.setdefault("namespace", "default"))
+            self._stamp(obj, None)
+            self._objects[(resource, meta.get("namespace", "") if namespaced else "", meta["name"])] = obj
+
+    def get_object(self, resource: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            obj = self._objects.get((resource, namespace or "", name))
+            return copy.deepcopy(obj) if obj is not None else None
+
+    def _route_objects(
+        self, method: str, parts: list[str], query: dict[str, list[str]], user: _User, body: Any
+    ) -> tuple[int, Any, dict[str, str]] | None:
+        """/api/v1/RES[/NAME], /api/v1/namespaces/NS/RES[/NAME[/token]] and
+        /apis/rbac.authorization.k8s.io/v1/RES[/NAME]; None for namespaces and
+        secrets, which `_route` serves."""
+        if parts[:3] == ["apis", RBAC_GROUP, "v1"]:
+            group, ns, rest = RBAC_GROUP, None, parts[3:]
+        elif parts[:2] == ["api", "v1"] and len(parts) > 2 and parts[2] != "namespaces":
+            group, ns, rest = "", None, parts[2:]
+        elif parts[:3] == ["api", "v1", "namespaces"] and len(parts) > 4 and parts[4] != "secrets":
+            group, ns, rest = "", parts[3], parts[4:]
+        else:
+            return None
+        resource, name = rest[0], (rest[1] if len(rest) > 1 else None)
+        spec = _OBJECTS.get(resource)
+        namespaced = bool(spec and spec[1])
+        if (spec is None or spec[0] != group or len(rest) > 3 or (ns is not None and not namespaced)
+                or (ns is None and namespaced and name is not None)):
+            raise _APIError(404, "the server could not find the requested resource", "NotFound")
+        if len(rest) == 3:
+            if rest[1:] != [name, "token"] or resource != "serviceaccounts" or ns is None:
+                raise _APIError(404, "the server could not find the requested resource", "NotFound")
+            self._authorize(user, "create" if method == "POST" else None, "serviceaccounts/token", name, ns, method)
+            return self._token_request(ns, str(name), body)
+        if name is None:
+            verb = {"GET": "list", "POST": "create"}.get(method)
+            self._authorize(user, verb, resource, None, ns, method, group)
+            if method == "GET":
+                items = (o for (r, n, _), o in self._objects.items()
+                         if r == resource and (ns is None or n == ns) and _selected(o, query))
+                return 200, self._list(f"{spec[2]}List", items), {}
+            return self._create_object(resource, ns, body, query)
+        verb = {"GET": "get", "DELETE": "delete"}.get(method)
+        self._authorize(user, verb, resource, name, ns, method, group)
+        key = (resource, ns or "", name)
+        if key not in self._objects:
+            raise _not_found(resource, name)
+        if method == "DELETE" and not self._dry_run(query):
+            return 200, self._objects.pop(key), {}
+        return 200, copy.deepcopy(self._objects[key]), {}
+
+    def _create_object(
+        self, resource: str, ns: str | None, body: Any, query: dict[str, list[str]]
+    ) -> tuple[int, Any, dict[str, str]]:
+        group, _, kind = _OBJECTS[resource]
+        name = (body.get("metadata") or {}).get("name") if isinstance(body, dict) else None
+        if not name:
+            raise _invalid(resource, "", "metadata.name", "Required value: name or generateName is required")
+        if ns is not None and ns not in self._namespaces:
+            raise _not_found("namespaces", ns)
+        if (resource, ns or "", name) in self._objects:
+            raise _APIError(409, f'{resource} "{name}" already exists', "AlreadyExists",
+                            {"name": name, "kind": resource})
+        obj = copy.deepcopy(body)
+        obj.update(kind=kind, apiVersion=f"{group}/v1" if group else "v1")
+        if ns is not None:
+            obj["metadata"]["namespace"] = ns
+        self._stamp(obj, None)
+        if not self._dry_run(query):
+            self._objects[(resource, ns or "", name)] = obj
+        return 201, copy.deepcopy(obj), {}
+
+    def _token_request(self, ns: str, name: str, body: Any) -> tuple[int, Any, dict[str, str]]:
+        """A TokenRequest: a token for the service account that expires."""
+        if ("serviceaccounts", ns, name) not in self._objects:
+            raise _not_found("serviceaccounts", name)
+        spec = (body or {}).get("spec") or {} if isinstance(body, dict) else {}
+        seconds = spec.get("expirationSeconds", 3600)
+        if not isinstance(seconds, int) or seconds < 600:
+            raise _invalid("TokenRequest", name, "spec.expirationSeconds", "may not specify a duration less than 10 minutes")
+        exp = int(time.time()) + seconds
+        return 201, {
+            "kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"name": name, "namespace": ns, "creationTimestamp": _now()},
+            "spec": {"audiences": spec.get("audiences") or [], "expirationSeconds": seconds},
+            "status": {"token": self._mint(ns, name, exp, None),
+                       "expirationTimestamp": datetime.datetime.fromtimestamp(exp, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")},
+        }, {}
+
+    def _mint(self, ns: str, sa: str, exp: int | None, secret: str | None) -> str:
+        """A JWT like the API server's (HS256 with this cluster's key instead of RS256)."""
+        claims: dict[str, Any] = {"iss": "kubernetes/serviceaccount", "sub": f"system:serviceaccount:{ns}:{sa}",
+                                  "iat": int(time.time())}
+        if exp is not None:
+            claims["exp"] = exp
+        if secret is not None:  # the legacy token's claim: valid only while that Secret holds it
+            claims["kubernetes.io/serviceaccount/secret.name"] = secret
+        signing_input = f"{_b64url(json.dumps({'alg': 'HS256', 'typ': 'JWT'}).encode())}.{_b64url(json.dumps(claims).encode())}"
+        return f"{signing_input}.{_b64url(hmac.new(self._signing_key, signing_input.encode(), hashlib.sha256).digest())}"
+
+    def _token_user(self, token: str) -> _User | None:
+        """The service account a token minted by this cluster stands for, if it is still valid."""
+        try:
+            head, payload, sig = token.split(".")
+            expected = hmac.new(self._signing_key, f"{head}.{payload}".encode(), hashlib.sha256).digest()
+            if not hmac.compare_digest(_b64url(expected), sig):
+                return None
+            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+            _, _, ns, sa = claims["sub"].split(":")
+        except (ValueError, KeyError, TypeError):
+            return None
+        if "exp" in claims and claims["exp"] <= time.time():
+            return None
+        if ("serviceaccounts", ns, sa) not in self._objects:
+            return None
+        secret_name = claims.get("kubernetes.io/serviceaccount/secret.name")
+        if secret_name is not None:
+            secret = self._secrets.get((ns, secret_name)) or {}
+            if (secret.get("data") or {}).get("token") != base64.b64encode(token.encode()).decode():
+                return None
+        return _User(claims["sub"], frozenset(), None, (ns, sa))
+
+    def _rbac_allows(self, sa: tuple[str, str], verb: str, group: str, resource: str, name: str | None) -> bool:
+        """ClusterRoleBindings to this service account, and their ClusterRoles' rules."""
+        def has(values: Any, value: str) -> bool:
+            return isinstance(values, list) and ("*" in values or value in values)
+
+        for (res, _, _), binding in self._objects.items():
+            if res != "clusterrolebindings" or not any(
+                    s.get("kind") == "ServiceAccount" and (s.get("namespace"), s.get("name")) == sa
+                    for s in binding.get("subjects") or []):
+                continue
+            ref = binding.get("roleRef") or {}
+            role = self._objects.get(("clusterroles", "", ref.get("name", ""))) if ref.get("kind") == "ClusterRole" else None
+            for rule in (role or {}).get("rules") or []:
+                if (has(rule.get("apiGroups"), group) and has(rule.get("resources"), resource)
+                        and has(rule.get("verbs"), verb)
+                        and (not rule.get("resourceNames") or name in rule["resourceNames"])):
+                    return True
+        return False
+
+    def _fill_tokens(self) -> None:
+        """The token controller: fill each service-account token Secret whose account exists."""
+        with self._lock:
+            if not self.token_controller:
+                return
+            for (ns, name), obj in self._secrets.items():
+                meta = obj["metadata"]
+                sa = (meta.get("annotations") or {}).get(SA_NAME_ANNOTATION)
+                if obj.get("type") != SA_TOKEN_TYPE or (obj.get("data") or {}).get("token") or not sa:
+                    continue
+                account = self._objects.get(("serviceaccounts", ns, sa))
+                if account is None:
+                    continue
+                token = self._mint(ns, sa, None, name)
+                obj.setdefault("data", {}).update({k: base64.b64encode(v).decode() for k, v in (
+                    ("token", token.encode()), ("ca.crt", self._server.ca_pem), ("namespace", ns.encode()))})
+                meta["annotations"]["kubernetes.io/service-account.uid"] = account["metadata"]["uid"]
+                meta["resourceVersion"] = self._next_rv()
 
 
 # --------------------------------------------------------------------------
@@ -922,6 +1154,7 @@ class KubeAPIServer:
         self._stopping = threading.Event()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._controller: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------
     def start(self) -> KubeAPIServer:
@@ -930,7 +1163,15 @@ class KubeAPIServer:
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="kubeapi", daemon=True
         )
         self._thread.start()
+        self._controller = threading.Thread(target=self._token_controller, name="kubeapi-tokens", daemon=True)
+        self._controller.start()
         return self
+
+    def _token_controller(self) -> None:
+        """Like kube-controller-manager's token controller: fills token Secrets shortly after creation."""
+        while not self._stopping.wait(0.02):
+            for vc in self.clusters.values():
+                vc._fill_tokens()
 
     def stop(self) -> None:
         """Stop accepting, wake delayed requests, close keep-alive connections."""
@@ -940,8 +1181,9 @@ class KubeAPIServer:
         self._httpd.shutdown()
         self._httpd.close_connections()
         self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        for thread in (self._thread, self._controller):
+            if thread is not None:
+                thread.join(timeout=5)
         self._httpd = None
 
     def __enter__(self) -> KubeAPIServer:

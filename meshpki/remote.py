@@ -1,0 +1,530 @@
+"""`meshpki remote-secret`: give a primary's istiod read access to a remote cluster.
+
+The mesh's second credential (docs/remote-clusters.md): in the remote, a
+service account bound to a read-only ClusterRole and a token for it; in the
+primary, a kubeconfig made from that token, stored as the Secret
+`istio-remote-secret-CLUSTER` that istiod watches.
+
+The order is the safety argument. Every write, in both clusters, is first
+sent with `dryRun=All`, so a refusal (RBAC, admission, a missing namespace)
+stops the run before anything changed. Then the remote gets its service
+account, role and binding, a new token if one is needed, the primary's
+secret is written with the resourceVersion we read and read back, and only
+after that is an old token Secret deleted, so istiod never holds a dead
+token. A token Secret this run made is deleted again if a later step fails.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import ipaddress
+import json
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from meshpki import kube
+from meshpki.errors import InputError, KubeConflict, KubeError, MeshPKIError
+from meshpki.kube import DEFAULT_NAMESPACE, DEFAULT_TIMEOUT, Cluster, LiveSecret
+from meshpki.push import MANAGED_BY, MANAGED_BY_LABEL
+from meshpki.render import iso
+
+DEFAULT_SERVICE_ACCOUNT = "istio-reader-service-account"
+READER_ROLE = "meshpki-istio-reader"
+LABEL_MULTICLUSTER = "istio/multiCluster"  # what istiod's secret controller selects on
+ANN_CLUSTER = "networking.istio.io/cluster"
+ANN_TOKEN_SECRET = "meshpki.io/token-secret"  # the remote token Secret this kubeconfig's token comes from
+LABEL_FOR_PRIMARY = "meshpki.io/remote-secret-for"
+SA_TOKEN_TYPE = "kubernetes.io/service-account-token"
+SA_NAME_ANNOTATION = "kubernetes.io/service-account.name"
+RBAC = "rbac.authorization.k8s.io"
+
+# What istiod reads from a remote cluster: Istio's istio-reader ClusterRole
+# (manifests/charts/istio-control/istio-discovery/templates/reader-clusterrole.yaml),
+# read verbs only. Istio's role also lets istiod create tokenreviews and
+# subjectaccessreviews, which only a primary-remote setup (proxies of the
+# remote talking to this istiod) needs; see docs/remote-clusters.md.
+READ = ["get", "list", "watch"]
+READER_RULES: list[dict[str, Any]] = [
+    {"apiGroups": ["config.istio.io", "security.istio.io", "networking.istio.io", "authentication.istio.io",
+                   "rbac.istio.io", "telemetry.istio.io", "extensions.istio.io"],
+     "resources": ["*"], "verbs": READ},
+    {"apiGroups": [""], "resources": ["endpoints", "pods", "services", "nodes", "replicationcontrollers",
+                                      "namespaces", "secrets"], "verbs": READ},
+    {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": READ},
+    {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": READ},
+    {"apiGroups": ["multicluster.x-k8s.io"], "resources": ["serviceexports"], "verbs": READ},
+    {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": READ},
+]
+
+CREATE, UPDATE, UNCHANGED = "create", "update", "unchanged"
+
+
+class RemoteError(MeshPKIError):
+    """remote-secret was refused or could not finish."""
+
+
+@dataclass(frozen=True)
+class RemoteTarget:
+    """One remote cluster as one primary's istiod will read it."""
+
+    cluster: str  # the remote's cluster name: istiod's cluster ID and the data key
+    context: str  # kubeconfig context of the remote
+    primary: str  # the primary's cluster name (messages, token Secret labels)
+    primary_context: str
+    kubeconfig: str | None = None
+    primary_kubeconfig: str | None = None
+    service_account: str = DEFAULT_SERVICE_ACCOUNT
+    namespace: str = DEFAULT_NAMESPACE
+    token_ttl: dt.timedelta | None = None  # None: a long-lived token Secret
+    timeout: float = DEFAULT_TIMEOUT
+    token_wait: float = 30.0  # seconds for the token controller to fill a token Secret
+
+    @property
+    def secret_name(self) -> str:
+        return f"istio-remote-secret-{self.cluster}"
+
+    @property
+    def binding_name(self) -> str:
+        return f"{READER_ROLE}-{self.namespace}-{self.service_account}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.cluster} -> {self.primary}"
+
+
+@dataclass(frozen=True)
+class RemoteResult:
+    target: RemoteTarget
+    action: str  # create | update | unchanged (of the primary's secret)
+    secret: SecretSpec  # the primary's secret as written (or, dry run, as it would be)
+    token_source: str  # "secret NAME" or "TokenRequest"
+    token_expires: dt.datetime | None
+    created: tuple[str, ...] = ()  # remote objects created (dry run: would be)
+    deleted: str | None = None  # the old token Secret deleted after the primary took the new token
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+    dry_run: bool = False
+
+    def summary(self) -> dict[str, Any]:
+        """What happened, without the token: the data `-o json|yaml` prints after a real run."""
+        t = self.target
+        return {"cluster": t.cluster, "primary": t.primary, "secret": f"{t.namespace}/{t.secret_name}",
+                "action": self.action, "token": self.token_source,
+                "token_expires": iso(self.token_expires) if self.token_expires else None,
+                "created": list(self.created), "deleted": self.deleted}
+
+
+# -- tokens and kubeconfigs ----------------------------------------------------
+
+def token_expiry(token: str) -> dt.datetime | None:
+    """The JWT's `exp` claim (no signature check: only the issuer can check it);
+    None for a token without one, a legacy service-account token."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        raise RemoteError("the token is not a JWT (header.payload.signature)") from None
+    exp = claims.get("exp") if isinstance(claims, dict) else None
+    if exp is None:
+        return None
+    if not isinstance(exp, int | float) or isinstance(exp, bool):
+        raise RemoteError("the token's exp claim is not a number")
+    return dt.datetime.fromtimestamp(exp, dt.UTC)
+
+
+def build_kubeconfig(cluster: str, server: str, ca_pem: bytes | None, token: str) -> bytes:
+    """A kubeconfig with one context named after the cluster, as istiod reads it."""
+    import yaml
+
+    entry: dict[str, Any] = {"server": server}
+    if ca_pem:
+        entry["certificate-authority-data"] = base64.b64encode(ca_pem).decode()
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": cluster, "cluster": entry}],
+        "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": cluster}}],
+        "current-context": cluster,
+        "preferences": {},
+        "users": [{"name": cluster, "user": {"token": token}}],
+    }
+    return yaml.safe_dump(doc, sort_keys=False).encode()
+
+
+def kubeconfig_token(data: bytes) -> str | None:
+    """The bearer token of the current context's user in a kubeconfig; None if there is none."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(data.decode("utf-8"))
+        current = doc.get("current-context")
+        ctx = next(c["context"] for c in doc["contexts"] if c["name"] == current)
+        user = next(u["user"] for u in doc["users"] if u["name"] == ctx["user"])
+        token = user.get("token")
+    except (yaml.YAMLError, UnicodeDecodeError, AttributeError, KeyError, TypeError, StopIteration):
+        return None
+    return token if isinstance(token, str) and token else None
+
+
+def loopback_warning(context: str, server: str) -> str | None:
+    """A server address another cluster cannot reach (kind, minikube, port-forwards)."""
+    host = urlsplit(server).hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        return None
+    return (f"context {context}: server {server} is a loopback address, which istiod in the primary cannot "
+            "reach; use a kubeconfig whose server is an address the primary's pods can reach")
+
+
+# -- the objects ---------------------------------------------------------------
+
+def _managed() -> dict[str, str]:
+    return {MANAGED_BY_LABEL: MANAGED_BY}
+
+
+def _remote_objects(t: RemoteTarget) -> list[tuple[kube._Op, str, dict[str, Any]]]:
+    """(operation, collection path, body) of the service account, role and binding."""
+    meta = {"labels": _managed()}
+    return [
+        (kube.op("create", "serviceaccounts", t.namespace, t.service_account),
+         f"/api/v1/namespaces/{t.namespace}/serviceaccounts",
+         {"apiVersion": "v1", "kind": "ServiceAccount",
+          "metadata": {"name": t.service_account, "namespace": t.namespace, **meta}}),
+        (kube.op("create", "clusterroles", None, READER_ROLE, RBAC), f"/apis/{RBAC}/v1/clusterroles",
+         {"apiVersion": f"{RBAC}/v1", "kind": "ClusterRole", "metadata": {"name": READER_ROLE, **meta},
+          "rules": READER_RULES}),
+        (kube.op("create", "clusterrolebindings", None, t.binding_name, RBAC), f"/apis/{RBAC}/v1/clusterrolebindings",
+         {"apiVersion": f"{RBAC}/v1", "kind": "ClusterRoleBinding", "metadata": {"name": t.binding_name, **meta},
+          "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": READER_ROLE},
+          "subjects": [{"kind": "ServiceAccount", "name": t.service_account, "namespace": t.namespace}]}),
+    ]
+
+
+def _token_secret_body(t: RemoteTarget, name: str) -> dict[str, Any]:
+    """A Secret the token controller fills with a token that never expires
+    (what `istioctl create-remote-secret` makes since Kubernetes 1.24)."""
+    return {"apiVersion": "v1", "kind": "Secret", "type": SA_TOKEN_TYPE,
+            "metadata": {"name": name, "namespace": t.namespace,
+                         "labels": {**_managed(), LABEL_FOR_PRIMARY: t.primary},
+                         "annotations": {SA_NAME_ANNOTATION: t.service_account}}}
+
+
+@dataclass(frozen=True)
+class SecretSpec:
+    """The primary's secret as meshpki writes it."""
+
+    namespace: str
+    name: str
+    data: dict[str, bytes]
+    labels: dict[str, str]
+    annotations: dict[str, str]
+
+    def __repr__(self) -> str:  # the data holds a bearer token
+        return f"SecretSpec({self.namespace}/{self.name}, labels={self.labels!r}, annotations={self.annotations!r})"
+
+    def manifest(self) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": self.name, "namespace": self.namespace, "labels": dict(self.labels),
+                             "annotations": dict(self.annotations)},
+                "type": "Opaque", "data": {k: base64.b64encode(v).decode() for k, v in self.data.items()}}
+
+
+def _desired(t: RemoteTarget, kubeconfig: bytes, token_secret: str | None, live: LiveSecret | None) -> SecretSpec:
+    """Data, labels and annotations of the primary's secret; other tools' metadata survives."""
+    labels = {**(live.labels if live else {}), LABEL_MULTICLUSTER: "true", **_managed()}
+    annotations = {k: v for k, v in (live.annotations if live else {}).items() if k != ANN_TOKEN_SECRET}
+    annotations[ANN_CLUSTER] = t.cluster
+    if token_secret:
+        annotations[ANN_TOKEN_SECRET] = token_secret
+    return SecretSpec(t.namespace, t.secret_name, {t.cluster: kubeconfig}, labels, annotations)
+
+
+# -- the workflow --------------------------------------------------------------
+
+@dataclass
+class _Run:
+    """One remote-secret run: connections, what it read, what it made (to undo on failure)."""
+
+    t: RemoteTarget
+    remote: Cluster
+    primary: Cluster
+    endpoint: kube.Endpoint
+    live: LiveSecret | None
+    made_token_secret: str | None = None
+
+    def where(self, conn: Cluster) -> str:
+        return f"{self.t.label}: context {conn.context}"
+
+
+def remote_secret(t: RemoteTarget, rotate: bool = False, dry_run: bool = False,
+                  progress: Callable[[str], None] | None = None) -> RemoteResult:
+    """Create or refresh the primary's remote secret for `t.cluster` (see the module docstring)."""
+    say = progress or (lambda _msg: None)
+    endpoint = kube.context_endpoint(t.context, t.kubeconfig)
+    warnings = [w for w in (loopback_warning(t.context, endpoint.server),) if w]
+    with Cluster.connect(t.context, t.kubeconfig, t.timeout) as remote, \
+            Cluster.connect(t.primary_context, t.primary_kubeconfig, t.timeout) as primary:
+        run = _Run(t, remote, primary, endpoint, primary.read_secret(t.namespace, t.secret_name))
+        missing = [o for o in _remote_objects(t) if not _exists(remote, o)]
+        reuse = None if rotate else _reusable_token(run)
+        if dry_run or (reuse is not None and not missing):
+            planned = _plan_from(run, missing, reuse, rotate, warnings, dry_run)
+            if dry_run or planned.action == UNCHANGED:
+                return planned
+        missing = _preflight(run, missing, reuse)
+        try:
+            for o in missing:
+                with contextlib.suppress(KubeConflict):  # made meanwhile by someone else: fine
+                    remote.create_object(*o)
+            token, token_secret, ca = reuse or _new_token(run, say)
+            result = _write_primary(run, _planned(run, token, token_secret, ca, [o[0].what for o in missing],
+                                                  warnings))
+        except MeshPKIError:
+            _undo(run)
+            raise
+        old = run.live.annotations.get(ANN_TOKEN_SECRET) if run.live else None
+        if old and old != token_secret and result.action != UNCHANGED:
+            try:
+                remote.delete_secret(t.namespace, old)
+            except KubeError as exc:
+                raise RemoteError(f"{t.label}: the primary holds the new token, but the old token Secret "
+                                  f"{t.namespace}/{old} could not be deleted ({exc}); delete it by hand: "
+                                  f"kubectl --context {remote.context} -n {t.namespace} delete secret {old}") from None
+            result = _replace(result, deleted=f"{t.namespace}/{old}")
+        return result
+
+
+def _replace(result: RemoteResult, **changes: Any) -> RemoteResult:
+    from dataclasses import replace
+
+    return replace(result, **changes)
+
+
+def _reusable_token(run: _Run) -> tuple[str, str | None, bytes | None] | None:
+    """(token, token Secret, CA) the primary may keep using: its token Secret
+    still exists and is filled, or its TokenRequest token has not expired
+    (and the mode asked for is the one it has)."""
+    t, live = run.t, run.live
+    if t.token_ttl is None and (live is None or ANN_TOKEN_SECRET not in live.annotations):
+        return _labelled_token(run)
+    current = kubeconfig_token(live.data.get(t.cluster, b"")) if live is not None else None
+    if live is None or current is None:
+        return None
+    if t.token_ttl is not None:
+        try:
+            exp = token_expiry(current)
+        except RemoteError:
+            return None
+        if exp is None or exp <= dt.datetime.now(dt.UTC) or ANN_TOKEN_SECRET in live.annotations:
+            return None
+        return current, None, None
+    name = live.annotations.get(ANN_TOKEN_SECRET)
+    secret = run.remote.read_secret(t.namespace, name) if name else None
+    if secret is None or not secret.data.get("token") or secret.type != SA_TOKEN_TYPE:
+        return None
+    return secret.data["token"].decode(), name, secret.data.get("ca.crt")
+
+
+def _exists(remote: Cluster, o: tuple[kube._Op, str, dict[str, Any]]) -> bool | None:
+    """Whether a remote object exists; None when we may not look (a create-only identity)."""
+    op = o[0]
+    try:
+        found = remote.read_object(kube.op("get", op.resource, op.namespace, op.name, op.group), f"{o[1]}/{op.name}")
+    except KubeError as exc:
+        if exc.status == 403:
+            return None
+        raise
+    return found is not None
+
+
+def _labelled_token(run: _Run) -> tuple[str, str | None, bytes | None] | None:
+    """A filled token Secret meshpki made for this primary earlier (found by its
+    labels), so a primary that lost its secret gets the same token back."""
+    t = run.t
+    try:
+        found = run.remote.list_secrets(t.namespace, f"{MANAGED_BY_LABEL}={MANAGED_BY},{LABEL_FOR_PRIMARY}={t.primary}")
+    except KubeError as exc:
+        if exc.status == 403:
+            return None  # may not list: a new token Secret instead
+        raise
+    for secret in sorted(found, key=lambda s: s.name):
+        if (secret.type == SA_TOKEN_TYPE and secret.data.get("token")
+                and secret.annotations.get(SA_NAME_ANNOTATION) == t.service_account):
+            return secret.data["token"].decode(), secret.name, secret.data.get("ca.crt")
+    return None
+
+
+def _preflight(run: _Run, missing: list[tuple[kube._Op, str, dict[str, Any]]],
+               reuse: tuple[str, str | None, bytes | None] | None) -> list[tuple[kube._Op, str, dict[str, Any]]]:
+    """Every write of this run with dryRun=All: a refusal stops it before anything
+    changed. Returns the objects to create (409 AlreadyExists: one we could not see is there)."""
+    t = run.t
+    to_create = []
+    for o in missing:
+        try:
+            run.remote.create_object(*o, dry_run=True)
+        except KubeConflict:
+            continue
+        to_create.append(o)
+    if reuse is None and t.token_ttl is None:
+        name = f"{t.service_account}-{t.primary}-token-preflight"
+        run.remote.create_object(kube.op("create", "secrets", t.namespace, name),
+                                 f"/api/v1/namespaces/{t.namespace}/secrets", _token_secret_body(t, name), dry_run=True)
+    body = _desired(t, b"", None, run.live).manifest()
+    if run.live is None:
+        run.primary.create_object(kube.op("create", "secrets", t.namespace, t.secret_name),
+                                  f"/api/v1/namespaces/{t.namespace}/secrets", body, dry_run=True)
+    else:
+        body["metadata"]["resourceVersion"] = run.live.resource_version
+        run.primary.replace_object(kube.op("update", "secrets", t.namespace, t.secret_name),
+                                   f"/api/v1/namespaces/{t.namespace}/secrets/{t.secret_name}", body, dry_run=True)
+    return to_create
+
+
+def _new_token(run: _Run, say: Callable[[str], None]) -> tuple[str, str | None, bytes | None]:
+    """(token, token Secret name or None, the Secret's ca.crt): a TokenRequest
+    with --token-ttl, else a fresh token Secret filled by the token controller."""
+    t, remote = run.t, run.remote
+    if t.token_ttl is not None:
+        return remote.request_token(t.namespace, t.service_account, int(t.token_ttl.total_seconds())), None, None
+    name = f"{t.service_account}-{t.primary}-token-{secrets.token_hex(3)}"[:253]
+    remote.create_object(kube.op("create", "secrets", t.namespace, name),
+                         f"/api/v1/namespaces/{t.namespace}/secrets", _token_secret_body(t, name))
+    run.made_token_secret = name
+    say(f"{t.label}: waiting up to {t.token_wait:g} s for the token controller to fill {t.namespace}/{name}")
+    deadline = time.monotonic() + t.token_wait
+    pause = 0.05
+    while True:
+        secret = remote.read_secret(t.namespace, name)
+        if secret is not None and secret.data.get("token"):
+            return secret.data["token"].decode(), name, secret.data.get("ca.crt")
+        if time.monotonic() >= deadline:
+            raise RemoteError(
+                f"{run.where(remote)}: the token controller did not fill token Secret {t.namespace}/{name} within "
+                f"{t.token_wait:g} s (it was deleted again); check that kube-controller-manager runs and that "
+                f"serviceaccount {t.namespace}/{t.service_account} exists, or use --token-ttl for a TokenRequest")
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 2, 1.0)
+
+
+def _planned(run: _Run, token: str, token_secret: str | None, ca: bytes | None, created: list[str],
+             warnings: list[str], dry_run: bool = False) -> RemoteResult:
+    """The primary's secret for this token, and whether it means create, update or nothing."""
+    t, live = run.t, run.live
+    ca_pem = run.endpoint.ca_pem or ca
+    if ca_pem is None:
+        warnings.append(f"context {t.context}: the kubeconfig names no CA for {run.endpoint.server} and the token "
+                        "carries none; istiod will trust the system's CAs for it")
+    secret = _desired(t, build_kubeconfig(t.cluster, run.endpoint.server, ca_pem, token), token_secret, live)
+    if live is None:
+        action = CREATE
+    elif (dict(live.data), live.labels, live.annotations) == (secret.data, secret.labels, secret.annotations):
+        action = UNCHANGED
+    else:
+        action = UPDATE
+    source = f"secret {t.namespace}/{token_secret}" if token_secret else "TokenRequest"
+    return RemoteResult(t, action, secret, source, token_expiry(token), tuple(created), None, tuple(warnings),
+                        dry_run)
+
+
+def _write_primary(run: _Run, result: RemoteResult) -> RemoteResult:
+    """Create or replace the primary's secret (resourceVersion-guarded), then read it back."""
+    t, primary, live, secret = run.t, run.primary, run.live, result.secret
+    if result.action == UNCHANGED:
+        return result
+    if live is None:
+        primary.create_secret(t.namespace, t.secret_name, secret.data, secret.labels, secret.annotations)
+    else:
+        primary.replace_secret(t.namespace, t.secret_name, secret.data, secret.labels, secret.annotations,
+                               live.resource_version)
+    stored = primary.read_secret(t.namespace, t.secret_name)
+    if stored is None or dict(stored.data) != secret.data:
+        raise RemoteError(f"{run.where(primary)}: read-back of {t.namespace}/{t.secret_name} does not match what was "
+                          "written; something else is writing this secret: check and run again")
+    return result
+
+
+def _undo(run: _Run) -> None:
+    """Delete the token Secret this run made: no unused credential stays behind.
+    The service account, role and binding stay: harmless, and the next run reuses them."""
+    if run.made_token_secret:
+        # the error being raised matters more; a leftover token Secret is labelled as meshpki's
+        with contextlib.suppress(KubeError):
+            run.remote.delete_secret(run.t.namespace, run.made_token_secret)
+
+
+def _plan_from(run: _Run, missing: list[tuple[kube._Op, str, dict[str, Any]]],
+               reuse: tuple[str, str | None, bytes | None] | None, rotate: bool, warnings: list[str],
+               dry_run: bool) -> RemoteResult:
+    """The secret the primary would get, from reads alone (a new token is a write):
+    what --dry-run shows, and how a run with nothing to do knows it."""
+    t = run.t
+    if reuse is None:
+        why = "--rotate asks for a new token" if rotate else "there is no token the primary could keep"
+        raise RemoteError(f"{t.label}: --dry-run writes nowhere, but {why} and making one (a token Secret or a "
+                          "TokenRequest) is a write; run without --dry-run")
+    return _planned(run, *reuse, [o[0].what for o in missing], warnings, dry_run)
+
+
+def describe(result: RemoteResult) -> list[str]:
+    """Lines for the operator (stderr with -o json|yaml); warnings are separate (always stderr)."""
+    t = result.target
+    verbs = {CREATE: "created", UPDATE: "updated", UNCHANGED: "unchanged, nothing written"}
+    if result.dry_run:
+        verbs = {CREATE: "would create", UPDATE: "would update", UNCHANGED: "unchanged"}
+    expires = f", expires {iso(result.token_expires)}" if result.token_expires else ", never expires"
+    lines = [f"{t.label}: {t.namespace}/{t.secret_name} in context {t.primary_context}: {verbs[result.action]}"
+             + (", read back and identical" if result.action != UNCHANGED and not result.dry_run else ""),
+             f"  token: {result.token_source}{expires}"]
+    made = "would create" if result.dry_run else "created"
+    lines += [f"  {made} in context {t.context}: {what}" for what in result.created]
+    if result.deleted:
+        lines.append(f"  deleted the old token Secret {result.deleted} in context {t.context}")
+    return lines
+
+
+# -- which remotes ---------------------------------------------------------------
+
+def resolve_targets(fleet: Any, cluster: str | None, context: str | None, primary_context: str | None,
+                    all_remotes: bool, **common: Any) -> list[RemoteTarget]:
+    """One CLUSTER (its context from --context, else the fleet file, else its
+    name) for one primary, or with --all every remote of every primary in the fleet file."""
+    from meshpki.store import validate_cluster_name
+
+    kubeconfig = common.pop("kubeconfig", None)
+    if all_remotes:
+        if cluster or context or primary_context:
+            raise InputError("--all takes every primary and remote from the fleet file; "
+                             "do not name a CLUSTER, --context or --primary-context too")
+        pairs = [(p, fleet.cluster(r)) for p in fleet.clusters for r in p.remotes]
+        if not pairs:
+            raise InputError("--all needs a fleet file whose primaries list `remotes:` "
+                             "(--config or MESHPKI_CONFIG; see samples/mesh.yaml)")
+        return [RemoteTarget(r.name, r.context, p.name, p.context, r.kubeconfig or kubeconfig,
+                             p.kubeconfig or kubeconfig, **common) for p, r in pairs]
+    if not cluster:
+        raise InputError("name the remote CLUSTER (or use --all with a fleet file)")
+    name = validate_cluster_name(cluster)
+    known = fleet.cluster(name)
+    if primary_context is None:
+        readers = [p for p in fleet.clusters if name in p.remotes]
+        if len(readers) != 1:
+            raise InputError(f"pass --primary-context: the context of the primary whose istiod reads {name}"
+                             + (" (the fleet file lists several)" if readers else ""))
+        primary_context = readers[0].context
+    primary = fleet.cluster_for_context(primary_context)
+    primary_entry = fleet.cluster(primary)
+    if primary == name:
+        raise InputError(f"{name}: the remote and the primary are the same cluster; "
+                         "--context names the remote, --primary-context the primary")
+    return [RemoteTarget(name, context or (known.context if known else name), primary, primary_context,
+                         kubeconfig or (known.kubeconfig if known else None),
+                         kubeconfig or (primary_entry.kubeconfig if primary_entry else None), **common)]

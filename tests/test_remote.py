@@ -1,0 +1,286 @@
+"""`meshpki remote-secret` against the local API server: service accounts,
+RBAC, token Secrets filled by its token controller, TokenRequest, and a
+minted token that really only reads its own cluster."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+
+import pytest
+import yaml
+
+from meshpki import kube
+from meshpki.errors import KubeError
+from meshpki.push import MANAGED_BY_LABEL
+from meshpki.remote import (
+    ANN_CLUSTER,
+    ANN_TOKEN_SECRET,
+    LABEL_MULTICLUSTER,
+    READER_ROLE,
+    kubeconfig_token,
+    token_expiry,
+)
+from tests.conftest import one_line_error
+from tests.kubeapi import Context
+
+NS = "istio-system"
+SA = "istio-reader-service-account"
+SECRET = "istio-remote-secret-cluster2"
+
+
+@pytest.fixture
+def mesh(kube_api):
+    """cluster1 (primary) and cluster2 (remote), both with istio-system."""
+    for name in ("cluster1", "cluster2"):
+        kube_api.cluster(name).add_namespace(NS)
+    return kube_api
+
+
+@pytest.fixture
+def rs(cli, kubeconfig, mesh):
+    def run(*args: str, env=None):
+        return cli("remote-secret", "--kubeconfig", str(kubeconfig), "--timeout", "5", "--token-wait", "5",
+                   *args, env=env)
+
+    return run
+
+
+def primary_secret(kube_api, name: str = SECRET, cluster: str = "cluster1"):
+    return kube_api.cluster(cluster).get_secret(NS, name)
+
+
+def test_first_run_sets_up_remote_reader_and_primary_secret(rs, mesh):
+    result = rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1")
+    assert result.exit_code == 0, result.output
+    remote = mesh.cluster("cluster2")
+    assert remote.get_object("serviceaccounts", NS, SA) is not None
+    role = remote.get_object("clusterroles", None, READER_ROLE)
+    assert {v for rule in role["rules"] for v in rule["verbs"]} == {"get", "list", "watch"}
+    binding = remote.get_object("clusterrolebindings", None, f"{READER_ROLE}-{NS}-{SA}")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": SA, "namespace": NS}]
+    live = primary_secret(mesh)
+    assert live["metadata"]["labels"] == {LABEL_MULTICLUSTER: "true", MANAGED_BY_LABEL: "meshpki"}
+    assert live["metadata"]["annotations"][ANN_CLUSTER] == "cluster2"
+    assert set(live["data"]) == {"cluster2"}
+    config = yaml.safe_load(live["data"]["cluster2"])
+    assert config["current-context"] == "cluster2" and [c["name"] for c in config["contexts"]] == ["cluster2"]
+    assert config["clusters"][0]["cluster"]["server"] == remote.url
+    assert base64.b64decode(config["clusters"][0]["cluster"]["certificate-authority-data"]) == mesh.ca_pem
+    token_secret = remote.get_secret(NS, live["metadata"]["annotations"][ANN_TOKEN_SECRET])
+    assert token_secret["type"] == "kubernetes.io/service-account-token"
+    assert token_secret["metadata"]["annotations"]["kubernetes.io/service-account.name"] == SA
+    assert kubeconfig_token(live["data"]["cluster2"]) == token_secret["data"]["token"].decode()
+    assert token_expiry(token_secret["data"]["token"].decode()) is None, "a token Secret's token never expires"
+    assert "loopback address" in result.stderr, "127.0.0.1 cannot be reached from another cluster"
+    assert "created, read back and identical" in result.stdout
+
+
+def test_minted_kubeconfig_reads_only_its_own_cluster(rs, mesh, tmp_path):
+    mesh.cluster("cluster2").put_object("services", {"metadata": {"name": "reviews", "namespace": "default"}})
+    mesh.cluster("cluster1").put_object("services", {"metadata": {"name": "ratings", "namespace": "default"}})
+    assert rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1").exit_code == 0
+    minted = tmp_path / "minted"
+    minted.write_bytes(primary_secret(mesh)["data"]["cluster2"])
+    services = kube.op("list", "services", None, "")
+    with kube.Cluster.connect("cluster2", minted, timeout=5) as conn:  # istiod's view of the remote
+        listed = conn.read_object(services, "/api/v1/services")
+        assert [s["metadata"]["name"] for s in listed["items"]] == ["reviews"]
+        assert conn.read_object(kube.op("list", "nodes", None, ""), "/api/v1/nodes") is not None
+        for write in (lambda: conn.create_secret("default", "x", {"k": b"v"}),
+                      lambda: conn.delete_secret(NS, SECRET),
+                      lambda: conn.create_object(kube.op("create", "services", "default", "y"),
+                                                 "/api/v1/namespaces/default/services", {"metadata": {"name": "y"}})):
+            with pytest.raises(KubeError) as refused:
+                write()
+            assert refused.value.status == 403
+    doc = yaml.safe_load(minted.read_text())
+    doc["clusters"][0]["cluster"]["server"] = mesh.cluster("cluster1").url  # the same token, another cluster
+    minted.write_text(yaml.safe_dump(doc))
+    with kube.Cluster.connect("cluster2", minted, timeout=5) as conn, pytest.raises(KubeError) as refused:
+        conn.read_object(services, "/api/v1/services")
+    assert refused.value.status == 401
+
+
+def test_second_run_is_unchanged_and_writes_nothing(rs, mesh):
+    assert rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1").exit_code == 0
+    for name in ("cluster1", "cluster2"):
+        mesh.cluster(name).clear_requests()
+    again = rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1", "-o", "json")
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["action"] == "unchanged"
+    assert mesh.cluster("cluster1").writes == [] and mesh.cluster("cluster2").writes == []
+
+
+def test_rotate_updates_primary_then_deletes_old_token(rs, mesh):
+    assert rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1").exit_code == 0
+    old_name = primary_secret(mesh)["metadata"]["annotations"][ANN_TOKEN_SECRET]
+    old_token = kubeconfig_token(primary_secret(mesh)["data"]["cluster2"])
+    result = rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1", "--rotate")
+    assert result.exit_code == 0, result.output
+    live = primary_secret(mesh)
+    new_name = live["metadata"]["annotations"][ANN_TOKEN_SECRET]
+    assert new_name != old_name and kubeconfig_token(live["data"]["cluster2"]) != old_token
+    remote = mesh.cluster("cluster2")
+    assert remote.get_secret(NS, old_name) is None
+    assert f"deleted the old token Secret {NS}/{old_name}" in result.stdout
+    assert remote._token_user(old_token) is None, "the old token no longer authenticates"
+    assert remote._token_user(kubeconfig_token(live["data"]["cluster2"])) is not None
+
+
+def test_rotate_keeps_old_token_when_primary_write_fails(rs, mesh):
+    assert rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1").exit_code == 0
+    before = primary_secret(mesh)
+    old_name = before["metadata"]["annotations"][ANN_TOKEN_SECRET]
+    remote = mesh.cluster("cluster2")
+    secrets_before = {k for k in remote._secrets}
+    mesh.cluster("cluster1").fail_next(500, methods=["PUT"], skip=1)  # the dryRun=All PUT passes, the real one fails
+    failed = rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1", "--rotate")
+    assert failed.exit_code == 1
+    assert "500" in one_line_error(failed)
+    assert primary_secret(mesh)["data"] == before["data"]
+    assert remote.get_secret(NS, old_name) is not None, "the old token stays while the primary holds it"
+    assert {k for k in remote._secrets} == secrets_before, "the new token Secret was removed again"
+
+
+def test_token_ttl_uses_an_expiring_token_request(rs, mesh):
+    before = dt.datetime.now(dt.UTC)
+    result = rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1", "--token-ttl", "2h", "-o", "json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["token"] == "TokenRequest" and summary["action"] == "create"
+    live = primary_secret(mesh)
+    assert ANN_TOKEN_SECRET not in live["metadata"]["annotations"]
+    expires = token_expiry(kubeconfig_token(live["data"]["cluster2"]))
+    assert before + dt.timedelta(hours=2) - dt.timedelta(minutes=1) <= expires <= before + dt.timedelta(hours=2, minutes=1)
+    remote = mesh.cluster("cluster2")
+    assert not [k for k, o in remote._secrets.items() if o["type"] == "kubernetes.io/service-account-token"]
+    assert kubeconfig_token(live["data"]["cluster2"]) not in result.output, "the summary never shows the token"
+    again = rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1", "--token-ttl", "2h", "-o", "json")
+    assert json.loads(again.stdout)["action"] == "unchanged", "a valid TokenRequest token is kept"
+    switched = rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1")
+    assert switched.exit_code == 0, switched.output
+    assert token_expiry(kubeconfig_token(primary_secret(mesh)["data"]["cluster2"])) is None
+
+
+def test_short_token_ttl_is_a_usage_error(rs):
+    result = rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1", "--token-ttl", "5m")
+    assert result.exit_code == 2 and "10 minutes" in one_line_error(result)
+
+
+def nothing_changed(mesh) -> None:
+    remote, primary = mesh.cluster("cluster2"), mesh.cluster("cluster1")
+    assert remote.get_object("serviceaccounts", NS, SA) is None
+    assert remote.get_object("clusterroles", None, READER_ROLE) is None
+    assert not [k for k in remote._secrets if k[0] == NS]
+    assert primary.get_secret(NS, SECRET) is None
+
+
+def test_remote_refusing_the_clusterrole_names_the_rule_and_changes_nothing(cli, mesh, tmp_path):
+    mesh.cluster("cluster2").add_token("ops", "ops", resources={"serviceaccounts", "secrets"})
+    config = mesh.write_kubeconfig(tmp_path / "kc", {"primary": Context("cluster1"), "remote": Context("cluster2", "ops")})
+    result = cli("remote-secret", "cluster2", "--kubeconfig", str(config), "--context", "remote",
+                 "--primary-context", "primary")
+    assert result.exit_code == 1
+    line = one_line_error(result)
+    assert 'may not create clusterrole meshpki-istio-reader (403 Forbidden' in line
+    assert 'apiGroups ["rbac.authorization.k8s.io"], resources ["clusterroles"], verbs ["create"]' in line
+    assert "escalate" in line
+    nothing_changed(mesh)
+
+
+def test_primary_refusing_changes_nothing_in_the_remote(cli, mesh, tmp_path):
+    mesh.cluster("cluster1").add_token("reader", "reader", readonly=True)
+    config = mesh.write_kubeconfig(tmp_path / "kc", {"primary": Context("cluster1", "reader"),
+                                                     "remote": Context("cluster2")})
+    result = cli("remote-secret", "cluster2", "--kubeconfig", str(config), "--context", "remote",
+                 "--primary-context", "primary")
+    assert result.exit_code == 1
+    line = one_line_error(result)
+    assert "context primary" in line and "may not create secret istio-system/istio-remote-secret-cluster2" in line
+    nothing_changed(mesh)
+
+
+def test_token_that_never_appears_is_one_line_and_leaves_no_token_secret(rs, mesh):
+    mesh.cluster("cluster2").token_controller = False
+    result = rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1", "--token-wait", "0.3")
+    assert result.exit_code == 1
+    assert "did not fill token Secret" in one_line_error(result) and "--token-ttl" in result.output
+    assert not [k for k in mesh.cluster("cluster2")._secrets if k[0] == NS]
+    assert primary_secret(mesh) is None
+
+
+@pytest.mark.parametrize("option", ["--context", "--primary-context"])
+def test_unknown_context_is_one_line_and_nothing_is_written(rs, mesh, option):
+    args = {"--context": "cluster2", "--primary-context": "cluster1"}
+    args[option] = "nowhere"
+    result = rs("cluster2", *[x for kv in args.items() for x in kv])
+    assert result.exit_code == 1
+    assert 'context "nowhere" not found' in one_line_error(result)
+    assert mesh.cluster("cluster1").requests == [] and mesh.cluster("cluster2").requests == []
+
+
+def test_dry_run_writes_nowhere_and_warns_about_the_token(rs, mesh):
+    first = rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1", "--dry-run", "-o", "yaml")
+    assert first.exit_code == 1 and "run without --dry-run" in one_line_error(first)
+    nothing_changed(mesh)
+    assert rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1").exit_code == 0
+    mesh.cluster("cluster1").delete_secret(NS, SECRET)
+    for name in ("cluster1", "cluster2"):
+        mesh.cluster(name).clear_requests()
+    shown = rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1", "--dry-run", "-o", "yaml")
+    assert shown.exit_code == 0, shown.output
+    manifest = yaml.safe_load(shown.stdout)
+    assert manifest["metadata"]["name"] == SECRET and manifest["metadata"]["labels"][LABEL_MULTICLUSTER] == "true"
+    assert kubeconfig_token(base64.b64decode(manifest["data"]["cluster2"]))
+    assert "holds a bearer token" in shown.stderr and "would create" in shown.stderr
+    assert mesh.cluster("cluster1").writes == [] and mesh.cluster("cluster2").writes == []
+    assert primary_secret(mesh) is None
+    rotating = rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1", "--dry-run", "--rotate")
+    assert rotating.exit_code == 1 and "--rotate asks for a new token" in one_line_error(rotating)
+
+
+def test_conflicting_writer_on_the_primary_is_one_line(rs, mesh):
+    assert rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1").exit_code == 0
+    mesh.cluster("cluster1").conflict_next_write()
+    result = rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1", "--rotate")
+    assert result.exit_code == 1
+    assert "409 Conflict" in one_line_error(result)
+
+
+FLEET = """
+clusters:
+  - name: east
+    context: cluster1
+    remotes: [west]
+  - name: west
+    context: cluster2
+    remotes: [east]
+"""
+
+
+def test_all_sets_up_every_primary_from_the_fleet_file(rs, mesh, tmp_path):
+    fleet = tmp_path / "mesh.yaml"
+    fleet.write_text(FLEET)
+    result = rs("--all", "--config", str(fleet), "-o", "json")
+    assert result.exit_code == 0, result.output
+    assert mesh.cluster("cluster1").get_secret(NS, "istio-remote-secret-west") is not None
+    assert mesh.cluster("cluster2").get_secret(NS, "istio-remote-secret-east") is not None
+    token_secret = mesh.cluster("cluster2").get_secret(
+        NS, mesh.cluster("cluster1").get_secret(NS, "istio-remote-secret-west")["metadata"]["annotations"][ANN_TOKEN_SECRET])
+    assert token_secret["metadata"]["labels"]["meshpki.io/remote-secret-for"] == "east"
+    single = rs("west", "--config", str(fleet))  # contexts and primary from the fleet file
+    assert single.exit_code == 0 and "unchanged" in single.stdout
+
+
+@pytest.mark.parametrize("body, message", [
+    ("clusters:\n  - name: a\n    remotes: [b]\n", "'b', which is not a cluster of this file"),
+    ("clusters:\n  - name: a\n    remotes: [a]\n", "is the cluster itself"),
+    ("clusters:\n  - name: a\n    remotes: b\n", "must be a list"),
+])
+def test_fleet_file_remotes_are_checked(rs, tmp_path, body, message):
+    fleet = tmp_path / "mesh.yaml"
+    fleet.write_text(body)
+    result = rs("--all", "--config", str(fleet))
+    assert result.exit_code == 2 and message in one_line_error(result)
