@@ -402,6 +402,7 @@ class VirtualCluster:
         self._signing_key = os.urandom(32)  # this cluster's token key: another cluster's tokens fail
         self.token_controller = True
         """False: token Secrets stay empty (a stalled kube-controller-manager)."""
+        self._unfilled = False  # a token Secret may wait for the controller (keeps its idle passes free)
         self._calls: list[Call] = []
         self._failures: list[_Failure] = []
         self._drops = 0
@@ -771,6 +772,7 @@ class VirtualCluster:
         obj.setdefault("type", "Opaque")
         if obj["type"] == SA_TOKEN_TYPE and not (meta.get("annotations") or {}).get(SA_NAME_ANNOTATION):
             raise _invalid("secrets", name, f"metadata.annotations[{SA_NAME_ANNOTATION}]", "Required value")
+        self._unfilled = self._unfilled or obj["type"] == SA_TOKEN_TYPE
         data = obj.get("data") or {}
         for key, value in (obj.pop("stringData", None) or {}).items():
             data[key] = base64.b64encode(str(value).encode()).decode()
@@ -1010,9 +1012,12 @@ class VirtualCluster:
 
     def _fill_tokens(self) -> None:
         """The token controller: fill each service-account token Secret whose account exists."""
+        if not self._unfilled:
+            return
         with self._lock:
             if not self.token_controller:
                 return
+            self._unfilled = False
             for (ns, name), obj in self._secrets.items():
                 meta = obj["metadata"]
                 sa = (meta.get("annotations") or {}).get(SA_NAME_ANNOTATION)
@@ -1020,6 +1025,7 @@ class VirtualCluster:
                     continue
                 account = self._objects.get(("serviceaccounts", ns, sa))
                 if account is None:
+                    self._unfilled = True  # its account may come later
                     continue
                 token = self._mint(ns, sa, None, name)
                 obj.setdefault("data", {}).update({k: base64.b64encode(v).decode() for k, v in (
