@@ -199,6 +199,22 @@ def progress_printer(label: str) -> Callable[[int, int], None] | None:
     return show
 
 
+def for_each(targets: list[Any], work: Callable[[Any], None], what: str) -> None:
+    """Do `work` for every target, going on past a failing one (exit 1 at the end);
+    a single target's error is the command's error."""
+    failures = 0
+    for target in targets:
+        try:
+            work(target)
+        except MeshPKIError as exc:
+            if len(targets) == 1:
+                raise
+            failures += 1
+            say(f"Error: {exc}")
+    if failures:
+        raise click.ClickException(f"{failures} of {len(targets)} {what} failed (see above)")
+
+
 def emit(data: Any, output: str, text: str) -> None:
     from meshpki.render import OutputFormat, render_data
 
@@ -612,20 +628,8 @@ def push_cmd(settings: Settings, cluster: str | None, context: str | None, kubec
             if target.cluster in evicted:
                 say(evicted[target.cluster])
         targets = [t for t in targets if t.cluster not in evicted]
-    failures = 0
-    for target in targets:
-        try:
-            if dry_run:
-                _dry_run_one(settings, target, allow_root_change, output, form)
-            else:
-                _push_one(settings, target, allow_root_change, output, form)
-        except MeshPKIError as exc:
-            if len(targets) == 1:
-                raise
-            failures += 1
-            say(f"Error: {exc}")
-    if failures:
-        raise click.ClickException(f"{failures} of {len(targets)} pushes failed (see above)")
+    one = _dry_run_one if dry_run else _push_one
+    for_each(targets, lambda target: one(settings, target, allow_root_change, output, form), "pushes")
 
 
 def _dry_run_one(settings: Settings, target, allow_root_change: bool, output: str, form: str) -> None:
@@ -1121,17 +1125,7 @@ def remote_secret_cmd(settings: Settings, cluster: str | None, context: str | No
     targets = remote.resolve_targets(settings.fleet, cluster, context, primary_context, all_remotes,
                                      kubeconfig=kubeconfig, timeout=timeout, service_account=service_account,
                                      namespace=namespace, token_ttl=ttl, token_wait=token_wait)
-    failures = 0
-    for target in targets:
-        try:
-            _remote_secret_one(target, rotate, dry_run, output)
-        except MeshPKIError as exc:
-            if len(targets) == 1:
-                raise
-            failures += 1
-            say(f"Error: {exc}")
-    if failures:
-        raise click.ClickException(f"{failures} of {len(targets)} remote secrets failed (see above)")
+    for_each(targets, lambda target: _remote_secret_one(target, rotate, dry_run, output), "remote secrets")
 
 
 def _remote_secret_one(target, rotate: bool, dry_run: bool, output: str) -> None:
