@@ -1122,8 +1122,8 @@ def remote_secret_cmd(settings: Settings, cluster: str | None, context: str | No
     ttl = parse_duration(token_ttl) if token_ttl is not None else None
     if ttl is not None and ttl.total_seconds() < 600:
         raise InputError(f"--token-ttl {token_ttl} is shorter than 10 minutes, the least Kubernetes issues")
-    targets = remote.resolve_targets(settings.fleet, cluster, context, primary_context, all_remotes,
-                                     kubeconfig=kubeconfig, timeout=timeout, service_account=service_account,
+    targets = remote.resolve_targets(settings.resolver(kubeconfig, timeout=timeout), cluster, context,
+                                     primary_context, all_remotes, timeout=timeout, service_account=service_account,
                                      namespace=namespace, token_ttl=ttl, token_wait=token_wait)
     for_each(targets, lambda target: _remote_secret_one(target, rotate, dry_run, output), "remote secrets")
 

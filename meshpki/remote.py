@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from meshpki import kube
-from meshpki.errors import InputError, KubeConflict, KubeError, MeshPKIError
+from meshpki.errors import InputError, KubeError, MeshPKIError
 from meshpki.kube import DEFAULT_NAMESPACE, DEFAULT_TIMEOUT, Cluster, LiveSecret
 from meshpki.push import MANAGED_BY, MANAGED_BY_LABEL
 from meshpki.render import iso
@@ -282,8 +282,7 @@ def remote_secret(t: RemoteTarget, rotate: bool = False, dry_run: bool = False,
         missing = _preflight(run, missing, reuse)
         try:
             for o in missing:
-                with contextlib.suppress(KubeConflict):  # made meanwhile by someone else: fine
-                    remote.create_object(*o)
+                _create_unless_there(remote, o)
             token, token_secret, ca = reuse or _new_token(run, say)
             result = _write_primary(run, _planned(run, token, token_secret, ca, [o[0].what for o in missing],
                                                   warnings))
@@ -362,6 +361,17 @@ def _labelled_token(run: _Run) -> tuple[str, str | None, bytes | None] | None:
     return None
 
 
+def _create_unless_there(remote: Cluster, o: tuple[kube._Op, str, dict[str, Any]], dry_run: bool = False) -> bool:
+    """Create (409 AlreadyExists: someone made it meanwhile, or we could not look: fine)."""
+    try:
+        remote.create_object(*o, dry_run=dry_run)
+    except KubeError as exc:
+        if exc.status == 409:
+            return False
+        raise
+    return True
+
+
 def _preflight(run: _Run, missing: list[tuple[kube._Op, str, dict[str, Any]]],
                reuse: tuple[str, str | None, bytes | None] | None) -> list[tuple[kube._Op, str, dict[str, Any]]]:
     """Every write of this run with dryRun=All: a refusal stops it before anything
@@ -369,11 +379,8 @@ def _preflight(run: _Run, missing: list[tuple[kube._Op, str, dict[str, Any]]],
     t = run.t
     to_create = []
     for o in missing:
-        try:
-            run.remote.create_object(*o, dry_run=True)
-        except KubeConflict:
-            continue
-        to_create.append(o)
+        if _create_unless_there(run.remote, o, dry_run=True):
+            to_create.append(o)
     if reuse is None and t.token_ttl is None:
         name = f"{t.service_account}-{t.primary}-token-preflight"
         run.remote.create_object(kube.op("create", "secrets", t.namespace, name),
@@ -493,38 +500,36 @@ def describe(result: RemoteResult) -> list[str]:
 
 # -- which remotes ---------------------------------------------------------------
 
-def resolve_targets(fleet: Any, cluster: str | None, context: str | None, primary_context: str | None,
+def resolve_targets(resolver: Any, cluster: str | None, context: str | None, primary_context: str | None,
                     all_remotes: bool, **common: Any) -> list[RemoteTarget]:
-    """One CLUSTER (its context from --context, else the fleet file, else its
-    name) for one primary, or with --all every remote of every primary in the fleet file."""
-    from meshpki.store import validate_cluster_name
+    """One CLUSTER for one primary, or with --all every remote of every primary
+    in the fleet file. Contexts and kubeconfigs resolve as for push
+    (`locate.Resolver`); --primary-context defaults to the one fleet primary that lists CLUSTER."""
+    fleet = resolver.fleet
 
-    kubeconfig = common.pop("kubeconfig", None)
+    def target(remote: Any, primary: Any) -> RemoteTarget:
+        if remote.cluster == primary.cluster:
+            raise InputError(f"{remote.cluster}: the remote and the primary are the same cluster; "
+                             "--context names the remote, --primary-context the primary")
+        return RemoteTarget(remote.cluster, remote.context, primary.cluster, primary.context, remote.kubeconfig,
+                            primary.kubeconfig, **common)
+
     if all_remotes:
         if cluster or context or primary_context:
             raise InputError("--all takes every primary and remote from the fleet file; "
                              "do not name a CLUSTER, --context or --primary-context too")
-        pairs = [(p, fleet.cluster(r)) for p in fleet.clusters for r in p.remotes]
+        pairs = [(resolver.cluster(r), resolver.cluster(p.name)) for p in fleet.primaries for r in p.remotes]
         if not pairs:
             raise InputError("--all needs a fleet file whose primaries list `remotes:` "
                              "(--config or MESHPKI_CONFIG; see samples/mesh.yaml)")
-        return [RemoteTarget(r.name, r.context, p.name, p.context, r.kubeconfig or kubeconfig,
-                             p.kubeconfig or kubeconfig, **common) for p, r in pairs]
+        return [target(r, p) for r, p in pairs]
     if not cluster:
         raise InputError("name the remote CLUSTER (or use --all with a fleet file)")
-    name = validate_cluster_name(cluster)
-    known = fleet.cluster(name)
+    remote = resolver.cluster(cluster, context)
     if primary_context is None:
-        readers = [p for p in fleet.clusters if name in p.remotes]
+        readers = [p for p in fleet.primaries if remote.cluster in p.remotes]
         if len(readers) != 1:
-            raise InputError(f"pass --primary-context: the context of the primary whose istiod reads {name}"
+            raise InputError(f"pass --primary-context: the context of the primary whose istiod reads {remote.cluster}"
                              + (" (the fleet file lists several)" if readers else ""))
-        primary_context = readers[0].context
-    primary = fleet.cluster_for_context(primary_context)
-    primary_entry = fleet.cluster(primary)
-    if primary == name:
-        raise InputError(f"{name}: the remote and the primary are the same cluster; "
-                         "--context names the remote, --primary-context the primary")
-    return [RemoteTarget(name, context or (known.context if known else name), primary, primary_context,
-                         kubeconfig or (known.kubeconfig if known else None),
-                         kubeconfig or (primary_entry.kubeconfig if primary_entry else None), **common)]
+        return [target(remote, resolver.cluster(readers[0].name))]
+    return [target(remote, resolver.context(primary_context))]
