@@ -10,7 +10,8 @@ at rest").
 
 Checks, in a process that runs the CLI's main() in-process and then inspects
 sys.modules: `--version`, `init-root`, `issue` and `verify CLUSTER` leave no
-kubernetes (or urllib3) module loaded.
+kubernetes (or urllib3) module loaded, nor python-pkcs11 (a file root never
+needs the HSM extra).
 
     python bench/bench_startup.py [--runs 7] [--key-type rsa-4096]
 """
@@ -32,7 +33,7 @@ from _common import REPO, clean_env, machine, median, meshpki_cmd, run, table, v
 VERIFY_TARGET_S = 0.5
 
 # Runs meshpki's CLI in this process for each argv, then reports which
-# Kubernetes-side modules got imported along the way.
+# Kubernetes-side modules (and the PKCS#11 binding, for a file root) got imported along the way.
 IN_PROCESS = r"""
 import json, sys
 from meshpki.cli import cli
@@ -42,7 +43,7 @@ for argv in json.loads(sys.argv[1]):
         cli.main(argv, prog_name="meshpki", standalone_mode=False)
     except SystemExit:
         pass
-    loaded[" ".join(argv)] = sorted(m for m in sys.modules if m.split(".")[0] in ("kubernetes", "urllib3"))
+    loaded[" ".join(argv)] = sorted(m for m in sys.modules if m.split(".")[0] in ("kubernetes", "urllib3", "pkcs11"))
 print(json.dumps(loaded))
 """
 
@@ -107,7 +108,7 @@ def main() -> int:
     offenders = {argv: mods for argv, mods in loaded.items() if mods}
     for argv in loaded:
         print(f"  meshpki {argv}: {'imports ' + ', '.join(loaded[argv][:3]) if loaded[argv] else 'no kubernetes import'}")
-    code = verdict(not offenders, "offline commands never import the kubernetes client")
+    code = verdict(not offenders, "offline commands never import the kubernetes client (nor pkcs11 for a file root)")
     code |= verdict(verify < VERIFY_TARGET_S,
                     f"meshpki verify cluster1 takes {verify:.3f} s (target < {VERIFY_TARGET_S} s; "
                     f"{verify - floor:.3f} s above the interpreter)")

@@ -17,7 +17,8 @@ from cryptography import x509
 from meshpki import crl, keys, profiles
 from meshpki.bundle import CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT, cert_to_pem, join_pem, parse_certs
 from meshpki.errors import InputError, PassphraseError
-from meshpki.keys import KeyType, PrivateKey
+from meshpki.keys import HasPublicKey, KeyType, PrivateKey
+from meshpki.signing import SigningKey
 from meshpki.store import Store, validate_cluster_name
 
 DEFAULT_ROOT_DAYS = 3650
@@ -29,6 +30,20 @@ class RootResult:
     path: Path
     cert: x509.Certificate
     encrypted: bool
+    token_uri: str | None = None  # the key stays in this PKCS#11 token
+
+
+@dataclass(frozen=True)
+class TokenTarget:
+    """Make the key inside a PKCS#11 token: its RFC 7512 URI and PIN (hsm.py)."""
+
+    uri: str
+    pin: bytes | None = None
+    # called once the token is open and able to make the key, just before it does (progress on stderr)
+    announce: Callable[[], None] | None = None
+
+    def __repr__(self) -> str:  # the PIN never reaches a log or a traceback
+        return f"TokenTarget(uri={self.uri!r})"
 
 
 @dataclass(frozen=True)
@@ -63,7 +78,7 @@ class Issuer:
 
     cert: x509.Certificate
     cert_pem: bytes  # the signer and its issuers up to the root: what follows a cluster CA in cert-chain.pem
-    key: PrivateKey
+    key: SigningKey  # a key in memory, or hsm.TokenKey for a root in a PKCS#11 token
     trust_pem: bytes  # root-cert.pem: every root the bundles trust
 
 
@@ -73,14 +88,14 @@ def check_days(days: int) -> int:
     return days
 
 
-def key_type_of(key: PrivateKey) -> KeyType:
-    """The KeyType naming an existing key, so intermediates default to the root's."""
-    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+def key_type_of(key: HasPublicKey) -> KeyType:
+    """The KeyType naming an existing key (file or token), so intermediates default to the root's."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
-    if isinstance(key, rsa.RSAPrivateKey):
-        return KeyType.parse(f"rsa-{key.key_size}") if key.key_size in (2048, 3072, 4096) else KeyType.RSA_4096
-    assert isinstance(key, ec.EllipticCurvePrivateKey)
-    return KeyType.ECDSA_P384 if key.curve.key_size >= 384 else KeyType.ECDSA_P256
+    public = key.public_key()
+    if isinstance(public, rsa.RSAPublicKey):
+        return KeyType.parse(f"rsa-{public.key_size}") if public.key_size in (2048, 3072, 4096) else KeyType.RSA_4096
+    return KeyType.ECDSA_P384 if public.curve.key_size >= 384 else KeyType.ECDSA_P256
 
 
 def organization_of(cert: x509.Certificate) -> str:
@@ -89,17 +104,37 @@ def organization_of(cert: x509.Certificate) -> str:
 
 
 def init_root(store: Store, key_type: KeyType, days: int, org: str, cn: str,
-              passphrase: bytes | None) -> RootResult:
-    """Create the store's root; `passphrase` None means explicitly unencrypted."""
+              passphrase: bytes | None, token: TokenTarget | None = None) -> RootResult:
+    """Create the store's root; `passphrase` None means explicitly unencrypted,
+    `token` makes the key inside a PKCS#11 token instead of a file."""
     check_days(days)
     store.refuse_existing_root()  # before spending a second on a key
     with store.locked():  # also proves the store is writable before the slow part
         store.refuse_existing_root()
-        key = key_type.generate()
+        key, key_name, record = new_root_key(key_type, passphrase, token)
         cert = profiles.make_root(key, days, org=org, cn=cn)
-        key_pem = keys.to_encrypted_pem(key, passphrase) if passphrase else keys.to_pem(key)
-        path = store.write_root(cert_to_pem(cert), key_pem)
-    return RootResult(path, cert, bool(passphrase))
+        path = store.write_root(cert_to_pem(cert), record, key_name=key_name)
+    return RootResult(path, cert, bool(passphrase) or token is not None,
+                      record.decode().strip() if token is not None else None)
+
+
+def new_root_key(key_type: KeyType, passphrase: bytes | None,
+                 token: TokenTarget | None) -> tuple[SigningKey, str, bytes]:
+    """A new root key and how the store records it: (key, file name, bytes).
+
+    In a token the key pair is generated inside it and the record is its
+    URI; otherwise a PEM, encrypted when there is a passphrase.
+    """
+    from meshpki.store import ROOT_KEY_FILE, ROOT_KEY_URI_FILE
+
+    if token is not None:
+        from meshpki import hsm
+
+        token_key, recorded = hsm.generate_key(hsm.TokenURI.parse(token.uri), token.pin, key_type,
+                                               token.announce)
+        return token_key, ROOT_KEY_URI_FILE, f"{recorded}\n".encode()
+    key = key_type.generate()
+    return key, ROOT_KEY_FILE, keys.to_encrypted_pem(key, passphrase) if passphrase else keys.to_pem(key)
 
 
 def store_issuer(store: Store, passphrase: bytes | None) -> Issuer:

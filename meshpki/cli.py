@@ -17,9 +17,12 @@ from typing import Any
 import click
 
 from meshpki import __version__
+from meshpki.credentials import NEW_PASSPHRASE_ENV, PASSPHRASE_ENV, PIN_ENV
 from meshpki.errors import InputError, MeshPKIError, PassphraseError
 
-PASSPHRASE_ENV = "MESHPKI_ROOT_PASSPHRASE"
+ENV_SECRETS = "meshpki.env_secrets"  # ctx.meta: secrets taken out of os.environ at start-up
+PIN_FILE = "meshpki.pin_file"  # ctx.meta: --pin-file, shared by every command that may unlock a root
+PIN_VALUE = "meshpki.pin"  # ctx.meta: the PIN once read, so a rotation between two token keys asks once
 
 
 class BadInput(click.ClickException):
@@ -88,10 +91,23 @@ def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def passphrase_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--passphrase-file, and --pin-file for a root key in a PKCS#11 token (kept in ctx.meta)."""
+    func = click.option(
+        "--pin-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), expose_value=False,
+        callback=lambda ctx, _param, value: ctx.meta.__setitem__(PIN_FILE, value) if value else None,
+        help=f"Read the PKCS#11 token's user PIN from this file (first line), for a root key in a token "
+             f"[else env {PIN_ENV}, else a prompt on a terminal].")(func)
     return click.option(
         "--passphrase-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
         help=f"Read the root key passphrase from this file (first line) [else env {PASSPHRASE_ENV}, "
              "else a prompt on a terminal].")(func)
+
+
+def pkcs11_option(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option("--pkcs11", metavar="URI", default=None,
+                        help=f"{what}: an RFC 7512 URI such as 'pkcs11:token=meshpki;object=mesh-root' "
+                             "(module: ?module-path=... or env MESHPKI_PKCS11_MODULE; PIN: --pin-file or env "
+                             "MESHPKI_PKCS11_PIN). Needs meshpki[hsm].")
 
 
 def output_option(*formats: str, default: str = "text") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -140,45 +156,110 @@ def kube_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 # -- passphrases -------------------------------------------------------------
 
-def _passphrase_from_sources(passphrase_file: Path | None) -> bytes | None:
+def _env_secret(name: str) -> str | None:
+    """A secret variable's value, as taken out of the environment at start-up."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ENV_SECRETS in ctx.meta:
+        return ctx.meta[ENV_SECRETS].get(name)
+    return os.environ.get(name)
+
+
+def _passphrase_from_sources(passphrase_file: Path | None, env: str = PASSPHRASE_ENV) -> bytes | None:
+    from meshpki.credentials import read_secret_file
+
     if passphrase_file is not None:
-        lines = passphrase_file.read_bytes().splitlines()
-        if not lines or not lines[0]:
-            raise PassphraseError(f"passphrase file {passphrase_file} is empty")
-        return lines[0]
-    env = os.environ.get(PASSPHRASE_ENV)
-    return env.encode() if env else None
+        return read_secret_file(passphrase_file, "passphrase")
+    value = _env_secret(env)
+    return value.encode() if value else None
 
 
-def new_root_passphrase(passphrase_file: Path | None, insecure: bool) -> bytes | None:
-    """A passphrase for a new root key: file, env, or typed twice; never silently none."""
+def new_root_passphrase(passphrase_file: Path | None, insecure: bool, env: str = PASSPHRASE_ENV) -> bytes | None:
+    """A passphrase for a new root key: file, env, or typed twice; never silently none, never short."""
+    from meshpki.credentials import check_new_passphrase
+
     if insecure:
         return None
-    found = _passphrase_from_sources(passphrase_file)
+    found = _passphrase_from_sources(passphrase_file, env)
     if found:
-        return found
+        return check_new_passphrase(found)
     if sys.stdin.isatty():
         typed = click.prompt("Passphrase for the new root key", hide_input=True,
                              confirmation_prompt=True, err=True)
         if typed:
-            return typed.encode()
+            return check_new_passphrase(typed.encode())
     raise PassphraseError(
-        f"the root key must be encrypted: set {PASSPHRASE_ENV}, pass --passphrase-file, run on a terminal, "
+        f"the root key must be encrypted: set {env}, pass --passphrase-file, run on a terminal, "
         "or say --insecure-no-passphrase"
     )
 
 
-def root_passphrase(store, passphrase_file: Path | None) -> bytes | None:
-    """The passphrase to unlock the store's root key, when it needs one."""
-    if not store.root_key_encrypted():
+def token_pin() -> bytes | None:
+    """The PKCS#11 user PIN: --pin-file, env, or a prompt; None lets hsm.py try the URI's pin-source."""
+    from meshpki.credentials import read_secret_file
+
+    ctx = click.get_current_context()
+    if PIN_VALUE not in ctx.meta:
+        pin_file = ctx.meta.get(PIN_FILE)
+        env = _env_secret(PIN_ENV)
+        if pin_file is not None:
+            ctx.meta[PIN_VALUE] = read_secret_file(pin_file, "PIN")
+        elif env:
+            ctx.meta[PIN_VALUE] = env.encode()
+        elif sys.stdin.isatty():
+            ctx.meta[PIN_VALUE] = click.prompt("PKCS#11 token user PIN", hide_input=True, err=True).encode()
+        else:
+            ctx.meta[PIN_VALUE] = None
+    return ctx.meta[PIN_VALUE]
+
+
+def _unlock_secret(store, folder: Path, passphrase_file: Path | None, prompt: str) -> bytes | None:
+    """What unlocks the root key kept in `folder`: its passphrase, its token's PIN, or nothing."""
+    kind = store.key_kind(folder)
+    if kind == "pkcs11":
+        return token_pin()
+    if kind == "plain":
         return None
     found = _passphrase_from_sources(passphrase_file)
     if found:
         return found
     if sys.stdin.isatty():
-        return click.prompt("Root key passphrase", hide_input=True, err=True).encode()
+        return click.prompt(prompt, hide_input=True, err=True).encode()
     raise PassphraseError(f"the root key is encrypted: set {PASSPHRASE_ENV}, pass --passphrase-file, "
                           "or run on a terminal")
+
+
+def old_root_secret(store, passphrase_file: Path | None) -> bytes | None:
+    """The secret that unlocks the store's root key alone: its passphrase, or its token's PIN."""
+    return _unlock_secret(store, store.root_dir, passphrase_file, "Root key passphrase")
+
+
+def new_root_secret(store, passphrase_file: Path | None, old: bytes | None = None) -> bytes | None:
+    """The secret of a rotation's new root: its token's PIN, else $MESHPKI_NEW_ROOT_PASSPHRASE
+    when it was given its own, else the old root's passphrase (`old` when already read)."""
+    kind = store.key_kind(store.rotation_dir)
+    if kind == "encrypted" and not _env_secret(NEW_PASSPHRASE_ENV) and old and store.key_kind(store.root_dir) == kind:
+        return old
+    if kind == "encrypted" and _env_secret(NEW_PASSPHRASE_ENV):
+        return str(_env_secret(NEW_PASSPHRASE_ENV)).encode()
+    return _unlock_secret(store, store.rotation_dir, passphrase_file, "New root key passphrase")
+
+
+def root_passphrase(store, passphrase_file: Path | None) -> bytes | None:
+    """The secret for every root that may sign now: the store's root, and during a
+    rotation also the new root's (CRLs are signed by both), carried by a RootSecret."""
+    from meshpki.credentials import RootSecret
+
+    old = old_root_secret(store, passphrase_file)
+    if not store.has_rotation():
+        return old
+    return RootSecret(old or b"", new_root_secret(store, passphrase_file, old))
+
+
+def signing_secret(store, passphrase_file: Path | None) -> bytes | None:
+    """The secret of the key that signs intermediates now: the new root's during a rotation."""
+    if store.has_rotation():
+        return new_root_secret(store, passphrase_file)
+    return old_root_secret(store, passphrase_file)
 
 
 # -- progress and messages -----------------------------------------------------
@@ -225,7 +306,8 @@ def emit(data: Any, output: str, text: str) -> None:
 
 @click.group(cls=MeshGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="meshpki")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """meshpki: one shared root of trust for a multi-cluster Istio mesh.
 
     Makes the root and one intermediate CA per cluster, verifies the bundles the
@@ -240,6 +322,10 @@ def cli() -> None:
       meshpki verify                        # every bundle and every pair, as istiod would
       meshpki push cluster1 --context ctx1  # write the cacerts secret
     """
+    from meshpki.credentials import take_from_environ
+
+    # before anything can start a child process (kubeconfig exec plugins): see credentials.py
+    ctx.meta[ENV_SECRETS] = take_from_environ()
 
 
 @cli.command("init-root")
@@ -261,15 +347,17 @@ def cli() -> None:
 @click.option("--import-from-context", metavar="CTX", default=None,
               help="Adopt istiod's self-signed root from the live istio-ca-secret of this kubeconfig context.")
 @connection_options
+@pkcs11_option("Generate the root key inside this PKCS#11 token instead of a file")
 @output_option("text", "json")
 def init_root_cmd(settings: Settings, key_type: str | None, days: int | None, org: str | None, cn: str,
                   passphrase_file: Path | None, insecure_no_passphrase: bool, import_cert: Path | None,
                   import_key: Path | None, import_chain: Path | None, import_from_context: str | None,
-                  kubeconfig: str | None, timeout: float, output: str) -> None:
+                  kubeconfig: str | None, timeout: float, pkcs11: str | None, output: str) -> None:
     """Create the mesh's shared root CA in the store, or adopt an existing CA.
 
-    The key is encrypted at rest (PKCS#8, scrypt + AES-256). An existing root is
-    never overwritten: changing it is `meshpki rotate-root`'s job.
+    The key is encrypted at rest (PKCS#8, scrypt + AES-256), or generated inside
+    a PKCS#11 token (--pkcs11) that it never leaves. An existing root is never
+    overwritten: changing it is `meshpki rotate-root`'s job.
 
     Adopting (docs/byo-pki.md): --import-cert/--import-key take Istio's
     Makefile root (root-cert.pem, root-key.pem) or any CA; a CA that is not
@@ -284,12 +372,16 @@ def init_root_cmd(settings: Settings, key_type: str | None, days: int | None, or
       meshpki init-root --import-cert root-cert.pem --import-key root-key.pem
       meshpki init-root --import-cert mesh-ca.pem --import-key mesh-ca.key --import-chain corp-chain.pem
       meshpki init-root --import-from-context cluster1
+      MESHPKI_PKCS11_MODULE=/usr/lib/softhsm/libsofthsm2.so \\
+        meshpki init-root --pkcs11 'pkcs11:token=meshpki;object=mesh-root' --pin-file pin.txt
     """
     from meshpki import ca
     from meshpki.keys import KeyType
     from meshpki.render import cert_facts
 
     if import_cert or import_key or import_chain or import_from_context:
+        if pkcs11:
+            raise BadInput("--pkcs11 makes a new key inside the token; an imported CA key is a file (leave one out)")
         _adopt_root(settings, passphrase_file, insecure_no_passphrase, import_cert, import_key, import_chain,
                     import_from_context, kubeconfig, timeout, output)
         return
@@ -297,14 +389,21 @@ def init_root_cmd(settings: Settings, key_type: str | None, days: int | None, or
     chosen = KeyType.parse(key_type) if key_type else (fleet.key_type or KeyType.RSA_4096)
     days = ca.check_days(days if days is not None else (fleet.root_days or ca.DEFAULT_ROOT_DAYS))
     settings.store.refuse_existing_root()
-    passphrase = new_root_passphrase(passphrase_file, insecure_no_passphrase)
-    say(f"generating the {chosen.value} root key{' and encrypting it' if passphrase else ''} ...")
-    result = ca.init_root(settings.store, chosen, days, org or fleet.org or "Istio", cn, passphrase)
+    if pkcs11 and (passphrase_file or insecure_no_passphrase):
+        raise InputError("--pkcs11 keeps the root key in the token: --passphrase-file and --insecure-no-passphrase "
+                         "do not apply")
+    token = token_target(pkcs11, f"generating the {chosen.value} root key inside the PKCS#11 token ...")
+    passphrase = None if token else new_root_passphrase(passphrase_file, insecure_no_passphrase)
+    if not token:
+        say(f"generating the {chosen.value} root key{' and encrypting it' if passphrase else ''} ...")
+    result = ca.init_root(settings.store, chosen, days, org or fleet.org or "Istio", cn, passphrase, token)
     facts = cert_facts(result.cert)
-    data = {"path": str(result.path), "key_type": chosen.value, "encrypted": result.encrypted, "certificate": facts}
+    data = {"path": str(result.path), "key_type": chosen.value, "encrypted": result.encrypted,
+            "pkcs11_uri": result.token_uri, "certificate": facts}
+    kept = (f"in the PKCS#11 token {result.token_uri}" if result.token_uri
+            else "encrypted" if result.encrypted else "NOT encrypted")
     text = (f"created root CA {facts['subject']} in {result.path}\n"
-            f"  serial {facts['serial']}, valid until {facts['not_after']}, key "
-            f"{'encrypted' if result.encrypted else 'NOT encrypted'}\n"
+            f"  serial {facts['serial']}, valid until {facts['not_after']}, key {kept}\n"
             f"  next: meshpki issue CLUSTER...")
     emit(data, output, text)
 
@@ -343,6 +442,16 @@ def _adopt_root(settings: Settings, passphrase_file: Path | None, insecure_no_pa
     if adopted.chain_above:
         text += f"\n  bundles will trust {adopted.chain_above[-1].subject.rfc4514_string()} as root"
     emit(data, output, text + "\n  next: meshpki issue CLUSTER...")
+
+
+def token_target(uri: str | None, progress: str):  # -> ca.TokenTarget | None
+    """--pkcs11 URI plus the PIN, the URI checked before anything is asked or made."""
+    if uri is None:
+        return None
+    from meshpki import ca, hsm
+
+    hsm.TokenURI.parse(uri)
+    return ca.TokenTarget(uri, token_pin(), announce=lambda: say(progress))
 
 
 @cli.command("issue")
@@ -396,7 +505,7 @@ def _issue(settings: Settings, clusters: tuple[str, ...], key_type: str | None, 
         validate_cluster_name(name)
         if not replace:
             store.refuse_existing_bundle(name)
-    return rotate.issue_now(store, clusters, options, root_passphrase(store, passphrase_file), replace=replace,
+    return rotate.issue_now(store, clusters, options, signing_secret(store, passphrase_file), replace=replace,
                             progress=progress_printer("generating keys"))
 
 
@@ -451,7 +560,7 @@ def rotate_cmd(settings: Settings, clusters: tuple[str, ...], key_type: str | No
         validate_cluster_name(name)
     store = settings.store
     options = issue_options(settings, key_type, days, org, san_dns)
-    results = rotate.rotate(store, clusters, options, root_passphrase(store, passphrase_file),
+    results = rotate.rotate(store, clusters, options, signing_secret(store, passphrase_file),
                             progress=progress_printer("generating keys"), revoke_previous=revoke_previous)
     if revoke_previous:
         say(f"revoked the replaced intermediate(s) of {', '.join(clusters)}; every bundle carries the new ca-crl.pem")
@@ -490,24 +599,52 @@ def rotate_root_group() -> None:
               help="New root key type [default: fleet file, else the current root's].")
 @click.option("--days", type=int, default=None, help="New root validity in days [default: fleet file, else 3650].")
 @passphrase_option
+@click.option("--new-passphrase-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help=f"Encrypt the new root's key with the passphrase in this file [else env {NEW_PASSPHRASE_ENV}, "
+                   "else the current root's passphrase].")
+@pkcs11_option("Generate the new root's key inside this PKCS#11 token")
 @output_option("text", "json")
 def rotate_root_begin(settings: Settings, key_type: str | None, days: int | None,
-                      passphrase_file: Path | None, output: str) -> None:
+                      passphrase_file: Path | None, new_passphrase_file: Path | None, pkcs11: str | None,
+                      output: str) -> None:
     """Make the new root B; every cluster's root-cert.pem becomes A + B.
 
     A's PEM is kept byte for byte at the head (istiod compares bytes).
-    Intermediates are unchanged. Safe to run again: it resumes.
+    Intermediates are unchanged. Safe to run again: it resumes. B's key may
+    live elsewhere than A's: a new passphrase, or a PKCS#11 token.
+
+    \b
+    Examples:
+      meshpki rotate-root begin
+      meshpki rotate-root begin --new-passphrase-file new-pw.txt
+      meshpki rotate-root begin --pkcs11 'pkcs11:token=meshpki;object=mesh-root-2026' --pin-file pin.txt
     """
     from meshpki import ca, rotate
     from meshpki.keys import KeyType
 
     store = settings.store
     fleet = settings.fleet
-    passphrase = root_passphrase(store, passphrase_file)
+    days = ca.check_days(days if days is not None else (fleet.root_days or ca.DEFAULT_ROOT_DAYS))
     chosen = KeyType.parse(key_type) if key_type else fleet.key_type
-    result = rotate.begin(store, chosen, days if days is not None else (fleet.root_days or ca.DEFAULT_ROOT_DAYS),
-                          passphrase, org=fleet.org)
+    passphrase = old_root_secret(store, passphrase_file)
+    token = new_passphrase = None
+    if not store.has_rotation():  # only a rotation not yet begun makes a key
+        token = token_target(pkcs11, "generating the new root key inside the PKCS#11 token ...")
+        new_passphrase = None if token else _new_root_b_passphrase(store, passphrase_file, new_passphrase_file)
+    result = rotate.begin(store, chosen, days, passphrase, org=fleet.org, new_passphrase=new_passphrase, token=token)
     _print_step(result, output, "now trusts old + new root", "meshpki push --all, then meshpki rotate-root reissue")
+
+
+def _new_root_b_passphrase(store, passphrase_file: Path | None, new_passphrase_file: Path | None) -> bytes | None:
+    """Root B's passphrase when it differs from A's (None: reuse A's, or B unencrypted like A)."""
+    from meshpki.credentials import check_new_passphrase
+
+    given = _passphrase_from_sources(new_passphrase_file, NEW_PASSPHRASE_ENV)
+    if given:
+        return check_new_passphrase(given)
+    if store.key_kind(store.root_dir) == "pkcs11":  # A has no passphrase to reuse
+        return new_root_passphrase(passphrase_file, insecure=False)
+    return None
 
 
 @rotate_root_group.command("reissue")
@@ -530,7 +667,7 @@ def rotate_root_reissue(settings: Settings, clusters: tuple[str, ...], key_type:
         validate_cluster_name(name)
     store = settings.store
     options = issue_options(settings, key_type, days, org, san_dns)
-    results, skipped = rotate.reissue(store, clusters, options, root_passphrase(store, passphrase_file),
+    results, skipped = rotate.reissue(store, clusters, options, signing_secret(store, passphrase_file),
                                       progress=progress_printer("generating keys"))
     for name in skipped:
         say(f"{name}: already issues under the new root; unchanged")
@@ -1030,7 +1167,7 @@ def sign_cmd(settings: Settings, csr_file: Path, cluster: str | None, days: int 
         raise BadInput(f"cannot read {csr_file}: {exc.strerror or exc}") from None
     store = settings.store
     byo.read_csr(pem, str(csr_file))  # a bad request is refused before the passphrase is asked
-    issuer = rotate.current_issuer(store, root_passphrase(store, passphrase_file))
+    issuer = rotate.current_issuer(store, signing_secret(store, passphrase_file))
     fleet = settings.fleet
     result = byo.sign_csr(store, pem, str(csr_file), issuer, out, cluster=cluster,
                           days=days if days is not None else (fleet.days or ca.DEFAULT_INTERMEDIATE_DAYS),

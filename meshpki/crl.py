@@ -32,7 +32,7 @@ from meshpki import keys, profiles
 from meshpki.bundle import CA_CERT, CA_CRL, CA_KEY, CERT_CHAIN, ROOT_CERT, Bundle, fingerprint, parse_certs
 from meshpki.errors import BundleError, InputError, MeshPKIError
 from meshpki.keys import PrivateKey
-from meshpki.signing import sign_crl
+from meshpki.signing import SigningKey, sign_crl
 from meshpki.store import CRL_PENDING_FILE, CRL_STATE_FILE, Store, validate_cluster_name
 
 # nextUpdate 90 days out: `meshpki audit` warns 30 days before (its default
@@ -159,7 +159,7 @@ def _aki(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
         return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key())  # type: ignore[arg-type]
 
 
-def make_crl(issuer: x509.Certificate, key: PrivateKey, number: int, this_update: dt.datetime,
+def make_crl(issuer: x509.Certificate, key: SigningKey, number: int, this_update: dt.datetime,
              next_update: dt.datetime, entries: Sequence[Revoked] = ()) -> x509.CertificateRevocationList:
     """One CRL as RFC 5280 wants it: v2, CRL number and AKI (non-critical),
     a reason code per entry, never a revocation date after thisUpdate."""
@@ -312,7 +312,7 @@ def _serial_of(bundle: Bundle) -> str | None:
 
 # -- signing the roots' CRLs ------------------------------------------------------
 
-def root_signers(store: Store, passphrase: bytes | None) -> list[tuple[x509.Certificate, PrivateKey]]:
+def root_signers(store: Store, passphrase: bytes | None) -> list[tuple[x509.Certificate, SigningKey]]:
     """Every root that is trusted now, with its key, obtained exactly as issue
     does (the store's root; during a root rotation also the new one)."""
     from meshpki import ca, rotate
@@ -330,7 +330,7 @@ def root_signers(store: Store, passphrase: bytes | None) -> list[tuple[x509.Cert
     return [(s.cert, s.key) for s in signers]
 
 
-def _commit(store: Store, state: CrlState, signers: Sequence[tuple[x509.Certificate, PrivateKey]],
+def _commit(store: Store, state: CrlState, signers: Sequence[tuple[x509.Certificate, SigningKey]],
             evict: Sequence[dict[str, str]] = ()) -> Path | None:
     """Sign every live root's CRL and publish them with the state: the commit point."""
     files = {CRL_STATE_FILE: state.to_json()}

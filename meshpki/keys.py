@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from cryptography.hazmat.primitives import hashes, padding, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -27,6 +28,12 @@ from meshpki.errors import BundleError, InputError, PassphraseError
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 # A CA's subject key: ours when we generate it, a CSR's when a site made it (byo.py).
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+
+
+class HasPublicKey(Protocol):
+    """A private key in memory or in a token: either can show its public half."""
+
+    def public_key(self) -> PublicKey: ...
 
 # scrypt cost for the root key: N=2^17, r=8, p=1 is OWASP's recommendation
 # (128 MiB of memory, about 0.6 s here). The parameters travel inside the
@@ -64,9 +71,11 @@ class KeyType(enum.StrEnum):
             raise InputError(f"unknown key type {text!r}; choose one of {choices}") from None
 
 
-def signature_hash(key: PrivateKey) -> hashes.SHA256 | hashes.SHA384:
-    """SHA-256, except SHA-384 for P-384 keys (matching strength, RFC 5480)."""
-    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size >= 384:
+def signature_hash(key: PrivateKey | PublicKey) -> hashes.SHA256 | hashes.SHA384:
+    """SHA-256, except SHA-384 for P-384 keys (matching strength, RFC 5480).
+
+    Takes the public half too: a key in a token is known by its public key."""
+    if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)) and key.curve.key_size >= 384:
         return hashes.SHA384()
     return hashes.SHA256()
 
@@ -212,7 +221,7 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def public_keys_match(key: PrivateKey, cert_public_key: object) -> bool:
+def public_keys_match(key: HasPublicKey, cert_public_key: object) -> bool:
     """True when the private key belongs to the certificate's public key."""
     mine = key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo

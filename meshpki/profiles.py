@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from meshpki.keys import PrivateKey, PublicKey
-from meshpki.signing import sign_certificate
+from meshpki.signing import SigningKey, sign_certificate
 
 # notBefore is backdated so a cluster whose clock runs a little behind ours
 # does not see a certificate from the future.
@@ -88,7 +88,7 @@ def ca_name(org: str, cn: str, locality: str | None = None) -> x509.Name:
     return x509.Name(attrs)
 
 
-def make_root(key: PrivateKey, days: int, org: str = DEFAULT_ORG, cn: str = ROOT_CN,
+def make_root(key: SigningKey, days: int, org: str = DEFAULT_ORG, cn: str = ROOT_CN,
               now: dt.datetime | None = None) -> x509.Certificate:
     """The mesh's self-signed root: CA:TRUE without a path length, so it can
     sit above intermediates (and one more level if an operator ever needs it)."""
@@ -103,7 +103,7 @@ def make_root(key: PrivateKey, days: int, org: str = DEFAULT_ORG, cn: str = ROOT
 
 
 def make_intermediate(
-    root: x509.Certificate, root_key: PrivateKey, public_key: PublicKey, cluster: str, days: int,
+    root: x509.Certificate, root_key: SigningKey, public_key: PublicKey, cluster: str, days: int,
     org: str = DEFAULT_ORG, san_dns: Sequence[str] = (DEFAULT_ISTIOD_SAN,),
     now: dt.datetime | None = None,
 ) -> Issued:
@@ -134,7 +134,7 @@ def make_intermediate(
 
 
 def make_workload(
-    ca: x509.Certificate, ca_key: PrivateKey, key: PrivateKey,
+    ca: x509.Certificate, ca_key: SigningKey, key: PrivateKey,
     trust_domain: str = DEFAULT_TRUST_DOMAIN, namespace: str = "default",
     service_account: str = "default", ttl: dt.timedelta = WORKLOAD_TTL,
     now: dt.datetime | None = None,

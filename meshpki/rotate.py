@@ -27,7 +27,7 @@ from meshpki.bundle import ROOT_CERT, Bundle, cert_to_pem, fingerprint, parse_ce
 from meshpki.errors import InputError, MeshPKIError, PassphraseError
 from meshpki.keys import KeyType
 from meshpki.pathbuild import signed_by
-from meshpki.store import ROOT_CERT_FILE, ROOT_KEY_FILE, Store
+from meshpki.store import ROOT_CERT_FILE, Store
 
 STATE_FILE = "state.json"
 DEFAULT_GRACE = dt.timedelta(hours=24)  # istiod's default workload certificate lifetime
@@ -126,8 +126,7 @@ def current_issuer(store: Store, passphrase: bytes | None) -> ca.Issuer:
     if not store.has_rotation():
         return ca.store_issuer(store, passphrase)
     cert, pem = new_root_cert(store)
-    key = keys.load_private_key(store.rotation_file(ROOT_KEY_FILE), passphrase,
-                                what=f"new root key {store.rotation_dir / ROOT_KEY_FILE}")
+    key = store.load_key(store.rotation_dir, passphrase, "new root key")
     if not keys.public_keys_match(key, cert.public_key()):
         raise PassphraseError(f"{store.rotation_dir}: the new root key does not match its certificate")
     return ca.Issuer(cert, pem, key, append_pem(store.root_cert_pem(), pem))
@@ -170,11 +169,15 @@ class StepResult:
 
 
 def begin(store: Store, key_type: KeyType | None, days: int, passphrase: bytes | None,
-          org: str | None = None) -> StepResult:
+          org: str | None = None, new_passphrase: bytes | None = None,
+          token: ca.TokenTarget | None = None) -> StepResult:
     """Make root B and let every cluster trust A+B (intermediates unchanged).
 
-    Resumable: run again after a kill and it finishes the clusters it had not
-    reached; the new root is made only once.
+    `passphrase` unlocks root A (its PIN when A is in a token). B's key is
+    made in `token` when given, else in a file encrypted with
+    `new_passphrase`, else with A's passphrase. Resumable: run again after a
+    kill and it finishes the clusters it had not reached; the new root is
+    made only once.
     """
     ca.check_days(days)
     old_root = store.root_cert()
@@ -188,12 +191,11 @@ def begin(store: Store, key_type: KeyType | None, days: int, passphrase: bytes |
         if not store.has_rotation():
             old_key = store.load_root_key(passphrase)  # proves the passphrase before making B
             chosen = key_type or ca.key_type_of(old_key)
-            key = chosen.generate()
+            key, key_name, record = ca.new_root_key(chosen, new_passphrase or passphrase, token)
             cert = profiles.make_root(key, days, org=org or ca.organization_of(old_root),
                                       cn=_root_cn(old_root))
-            key_pem = keys.to_encrypted_pem(key, passphrase) if passphrase else keys.to_pem(key)
             state = RotationState(_now_text(), fingerprint(old_root), fingerprint(cert))
-            store.write_rotation({ROOT_CERT_FILE: cert_to_pem(cert), ROOT_KEY_FILE: key_pem,
+            store.write_rotation({ROOT_CERT_FILE: cert_to_pem(cert), key_name: record,
                                   STATE_FILE: state.to_json()})
             notes.append(f"created new root {fingerprint(cert)[:16]} ({chosen.value})")
         else:
@@ -306,7 +308,8 @@ def _finish_locked(store: Store, grace: dt.timedelta, force: bool, now: dt.datet
         store.write_bundle(cluster, files, replace=True)
         changed.append(cluster)
     if fingerprint(store.root_cert()) != fingerprint(new_cert):
-        store.retire_root(new_pem, store.rotation_file(ROOT_KEY_FILE))
+        key_name, record = store.key_record(store.rotation_dir)
+        store.retire_root(new_pem, record, key_name)
     archived = store.end_rotation()
     crl.reconcile(store)  # ca-crl.pem drops the old root's CRL with the old root
     return StepResult(tuple(changed), tuple(unchanged), (f"old root archived; rotation record in {archived}",))

@@ -2,6 +2,7 @@
 
     STORE/                                       0700, owned by the user
       root/root-cert.pem, root/root-key.pem     the root (key encrypted)
+        or root/root-key.pkcs11                  ... or the RFC 7512 URI of a key in a token
       clusters/<cluster>/ca-cert.pem ...         exactly the four cacerts files
       rotation/                                  a root rotation under way
       history/clusters/<cluster>/<stamp>/        replaced bundles, certificates only
@@ -30,18 +31,24 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 
 from meshpki import bundle as bundlemod
 from meshpki import publish
 from meshpki.bundle import Bundle
+from meshpki.credentials import RootSecret
 from meshpki.errors import InputError, StoreError
-from meshpki.keys import PrivateKey, is_encrypted_pem, load_private_key
+from meshpki.keys import is_encrypted_pem, load_private_key
+
+if TYPE_CHECKING:
+    from meshpki.signing import SigningKey
 
 ROOT_CERT_FILE = "root-cert.pem"
 ROOT_KEY_FILE = "root-key.pem"
 SIGNER_CHAIN_FILE = "chain.pem"
+ROOT_KEY_URI_FILE = "root-key.pkcs11"  # a root key inside a PKCS#11 token: its URI, never a key
 CRL_DIR = "crl"
 CRL_STATE_FILE = "state.json"
 CRL_PENDING_FILE = "pending.json"
@@ -176,13 +183,42 @@ class Store:
         return bundlemod.parse_certs(self.root_cert_pem(), f"{self.root_dir / ROOT_CERT_FILE}")[0]
 
     def root_key_encrypted(self) -> bool:
-        self._require_root()
-        return is_encrypted_pem(self._read(self.root_dir / ROOT_KEY_FILE))
+        return self.key_kind(self.root_dir) == "encrypted"
 
-    def load_root_key(self, passphrase: bytes | None) -> PrivateKey:
-        self._require_root()
-        pem = self._read(self._inside(self.root_dir) / ROOT_KEY_FILE)
-        return load_private_key(pem, passphrase, what=f"root key {self.root_dir / ROOT_KEY_FILE}")
+    def key_record(self, folder: Path) -> tuple[str, bytes]:
+        """The root key kept in `folder` (root/ or rotation/): (file name, bytes)
+        of its PEM file, or of the PKCS#11 URI naming a key in a token."""
+        if folder == self.root_dir:
+            self._require_root()
+        folder = self._inside(folder)
+        name = ROOT_KEY_URI_FILE if (folder / ROOT_KEY_URI_FILE).is_file() else ROOT_KEY_FILE
+        return name, self._read(folder / name)
+
+    def key_kind(self, folder: Path) -> str:
+        """"pkcs11", "encrypted" or "plain": what unlocking the key in `folder` needs."""
+        name, data = self.key_record(folder)
+        if name == ROOT_KEY_URI_FILE:
+            return "pkcs11"
+        return "encrypted" if is_encrypted_pem(data) else "plain"
+
+    def load_root_key(self, passphrase: bytes | None) -> SigningKey:
+        """The root key; `passphrase` is the token's PIN when the key is in a token."""
+        return self.load_key(self.root_dir, passphrase, "root key")
+
+    def load_key(self, folder: Path, secret: bytes | None, what: str) -> SigningKey:
+        """A root key from its record: decrypt the PEM, or open the token key (hsm.py)."""
+        name, data = self.key_record(folder)
+        if isinstance(secret, RootSecret) and folder == self.rotation_dir:
+            secret = secret.new_root  # the new root's key is kept another way than the old one's
+        if name == ROOT_KEY_FILE:
+            return load_private_key(data, secret, what=f"{what} {folder / name}")
+        from meshpki import hsm
+
+        try:
+            uri = hsm.TokenURI.parse(data.decode("utf-8", "replace"))
+        except InputError as exc:
+            raise StoreError(f"{folder / name} does not hold a usable PKCS#11 URI ({exc}); the store is damaged") from None
+        return hsm.open_key(uri, secret)
 
     def refuse_existing_root(self) -> None:
         if self.has_root():
@@ -191,11 +227,13 @@ class Store:
                 "it is never overwritten (root changes go through `meshpki rotate-root`)"
             )
 
-    def write_root(self, cert_pem: bytes, key_pem: bytes, chain_pem: bytes | None = None) -> Path:
+    def write_root(self, cert_pem: bytes, key_pem: bytes, chain_pem: bytes | None = None,
+                   key_name: str = ROOT_KEY_FILE) -> Path:
         """Create the root; an existing root is never overwritten. `chain_pem`:
-        an adopted intermediate's issuers up to its root (byo.py)."""
+        an adopted intermediate's issuers up to its root (byo.py). `key_name`
+        ROOT_KEY_URI_FILE records a token key's URI instead of a key file."""
         self.refuse_existing_root()
-        files = {ROOT_CERT_FILE: cert_pem, ROOT_KEY_FILE: key_pem}
+        files = {ROOT_CERT_FILE: cert_pem, key_name: key_pem}
         if chain_pem:
             files[SIGNER_CHAIN_FILE] = chain_pem
         self._publish(self.root_dir, files)
@@ -206,9 +244,9 @@ class Store:
         path = self._inside(self.root_dir) / SIGNER_CHAIN_FILE
         return self._read(path) if path.exists() else b""
 
-    def retire_root(self, cert_pem: bytes, key_pem: bytes) -> Path | None:
+    def retire_root(self, cert_pem: bytes, key_pem: bytes, key_name: str = ROOT_KEY_FILE) -> Path | None:
         """Replace the root (rotate-root's last step); the old one goes to history."""
-        return self._publish(self.root_dir, {ROOT_CERT_FILE: cert_pem, ROOT_KEY_FILE: key_pem},
+        return self._publish(self.root_dir, {ROOT_CERT_FILE: cert_pem, key_name: key_pem},
                              archive_to=self.history_dir / "roots")
 
     # -- a root rotation in progress (rotate.py owns the meaning) ---------

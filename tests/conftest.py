@@ -10,12 +10,14 @@ from click.testing import CliRunner
 
 from meshpki.store import Store
 from tests.kubeapi import kube_api, kube_api_server, kubeconfig, kubeconfig_env  # noqa: F401  (fixtures)
+from tests.softhsm import softhsm  # noqa: F401  (fixture)
 
 
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch, tmp_path):
     """No test may read the developer's store, fleet file, kubeconfig or passphrase."""
-    for var in ("MESHPKI_STORE", "MESHPKI_CONFIG", "MESHPKI_ROOT_PASSPHRASE", "KUBECONFIG"):
+    for var in ("MESHPKI_STORE", "MESHPKI_CONFIG", "MESHPKI_ROOT_PASSPHRASE", "MESHPKI_NEW_ROOT_PASSPHRASE",
+                "MESHPKI_PKCS11_PIN", "MESHPKI_PKCS11_MODULE", "KUBECONFIG"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "home" / ".local" / "share"))

@@ -25,7 +25,7 @@ def test_init_root_refuses_without_a_passphrase_source(cli, store_path):
 
 
 def test_init_root_encrypts_with_env_passphrase_and_issue_unlocks_it(cli, store_path):
-    env = {"MESHPKI_ROOT_PASSPHRASE": "s3cret"}
+    env = {"MESHPKI_ROOT_PASSPHRASE": "s3cret enough to pass"}
     result = cli("init-root", *FAST, env=env)
     assert result.exit_code == 0, result.output
     assert is_encrypted_pem((store_path / "root" / "root-key.pem").read_bytes())
@@ -42,7 +42,7 @@ def test_init_root_encrypts_with_env_passphrase_and_issue_unlocks_it(cli, store_
 
 def test_passphrase_file(cli, store_path, tmp_path):
     pw = tmp_path / "pw.txt"
-    pw.write_text("from-a-file\n")
+    pw.write_text("from-a-file, 12+ chars\n")
     assert cli("init-root", *FAST, "--passphrase-file", str(pw)).exit_code == 0
     ok = cli("issue", "cluster1", "--passphrase-file", str(pw))
     assert ok.exit_code == 0, ok.output
