@@ -560,7 +560,9 @@ def rotate_cmd(settings: Settings, clusters: tuple[str, ...], key_type: str | No
         validate_cluster_name(name)
     store = settings.store
     options = issue_options(settings, key_type, days, org, san_dns)
-    results = rotate.rotate(store, clusters, options, signing_secret(store, passphrase_file),
+    # revoking signs the roots' CRLs (both roots during a rotation); issuing needs only the signing root
+    secret = root_passphrase(store, passphrase_file) if revoke_previous else signing_secret(store, passphrase_file)
+    results = rotate.rotate(store, clusters, options, secret,
                             progress=progress_printer("generating keys"), revoke_previous=revoke_previous)
     if revoke_previous:
         say(f"revoked the replaced intermediate(s) of {', '.join(clusters)}; every bundle carries the new ca-crl.pem")
@@ -626,7 +628,8 @@ def rotate_root_begin(settings: Settings, key_type: str | None, days: int | None
     fleet = settings.fleet
     days = ca.check_days(days if days is not None else (fleet.root_days or ca.DEFAULT_ROOT_DAYS))
     chosen = KeyType.parse(key_type) if key_type else fleet.key_type
-    passphrase = old_root_secret(store, passphrase_file)
+    # resuming may re-sign the CRLs with both roots; a new rotation has only A so far
+    passphrase = (root_passphrase if store.has_rotation() else old_root_secret)(store, passphrase_file)
     token = new_passphrase = None
     if not store.has_rotation():  # only a rotation not yet begun makes a key
         token = token_target(pkcs11, "generating the new root key inside the PKCS#11 token ...")

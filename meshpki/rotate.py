@@ -24,6 +24,7 @@ from cryptography import x509
 
 from meshpki import ca, crl, keys, profiles
 from meshpki.bundle import ROOT_CERT, Bundle, cert_to_pem, fingerprint, parse_certs
+from meshpki.credentials import RootSecret
 from meshpki.errors import InputError, MeshPKIError, PassphraseError
 from meshpki.keys import KeyType
 from meshpki.pathbuild import signed_by
@@ -198,6 +199,8 @@ def begin(store: Store, key_type: KeyType | None, days: int, passphrase: bytes |
             store.write_rotation({ROOT_CERT_FILE: cert_to_pem(cert), key_name: record,
                                   STATE_FILE: state.to_json()})
             notes.append(f"created new root {fingerprint(cert)[:16]} ({chosen.value})")
+            # from here on both roots sign CRLs, each unlocked by its own secret
+            passphrase = RootSecret(passphrase or b"", token.pin if token else (new_passphrase or passphrase))
         else:
             notes.append("a rotation was already under way; resuming it")
         new_cert, new_pem = new_root_cert(store)

@@ -125,13 +125,17 @@ def test_rotate_and_rotate_root_from_file_root_to_token_root_and_back(cli, store
     pw = {"MESHPKI_ROOT_PASSPHRASE": "file root A passphrase"}
     assert cli("init-root", "--key-type", "ecdsa-p256", env=pw).exit_code == 0
     assert cli("issue", "cluster1", "cluster2", env=pw).exit_code == 0
-    assert cli("rotate", "cluster1", env=pw).exit_code == 0
+    assert cli("rotate", "cluster1", "--revoke-previous", env=pw).exit_code == 0  # the mesh now has CRLs
 
     # root B in the token; A's passphrase still proves who may rotate
     begun = cli("rotate-root", "begin", "--pkcs11", softhsm.uri(labels()), env={**pw, **softhsm.env()})
     assert begun.exit_code == 0, begun.output
     assert (store_path / "rotation" / ROOT_KEY_URI_FILE).is_file()
-    # during the rotation B signs: only the PIN is needed
+    # CRLs are signed by both roots: A's passphrase and B's PIN, each to its own key
+    renewed = cli("crl", "renew", env={**pw, **softhsm.env()})
+    assert renewed.exit_code == 0, renewed.output
+    assert cli("rotate", "cluster2", "--revoke-previous", env={**pw, **softhsm.env()}).exit_code == 0
+    # during the rotation B signs intermediates: only the PIN is needed
     reissued = cli("rotate-root", "reissue", env=softhsm.env())
     assert reissued.exit_code == 0, reissued.output
     store = Store(store_path)
