@@ -98,6 +98,8 @@ CODES: dict[str, Code] = {
                                       "and the mesh is split"),
     "self-signed-ca": Code(E, ISTIOD, "the live cacerts holds `istio-generated`: istiod's own self-signed CA is "
                                       "in use, not the mesh's shared root"),
+    "unreadable-secret": Code(E, MESHPKI, "the live secret could not be read: the API server refused, could not be "
+                                          "reached, or answered something that is not a Secret"),
     "drift": Code(W, MESHPKI, "the live secret differs from the store's bundle for that cluster"),
     "matches-store": Code(I, MESHPKI, "the live secret is byte for byte the store's bundle"),
     # pairs

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
-import json
 import os
 import re
 import ssl
@@ -25,6 +24,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from meshpki import answers
+from meshpki.answers import LiveSecret
 from meshpki.errors import KubeError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -36,27 +37,6 @@ IN_CLUSTER_CONTEXT = "in-cluster"
 """The context name reported when the pod's service account is used."""
 
 _DEFAULT_KUBECONFIG = os.path.join("~", ".kube", "config")
-
-
-@dataclass(frozen=True)
-class LiveSecret:
-    """A secret as the API server returned it, data decoded to bytes."""
-
-    name: str
-    namespace: str
-    type: str
-    data: dict[str, bytes]
-    labels: dict[str, str]
-    annotations: dict[str, str]
-    resource_version: str
-
-    def __repr__(self) -> str:
-        # The data holds a private key: never let it reach a log or a traceback.
-        return (
-            f"LiveSecret(name={self.name!r}, namespace={self.namespace!r}, type={self.type!r}, "
-            f"data=<{len(self.data)} keys: {', '.join(sorted(self.data))}>, labels={self.labels!r}, "
-            f"annotations={self.annotations!r}, resource_version={self.resource_version!r})"
-        )
 
 
 # --------------------------------------------------------------------------
@@ -294,22 +274,8 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
                 todo.append(nxt)
 
 
-def _status_message(body: str | None) -> tuple[str, str]:
-    """(reason, message) of a Kubernetes Status body, tolerant of anything else."""
-    if not body:
-        return "", ""
-    try:
-        status = json.loads(body)
-    except ValueError:
-        text = " ".join(body.split())
-        return "", text[:200]
-    if not isinstance(status, dict):
-        return "", ""
-    return str(status.get("reason") or ""), " ".join(str(status.get("message") or "").split())
-
-
 def _api_error(ctx: str, server: str, op: _Op, status: int, reason_phrase: str, body: str | None) -> KubeError:
-    reason, message = _status_message(body)
+    reason, message = answers.status_message(body)
     phrase = reason_phrase or reason or "error"
     said = f": {message}" if message else ""
     if status == 401:
@@ -429,6 +395,20 @@ def _transport_error(ctx: str, server: str, timeout: float, exc: BaseException) 
     return KubeError(f"context {ctx}: request to {server} failed ({type(exc).__name__}: {exc}); retry, or check the kubeconfig")
 
 
+def _bad_answer(ctx: str, server: str, timeout: float, op: _Op, exc: answers.BadAnswer) -> KubeError:
+    """An answer that is not what the Kubernetes API sends (answers.py says what it was)."""
+    if isinstance(exc, answers.AnswerTimeout):
+        return KubeError(
+            f"context {ctx}: the API server at {server} did not answer within {timeout:g} s: its answer to "
+            f"{op.verb} {op.what} was still arriving (--timeout covers the whole request); "
+            "retry, or check the API server's load and the network"
+        )
+    return KubeError(
+        f"context {ctx}: {server} answered {op.verb} {op.what} with {exc}; "
+        "check the server address in the kubeconfig and any proxy or load balancer in front of the API server"
+    )
+
+
 # --------------------------------------------------------------------------
 # the cluster
 
@@ -441,21 +421,6 @@ def _q(segment: str) -> str:
 
 def _secret_path(namespace: str, name: str) -> str:
     return f"/api/v1/namespaces/{_q(namespace)}/secrets/{_q(name)}"
-
-
-def _live_secret(obj: dict[str, Any]) -> LiveSecret:
-    """A Secret as the API returns it (JSON), data decoded so no caller handles base64."""
-    meta = obj.get("metadata") or {}
-    data = {key: base64.b64decode(value) for key, value in (obj.get("data") or {}).items()}
-    return LiveSecret(
-        name=meta.get("name", ""),
-        namespace=meta.get("namespace", ""),
-        type=obj.get("type") or "Opaque",
-        data=data,
-        labels=dict(meta.get("labels") or {}),
-        annotations=dict(meta.get("annotations") or {}),
-        resource_version=meta.get("resourceVersion") or "",
-    )
 
 
 def _secret_body(
@@ -517,35 +482,6 @@ def _import_kubernetes() -> None:
         for name in ("ApiClient", "Configuration"):
             getattr(kubernetes.client, name)
         _imported = True
-
-
-def _read_body(response: Any, deadline: float) -> bytes:
-    """The whole body of a urllib3 response, read by `deadline` (time.monotonic).
-
-    urllib3's timeouts bound each socket read, not the request: a server that
-    sends a byte now and then would hold a caller forever. So each read waits
-    at most for what is left, and reads at most once from the socket (read1).
-    """
-    from urllib3.exceptions import ReadTimeoutError
-
-    chunks: list[bytes] = []
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise ReadTimeoutError(None, None, "the answer's body did not arrive in time")  # type: ignore[arg-type]
-            sock = getattr(response.connection, "sock", None)
-            if sock is not None:
-                sock.settimeout(left)
-            chunk = response.read1(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    except BaseException:
-        response.close()  # a half-read connection must not go back to the pool
-        raise
-    response.release_conn()
-    return b"".join(chunks)
 
 
 DEFAULT_NAMESPACE = "istio-system"
@@ -679,7 +615,11 @@ class Cluster:
 
     # -- the API -----------------------------------------------------------
     def _call(self, op: _Op, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run one API call; every failure leaves as a KubeError."""
+        """Run one API call; every failure leaves as a KubeError.
+
+        `--timeout` is one deadline for the whole request: urllib3's total
+        timeout bounds connecting and waiting for the headers, answers.read_body
+        bounds reading the body."""
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError as Urllib3Error
 
@@ -689,13 +629,20 @@ class Cluster:
             if not exc.status:  # the client's own wrapper around an SSL error: no answer came
                 raise _transport_error(self.context, self.server, self.timeout, exc) from None
             raise _api_error(self.context, self.server, op, exc.status, exc.reason or "", exc.body) from None
+        except answers.BadAnswer as exc:
+            raise _bad_answer(self.context, self.server, self.timeout, op, exc) from None
         except (Urllib3Error, OSError) as exc:
             raise _transport_error(self.context, self.server, self.timeout, exc) from None
 
     def _request(self, op: _Op, method: str, path: str, body: Any = None,
-                 content_type: str = "application/json") -> dict[str, Any]:
+                 content_type: str = "application/json",
+                 parse: Callable[[dict[str, Any]], T] | None = None) -> Any:
         """One REST call through the official client's ApiClient (auth, TLS,
-        proxies, timeouts), answered as plain JSON.
+        proxies, timeouts), answered as plain JSON, or as `parse` makes it.
+
+        The answer is read within bounds (answers.read_body) and parsed with
+        suspicion: whatever a broken server or a proxy sends becomes a
+        KubeError naming this context, never a traceback.
 
         CoreV1Api would do the same for about 1.4 s of extra import time (one
         30,000-line module and its models) on every command that talks to a
@@ -703,7 +650,7 @@ class Cluster:
         """
         from kubernetes.client.exceptions import ApiException
 
-        def send() -> dict[str, Any]:
+        def send() -> Any:
             deadline = time.monotonic() + self.timeout
             headers = {"Accept": "application/json"}
             if body is not None:
@@ -711,14 +658,15 @@ class Cluster:
             method_, url, headers_, body_, post = self._client.param_serialize(
                 method=method, resource_path=path, header_params=headers, body=body, auth_settings=["BearerToken"])
             # A number is urllib3's total timeout: connecting and the answer's
-            # headers share it; _read_body holds the body to the same deadline.
+            # headers share it; answers.read_body holds the body to the same deadline.
             response = self._client.call_api(method_, url, header_params=headers_, body=body_, post_params=post,
                                              _request_timeout=self.timeout)
-            raw = _read_body(response.response, deadline)
-            text = raw.decode("utf-8", errors="replace") if raw else ""
+            raw = answers.read_body(response.response, deadline)
             if not 200 <= response.status <= 299:
-                raise ApiException(status=response.status, reason=response.reason, body=text)
-            return json.loads(text) if text else {}
+                raise ApiException(status=response.status, reason=response.reason,
+                                   body=raw.decode("utf-8", errors="replace"))
+            doc = answers.parse_json(raw, response.headers.get("Content-Type"))
+            return parse(doc) if parse is not None else doc
 
         return self._call(op, send)
 
@@ -726,12 +674,12 @@ class Cluster:
         """The secret, or None when it (or its namespace) does not exist."""
         op = _Op("get", "secrets", namespace, name)
         try:
-            obj = self._request(op, "GET", _secret_path(namespace, name))
+            secret: LiveSecret = self._request(op, "GET", _secret_path(namespace, name), parse=answers.parse_secret)
         except KubeError as exc:
             if exc.status == 404:
                 return None
             raise
-        return _live_secret(obj)
+        return secret
 
     def ensure_namespace(self, namespace: str) -> bool:
         """Create the namespace unless it exists; True when this call created it.
@@ -780,7 +728,7 @@ class Cluster:
         """Create the secret; a KubeError with status 409 when it already exists."""
         body = _secret_body(namespace, name, data, labels, annotations, type)
         op = _Op("create", "secrets", namespace, name)
-        return _live_secret(self._request(op, "POST", f"/api/v1/namespaces/{_q(namespace)}/secrets", body))
+        return self._request(op, "POST", f"/api/v1/namespaces/{_q(namespace)}/secrets", body, parse=answers.parse_secret)
 
     def replace_secret(
         self,
@@ -797,7 +745,7 @@ class Cluster:
         older read must not overwrite someone else's newer write."""
         body = _secret_body(namespace, name, data, labels, annotations, type, resource_version)
         op = _Op("update", "secrets", namespace, name)
-        return _live_secret(self._request(op, "PUT", _secret_path(namespace, name), body))
+        return self._request(op, "PUT", _secret_path(namespace, name), body, parse=answers.parse_secret)
 
     def patch_secret_metadata(
         self,
@@ -817,8 +765,8 @@ class Cluster:
         if resource_version is not None:
             meta["resourceVersion"] = resource_version
         op = _Op("patch", "secrets", namespace, name)
-        return _live_secret(self._request(op, "PATCH", _secret_path(namespace, name), {"metadata": meta},
-                                          content_type="application/merge-patch+json"))
+        return self._request(op, "PATCH", _secret_path(namespace, name), {"metadata": meta},
+                             content_type="application/merge-patch+json", parse=answers.parse_secret)
 
     # -- remote clusters: service accounts, RBAC, tokens --------------------
     def read_object(self, op: _Op, path: str) -> dict[str, Any] | None:
@@ -855,9 +803,10 @@ class Cluster:
         from urllib.parse import quote
 
         op = _Op("list", "secrets", namespace, "")
-        body = self._request(op, "GET", f"/api/v1/namespaces/{_q(namespace)}/secrets"
-                                        f"?labelSelector={quote(label_selector, safe='')}")
-        return [_live_secret(item) for item in body.get("items") or []]
+        secrets: list[LiveSecret] = self._request(
+            op, "GET", f"/api/v1/namespaces/{_q(namespace)}/secrets?labelSelector={quote(label_selector, safe='')}",
+            parse=lambda doc: [answers.parse_secret(item) for item in answers.list_items(doc, "SecretList")])
+        return secrets
 
     def request_token(self, namespace: str, service_account: str, seconds: int) -> str:
         """A TokenRequest: a token for the service account that expires after `seconds`."""
@@ -866,7 +815,8 @@ class Cluster:
                 "spec": {"expirationSeconds": seconds}}
         answer = self._request(op, "POST", f"/api/v1/namespaces/{_q(namespace)}/serviceaccounts/"
                                            f"{_q(service_account)}/token", body)
-        token = (answer.get("status") or {}).get("token")
+        status = answer.get("status")
+        token = status.get("token") if isinstance(status, dict) else None
         if not isinstance(token, str) or not token:
             raise KubeError(f"context {self.context}: the API server answered the TokenRequest for serviceaccount "
                             f"{namespace}/{service_account} without a token; check the API server's version (1.22+)")

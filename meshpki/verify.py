@@ -16,7 +16,7 @@ from typing import Any
 from meshpki import checks
 from meshpki.bundle import Bundle, differing_roles, load_folder
 from meshpki.checks import BundleReport, PairReport, Severity
-from meshpki.errors import InputError
+from meshpki.errors import InputError, MeshPKIError
 from meshpki.findings import finding
 from meshpki.kube import SecretRef
 from meshpki.store import is_cluster_name
@@ -143,7 +143,10 @@ def run(store, names: Sequence[str], all_clusters: bool = False, now: dt.datetim
     extra: dict[str, tuple[checks.Finding, ...]] = {}
     absent: list[BundleReport] = []
     for source in live:
-        target, findings = read_live(store, source)
+        try:
+            target, findings = read_live(store, source)
+        except MeshPKIError as exc:  # one cluster that cannot be read must not hide the others
+            target, findings = None, (finding("unreadable-secret", str(exc)),)
         if target is None:
             absent.append(BundleReport(live_label(source), findings))
         else:

@@ -61,7 +61,9 @@ __all__ = [
     "Call",
     "Context",
     "KubeAPIServer",
+    "RawAnswer",
     "VirtualCluster",
+    "endless",
     "kube_api",
     "kube_api_server",
     "kubeconfig",
@@ -254,6 +256,40 @@ class _Drop(Exception):
     """Close the connection without answering."""
 
 
+@dataclass
+class RawAnswer:
+    """A hand-made answer, sent as is: what a broken API server or a proxy in
+    front of it can send (HTML, bad JSON, a body that never ends).
+
+    body: bytes, or an iterable of chunks (sent with chunked encoding unless
+    `length` is given); `pause` seconds between chunks make a trickle.
+    `length` overrides Content-Length (a lie is allowed). `sent` counts the
+    body bytes that reached the socket, so a test can tell how much a client
+    read before it hung up.
+    """
+
+    body: bytes | Iterable[bytes] = b""
+    status: int = 200
+    content_type: str = "application/json"
+    length: int | None = None
+    pause: float = 0.0
+    sent: int = 0
+
+
+def endless(chunk: bytes = b"0" * 65536, limit: int | None = None) -> Iterator[bytes]:
+    """A body that never ends (or ends after `limit` bytes)."""
+    total = 0
+    while limit is None or total < limit:
+        yield chunk
+        total += len(chunk)
+
+
+class _Raw(Exception):
+    def __init__(self, answer: RawAnswer) -> None:
+        super().__init__("raw answer")
+        self.answer = answer
+
+
 def _not_found(kind: str, name: str) -> _APIError:
     return _APIError(404, f'{kind} "{name}" not found', "NotFound", {"name": name, "kind": kind})
 
@@ -406,6 +442,7 @@ class VirtualCluster:
         self._calls: list[Call] = []
         self._failures: list[_Failure] = []
         self._drops = 0
+        self._raw: list[RawAnswer] = []
         self._conflicts = 0
         self.delay: float = 0.0
         """Seconds every request waits before it is answered (for timeouts)."""
@@ -455,6 +492,12 @@ class VirtualCluster:
         with self._lock:
             self._drops += count
 
+    def answer_next(self, *answers: RawAnswer) -> None:
+        """Send these answers, one per request, to the next requests (after
+        authentication: the client is who it says, the answer is broken)."""
+        with self._lock:
+            self._raw.extend(answers)
+
     def conflict_next_write(self, count: int = 1) -> None:
         """Let "someone else" write the secret just before the next PUT/PATCH of
         a secret lands, so a client precondition on resourceVersion fails (409)."""
@@ -465,6 +508,7 @@ class VirtualCluster:
         with self._lock:
             self._failures.clear()
             self._drops = 0
+            self._raw.clear()
             self._conflicts = 0
             self.delay = 0.0
             self.drip = 0.0
@@ -627,6 +671,10 @@ class VirtualCluster:
             raise _APIError(failure.status, failure.message, headers=headers_out)
         if user is None:
             raise _APIError(401, "Unauthorized")
+        with self._lock:
+            canned = self._raw.pop(0) if self._raw else None
+        if canned is not None:
+            raise _Raw(canned)
         if body_error is not None:
             raise _APIError(400, f"the body of the request was in an unknown format: {body_error}", "BadRequest")
         with self._lock:
@@ -1065,6 +1113,9 @@ class _Handler(BaseHTTPRequestHandler):
             code, payload, headers = cluster._handle(
                 self.command, match.group(2) or "/", parse_qs(split.query), self.headers, raw
             )
+        except _Raw as exc:
+            self._send_raw(exc.answer)
+            return
         except _Drop:
             self.close_connection = True
             with contextlib.suppress(OSError):
@@ -1093,6 +1144,39 @@ class _Handler(BaseHTTPRequestHandler):
         self._headers_buffer.append(b"\r\n")
         self._headers_buffer.append(data)
         self.flush_headers()
+
+
+    def _send_raw(self, answer: RawAnswer) -> None:
+        """Send a RawAnswer; stop quietly when the client hangs up (as it should
+        on an endless body) or the server stops."""
+        self.close_connection = True
+        self.send_response(answer.status, HTTPStatus(answer.status).phrase
+                           if answer.status in HTTPStatus._value2member_map_ else None)
+        self.send_header("Content-Type", answer.content_type)
+        if isinstance(answer.body, bytes):
+            chunks: Iterable[bytes] = [answer.body]
+            length: int | None = len(answer.body) if answer.length is None else answer.length
+        else:
+            chunks, length = answer.body, answer.length
+        if length is None:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(length))
+        self.send_header("Connection", "close")
+        try:
+            self.end_headers()
+            for chunk in chunks:
+                if not chunk:
+                    continue
+                frame = b"%x\r\n%s\r\n" % (len(chunk), chunk) if length is None else chunk
+                self.wfile.write(frame)
+                answer.sent += len(chunk)
+                if answer.pause and self.server.api.sleep(answer.pause):
+                    return
+            if length is None:
+                self.wfile.write(b"0\r\n\r\n")
+        except OSError:  # the client hung up: what a bounded reader does
+            return
 
 
 class _HTTPServer(ThreadingHTTPServer):

@@ -90,12 +90,22 @@ def read_all_live(targets: Sequence[SecretRef], parallel: int = DEFAULT_PARALLEL
     total = len(targets)
     results: list[Observation | None] = [None] * total
     with ThreadPoolExecutor(max_workers=max(1, min(parallel, total)), thread_name_prefix="meshpki-audit") as pool:
-        futures = {pool.submit(reader, target): i for i, target in enumerate(targets)}
+        futures = {pool.submit(_guarded, reader, target): i for i, target in enumerate(targets)}
         for done, future in enumerate(as_completed(futures), 1):
             results[futures[future]] = future.result()
             if progress is not None:
                 progress(done, total)
     return [r for r in results if r is not None]
+
+
+def _guarded(reader: Callable[[SecretRef], Observation], target: SecretRef) -> Observation:
+    """Defence in depth: even a bug met on one cluster's answer leaves the rest graded."""
+    try:
+        return reader(target)
+    except Exception as exc:
+        return Observation(target.cluster, SOURCE_LIVE, target.label,
+                           error=f"context {target.label}: meshpki failed reading this cluster "
+                                 f"({type(exc).__name__}: {exc}); please report this as a bug")
 
 
 def _unique_certs(certs: Iterable[x509.Certificate]) -> list[x509.Certificate]:
