@@ -761,13 +761,11 @@ def push_cmd(settings: Settings, cluster: str | None, context: str | None, kubec
 
     targets = settings.resolver(kubeconfig, namespace, secret_name, timeout).for_push(cluster, context, push_all)
     if push_all:
-        from meshpki.crl import eviction_notes
+        from meshpki.crl import skip_evicted
 
-        evicted = eviction_notes(settings.store)
-        for target in targets:
-            if target.cluster in evicted:
-                say(evicted[target.cluster])
-        targets = [t for t in targets if t.cluster not in evicted]
+        targets, notes = skip_evicted(settings.store, targets)
+        for note in notes:
+            say(note)
     one = _dry_run_one if dry_run else _push_one
     for_each(targets, lambda target: one(settings, target, allow_root_change, output, form), "pushes")
 
@@ -873,6 +871,11 @@ def audit_cmd(settings: Settings, contexts: tuple[str, ...], all_contexts: bool,
     try:
         targets = settings.resolver(kubeconfig, namespace, secret_name, timeout).for_audit(
             contexts, all_contexts, cluster_name)
+        from meshpki.crl import skip_evicted
+
+        targets, notes = skip_evicted(settings.store, targets)
+        for note in notes:
+            say(note)
         report = audit.run(settings.store, targets, at, warn_days, crit_days, parallel,
                            progress_printer("auditing clusters") if len(targets) > 1 else None)
     except InputError:

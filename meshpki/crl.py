@@ -23,6 +23,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -48,6 +49,14 @@ REASONS: dict[str, x509.ReasonFlags] = {
     "cessation-of-operation": x509.ReasonFlags.cessation_of_operation,
 }
 DEFAULT_REVOKE_REASON = "key-compromise"
+
+
+class _NamesCluster(Protocol):
+    @property
+    def cluster(self) -> str: ...
+
+
+T = TypeVar("T", bound=_NamesCluster)
 
 
 class RevocationError(MeshPKIError):
@@ -140,13 +149,15 @@ def evicted_clusters(store: Store) -> dict[str, Revoked]:
     return {r.cluster: r for r in state.revoked if r.evicted and r.cluster not in members}
 
 
-def eviction_notes(store: Store) -> dict[str, str]:
-    """For fleet-wide commands: why an evicted cluster that a fleet file still
-    lists is skipped, and what to do about it."""
+def skip_evicted(store: Store, targets: Sequence[T]) -> tuple[list[T], list[str]]:
+    """Fleet-wide commands (push --all, audit) leave out evicted clusters that a
+    fleet file or kubeconfig still lists; the notes say why and what to do."""
     if not store.has_crl():
-        return {}
-    return {name: f"{name}: skipped, revoked on {entry.revoked_at} and no longer a member (serial {entry.serial}); "
-                  "remove it from the fleet file" for name, entry in evicted_clusters(store).items()}
+        return list(targets), []
+    evicted = evicted_clusters(store)
+    notes = [f"{t.cluster}: skipped, revoked on {evicted[t.cluster].revoked_at} and no longer a member (serial "
+             f"{evicted[t.cluster].serial}); remove it from the fleet file" for t in targets if t.cluster in evicted]
+    return [t for t in targets if t.cluster not in evicted], notes
 
 
 # -- making CRLs -----------------------------------------------------------------

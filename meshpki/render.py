@@ -145,8 +145,18 @@ class _AuditCollector:
                                    "Seconds from the audit's reference time (--at, else the run) to notAfter; "
                                    "negative once expired.", labels=labels)
         seen: set[tuple[str, ...]] = set()
+        crl_next = GaugeMetricFamily("meshpki_crl_next_update_timestamp_seconds",
+                                     "nextUpdate of each audited CRL (ca-crl.pem, the store's crl/), as a Unix "
+                                     "timestamp; a CRL past it makes proxies reject peers.",
+                                     labels=["cluster", "source", "issuer"])
         for row in report.rows:
             if row.not_after is None:
+                continue
+            if row.role == "crl":
+                crl_key = (row.cluster, row.source, row.subject)
+                if crl_key not in seen:
+                    seen.add(crl_key)
+                    crl_next.add_metric(list(crl_key), row.not_after.timestamp())
                 continue
             key = (row.cluster, row.role, row.source, row.serial)
             if key in seen:  # one sample per label set; rows are most urgent first
@@ -166,7 +176,8 @@ class _AuditCollector:
         last_run = GaugeMetricFamily("meshpki_audit_last_run_timestamp_seconds",
                                      "When this audit ran, as a Unix timestamp.")
         last_run.add_metric([], report.run_at.timestamp())
-        return [not_after, expiry, status, roots, last_run]
+        crls = [crl_next] if crl_next.samples else []  # no family at all before the first revocation
+        return [not_after, expiry, *crls, status, roots, last_run]
 
 
 def audit_prometheus(report: Any) -> str:

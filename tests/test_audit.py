@@ -591,5 +591,9 @@ def test_prometheus_rules_alert_on_the_metrics_audit_writes(store_path):
     assert {"warning", "critical"} <= severities
     exprs = " ".join(r["expr"] for r in rules)
     assert "meshpki_audit_status == 2" in exprs and "meshpki_audit_status == 1" in exprs
-    exposed = set(metrics(render_audit(audit.run(issued_store(store_path, "c1"), []), OutputFormat.PROMETHEUS)))
+    store = issued_store(store_path, "c1", "c2")
+    from meshpki import crl
+
+    crl.revoke(store, "c2", None)  # so the CRL metric exists too
+    exposed = set(metrics(render_audit(audit.run(store, []), OutputFormat.PROMETHEUS)))
     assert set(re.findall(r"meshpki_[a-z_]+", exprs)) <= exposed

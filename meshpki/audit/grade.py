@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 
-from meshpki import checks, pem, profiles
+from meshpki import checks, crl, pem, profiles
 from meshpki.audit.model import (
     DEFAULT_CRIT_DAYS,
     DEFAULT_WARN_DAYS,
     ROLE_BUNDLE,
+    ROLE_CRL,
     ROLE_INTERMEDIATE,
     ROLE_ROOT,
     SOURCE_LIVE,
@@ -35,6 +36,7 @@ from meshpki.audit.model import (
 )
 from meshpki.audit.verifier import Verifier
 from meshpki.bundle import Bundle, differing_roles, fingerprint, serial_hex, subject_text
+from meshpki.errors import MeshPKIError
 from meshpki.kube import IN_CLUSTER_CONTEXT
 
 DAY = dt.timedelta(days=1)
@@ -77,6 +79,26 @@ def grade_expiry(not_after: dt.datetime, at: dt.datetime, warn_days: int, crit_d
     return Condition(Grade.OK, "ok", "")
 
 
+def grade_next_update(next_update: dt.datetime, at: dt.datetime, warn_days: int, crit_days: int) -> Condition:
+    """A CRL's nextUpdate graded like a notAfter: once it passes, proxies
+    reject every peer whose chain the CRL covers (docs/revocation.md)."""
+    found = grade_expiry(next_update, at, warn_days, crit_days)
+    if found.grade is Grade.OK:
+        return found
+    reason = found.reason.replace("expired", "stale since", 1).replace("expires", "goes stale", 1)
+    return Condition(found.grade, f"crl-{found.code}",
+                     f"CRL {reason}; meshpki crl renew, then meshpki push --all")
+
+
+def _crl_id(one: x509.CertificateRevocationList) -> str:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(one.public_bytes(Encoding.DER))
+    return digest.finalize().hex()
+
+
 def _parse(data: bytes | None) -> list[x509.Certificate]:
     """Certificates of one PEM file as istiod reads root-cert.pem: damaged blocks
     are skipped (the fails-verify row explains them)."""
@@ -117,6 +139,14 @@ class _CertEntry:
 
 
 @dataclass
+class _CrlEntry:
+    cluster: str
+    source: str
+    crl: x509.CertificateRevocationList
+    context: str | None
+
+
+@dataclass
 class _BundleEntry:
     cluster: str
     source: str
@@ -135,6 +165,8 @@ class _Grader:
         self.store_root_fps: set[str] = set()
         self.due: dict[tuple[str, str, str], list[tuple[str, dt.datetime]]] = {}
         self.roots: dict[tuple[str, str, str], None] = {}
+        self.crls: dict[tuple[str, str, str], _CrlEntry] = {}
+        self.store_crl_ids: set[str] = set()
 
     def cert(self, cluster: str, source: str, role: str, cert: x509.Certificate,
              context: str | None) -> tuple[str, str, str]:
@@ -153,6 +185,9 @@ class _Grader:
         for root in view.roots:
             self.store_root_fps.add(fingerprint(root))
             self.cert("", SOURCE_STORE, ROLE_ROOT, root, None)
+        for one in view.crls:
+            self.store_crl_ids.add(_crl_id(one))
+            self.crls.setdefault(("", SOURCE_STORE, _crl_id(one)), _CrlEntry("", SOURCE_STORE, one, None))
         if view.root_error:
             self.bundle("", SOURCE_STORE, None, Condition(Grade.UNKNOWN, "unreadable", view.root_error))
         for obs in view.clusters:
@@ -176,6 +211,7 @@ class _Grader:
             if obs.source == SOURCE_STORE and fp in self.store_root_fps:
                 continue  # the store's own roots have their row (cluster "")
             self.cert(obs.cluster, obs.source, role, cert, obs.context)
+        self._crls(obs, bundle)
         errors = self.errors_of(bundle)
         if errors:
             first = errors[0]
@@ -190,6 +226,23 @@ class _Grader:
                     Grade.WARNING, "drift", f"live secret differs from the store's bundle ({', '.join(differ)}); "
                     f"meshpki push {obs.cluster} --context {obs.context}, or find out who changed it"))
         self._relations(obs)
+
+    def _crls(self, obs: Observation, bundle: Bundle) -> None:
+        """Every CRL of ca-crl.pem gets a row; a store bundle's copy of a root's
+        CRL is the store's own (cluster "")."""
+        if bundle.ca_crl is None:
+            return
+        try:
+            found = crl.parse_crls(bundle.ca_crl, "ca-crl.pem")
+        except MeshPKIError as exc:
+            self.bundle(obs.cluster, obs.source, obs.context, Condition(
+                Grade.CRITICAL, "crl-unparsable", f"{exc}: istiod refuses the whole bundle"))
+            return
+        for one in found:
+            ident = _crl_id(one)
+            if obs.source == SOURCE_STORE and ident in self.store_crl_ids:
+                continue
+            self.crls.setdefault((obs.cluster, obs.source, ident), _CrlEntry(obs.cluster, obs.source, one, obs.context))
 
     def _relations(self, obs: Observation) -> None:
         """The intermediate against the root its path ends in: outliving it, or
@@ -259,6 +312,18 @@ class _Grader:
             conditions = [grade_expiry(end, self.at, self.warn_days, self.crit_days), *entry.conditions]
             rows.append(_row(entry.cluster, entry.source, entry.role, subject_text(entry.cert),
                              serial_hex(entry.cert), end, days_left(end, self.at), fp, conditions, entry.context))
+        for (_, _, ident), listed in self.crls.items():
+            next_update = listed.crl.next_update_utc
+            if next_update is None:
+                conditions = [Condition(Grade.CRITICAL, "crl-no-next-update",
+                                        "CRL without nextUpdate: proxies treat it as stale; meshpki crl renew")]
+            else:
+                conditions = [grade_next_update(next_update, self.at, self.warn_days, self.crit_days)]
+            number = crl.crl_number(listed.crl)
+            rows.append(_row(listed.cluster, listed.source, ROLE_CRL, listed.crl.issuer.rfc4514_string(),
+                             "" if number is None else format(number, "x"), next_update,
+                             None if next_update is None else days_left(next_update, self.at), ident, conditions,
+                             listed.context))
         for bundle in self.bundles.values():
             rows.append(_row(bundle.cluster, bundle.source, ROLE_BUNDLE, "", "", None, None, "", bundle.conditions,
                              bundle.context))

@@ -25,6 +25,7 @@ SOURCE_SIGNED = "signed"  # a cluster CA this store signed from a CSR; its key l
 ROLE_ROOT = "root"
 ROLE_INTERMEDIATE = "intermediate"
 ROLE_BUNDLE = "bundle"  # a row about a whole bundle or secret, not one certificate
+ROLE_CRL = "crl"  # a CRL of ca-crl.pem (or the store's crl/): not_after is its nextUpdate
 
 
 class Grade(enum.IntEnum):
@@ -63,10 +64,12 @@ class Condition:
 
 @dataclass(frozen=True)
 class AuditRow:
-    """One certificate (or, with role "bundle", one secret or bundle) and its grade.
+    """One certificate (or, with role "bundle", one secret or bundle; with role
+    "crl", one CRL) and its grade.
 
-    cluster is "" for the store's own roots; not_after and days_left are None
-    for bundle rows; serial is lowercase hex without colons.
+    cluster is "" for the store's own roots and their CRLs; not_after and
+    days_left are None for bundle rows, and a CRL's nextUpdate for CRL rows;
+    serial is lowercase hex without colons (a CRL's: its CRL number).
     """
 
     cluster: str
@@ -176,6 +179,7 @@ class StoreView:
     clusters: tuple[Observation, ...] = ()
     root_error: str | None = None
     signed: tuple[tuple[str, x509.Certificate], ...] = ()  # (cluster, its CA) from the CSR inventory
+    crls: tuple[x509.CertificateRevocationList, ...] = ()  # the roots' CRLs in crl/ (revocation)
 
 
 

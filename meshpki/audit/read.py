@@ -42,13 +42,21 @@ def read_store(store: Any) -> StoreView | None:
             roots.append(rotate.new_root_cert(store)[0])
     except MeshPKIError as exc:
         root_error = str(exc)
+    crls: list[x509.CertificateRevocationList] = []
+    try:
+        from meshpki import crl
+
+        for name, pem in crl.root_crls(store).items():
+            crls += crl.parse_crls(pem, f"crl/{name}")
+    except MeshPKIError as exc:
+        root_error = root_error or str(exc)
     clusters = []
     for name in store.clusters():
         try:
             clusters.append(Observation(name, SOURCE_STORE, bundle=store.load_bundle(name)))
         except MeshPKIError as exc:
             clusters.append(Observation(name, SOURCE_STORE, error=str(exc)))
-    return StoreView(tuple(_unique_certs(roots)), tuple(clusters), root_error, tuple(_signed(store)))
+    return StoreView(tuple(_unique_certs(roots)), tuple(clusters), root_error, tuple(_signed(store)), tuple(crls))
 
 
 def _signed(store: Any) -> list[tuple[str, x509.Certificate]]:
