@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
+import freezegun
 import pytest
 from click.testing import CliRunner
 
 from meshpki.store import Store
-from tests.kubeapi import kube_api, kube_api_server, kubeconfig, kubeconfig_env  # noqa: F401  (fixtures)
+from tests.kubeapi import STANDARD_CONTEXTS, KubeAPIServer
 from tests.softhsm import softhsm  # noqa: F401  (fixture)
+
+# freezegun scans every loaded module's attributes when time is frozen; on
+# kubernetes.client that getattr triggers lazy imports of hundreds of pydantic
+# models, built while datetime is FakeDatetime -> PydanticSchemaGenerationError
+# in any freezegun test that runs after a Kubernetes test. Keep it out.
+freezegun.configure(extend_ignore_list=["kubernetes"])
 
 
 @pytest.fixture(autouse=True)
@@ -68,3 +76,38 @@ def one_line_error(result) -> str:
     assert "Traceback" not in out, out
     assert len(out.splitlines()) == 1, out
     return out
+
+
+# -- the Kubernetes API test server (tests/kubeapi.py) ---------------------------
+
+@pytest.fixture(scope="session")
+def kube_api_server() -> Iterator[KubeAPIServer]:
+    """One HTTPS server for the whole session; stopped (threads ended) at exit."""
+    server = KubeAPIServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def kube_api(kube_api_server: KubeAPIServer) -> KubeAPIServer:
+    """The session server with no virtual clusters: each test starts fresh."""
+    kube_api_server.reset()
+    return kube_api_server
+
+
+@pytest.fixture
+def kubeconfig(kube_api: KubeAPIServer, tmp_path: Path) -> Path:
+    """A kubeconfig file with the standard contexts (current: cluster1):
+    cluster1, cluster2 (separate virtual clusters, admin token); readonly
+    (cluster1, read-only token); badtoken (cluster1, 401); badca (cluster1,
+    wrong CA); down (connection refused)."""
+    return kube_api.write_kubeconfig(tmp_path / "kubeconfig", STANDARD_CONTEXTS, current="cluster1")
+
+
+@pytest.fixture
+def kubeconfig_env(kubeconfig: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """`kubeconfig`, also set as KUBECONFIG (for code that uses the default)."""
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    return kubeconfig

@@ -11,15 +11,8 @@ prefix (`https://127.0.0.1:PORT/clusters/NAME`); each has its own namespaces,
 secrets, tokens and fault settings, so a test can model a 100-cluster fleet
 without 100 ports.
 
-Fixtures (import with `from tests.kubeapi import *` in conftest.py, or
-`pytest -p tests.kubeapi`):
-
-- `kube_api_server` (session): the running `KubeAPIServer`.
-- `kube_api` (function): the same server with every virtual cluster wiped,
-  so each test starts from fresh state.
-- `kubeconfig` (function): a kubeconfig file (Path) with contexts cluster1,
-  cluster2, readonly, badtoken, badca, down; current-context cluster1.
-- `kubeconfig_env` (function): `kubeconfig`, also exported as KUBECONFIG.
+Its TLS CA comes from trustme. It imports no pytest, so bench/ runs it too;
+the pytest fixtures (kube_api, kubeconfig, ...) live in tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -30,17 +23,15 @@ import copy
 import datetime
 import hashlib
 import hmac
-import ipaddress
 import json
 import os
 import re
 import socket
 import ssl
-import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -48,38 +39,20 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import pytest
+import trustme
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = [
     "ADMIN_TOKEN",
     "READONLY_TOKEN",
+    "STANDARD_CONTEXTS",
     "Call",
     "Context",
     "KubeAPIServer",
     "RawAnswer",
     "VirtualCluster",
     "endless",
-    "kube_api",
-    "kube_api_server",
-    "kubeconfig",
-    "kubeconfig_env",
 ]
-
-# freezegun scans every loaded module's attributes when time is frozen; on
-# kubernetes.client that getattr triggers lazy imports of hundreds of pydantic
-# models, built while datetime is FakeDatetime -> PydanticSchemaGenerationError
-# in any freezegun test that runs after a Kubernetes test. Keep it out.
-try:
-    import freezegun
-
-    freezegun.configure(extend_ignore_list=["kubernetes"])
-except ImportError:  # pragma: no cover - freezegun is a test dependency
-    pass
 
 ADMIN_TOKEN = "admin-token"
 READONLY_TOKEN = "readonly-token"
@@ -125,96 +98,6 @@ _REASONS = {
 
 # --------------------------------------------------------------------------
 # TLS material
-
-
-@dataclass(frozen=True)
-class _TLS:
-    ca_pem: bytes
-    cert_pem: bytes
-    key_pem: bytes
-
-
-def _make_tls() -> _TLS:
-    """A throw-away CA and a server certificate for 127.0.0.1, both ECDSA P-256.
-
-    Validity is a fixed wide window rather than "now": OpenSSL checks the real
-    clock, while a test may have frozen Python's (freezegun) when the session
-    server happens to start.
-    """
-    not_before = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
-    not_after = datetime.datetime(2099, 12, 31, tzinfo=datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"kubeapi test CA {uuid.uuid4().hex[:8]}")])
-    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(ca_ski, critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                crl_sign=False, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    return _TLS(
-        ca_pem=ca_cert.public_bytes(serialization.Encoding.PEM),
-        cert_pem=cert.public_bytes(serialization.Encoding.PEM),
-        key_pem=key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ),
-    )
-
-
-def _server_ssl_context(tls: _TLS) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    # load_cert_chain only reads files: write them, load, delete at once.
-    with tempfile.TemporaryDirectory(prefix="kubeapi-") as tmp:
-        cert_file = Path(tmp, "tls.crt")
-        key_file = Path(tmp, "tls.key")
-        cert_file.write_bytes(tls.cert_pem)
-        key_file.write_bytes(tls.key_pem)
-        key_file.chmod(0o600)
-        ctx.load_cert_chain(cert_file, key_file)
-    return ctx
 
 
 # --------------------------------------------------------------------------
@@ -328,45 +211,6 @@ def _merge_patch(target: Any, patch: Any) -> Any:
         else:
             result[key] = _merge_patch(result.get(key), value)
     return result
-
-
-def _json_pointer(path: str) -> list[str]:
-    if not path.startswith("/"):
-        raise _APIError(422, f"invalid JSON pointer {path!r}")
-    return [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
-
-
-def _json_patch(obj: dict[str, Any], ops: Any) -> dict[str, Any]:
-    """RFC 6902 JSON patch: add, remove, replace, test (enough for maps)."""
-    if not isinstance(ops, list):
-        raise _APIError(400, "json patch body must be a list of operations")
-    doc = copy.deepcopy(obj)
-    for op in ops:
-        if not isinstance(op, dict) or "op" not in op or "path" not in op:
-            raise _APIError(400, f"malformed json patch operation {op!r}")
-        *parents, last = _json_pointer(op["path"])
-        node: Any = doc
-        for part in parents:
-            if not isinstance(node, dict) or part not in node:
-                raise _APIError(422, f"json patch: path {op['path']!r} does not exist")
-            node = node[part]
-        if not isinstance(node, dict):
-            raise _APIError(422, f"json patch: path {op['path']!r} is not inside an object")
-        kind = op["op"]
-        if kind in ("add", "replace"):
-            if kind == "replace" and last not in node:
-                raise _APIError(422, f"json patch: replace of missing path {op['path']!r}")
-            node[last] = copy.deepcopy(op.get("value"))
-        elif kind == "remove":
-            if last not in node:
-                raise _APIError(422, f"json patch: remove of missing path {op['path']!r}")
-            del node[last]
-        elif kind == "test":
-            if node.get(last) != op.get("value"):
-                raise _APIError(422, f"json patch: test failed at {op['path']!r}")
-        else:
-            raise _APIError(422, f"json patch: unsupported op {kind!r}")
-    return doc
 
 
 def _b64url(raw: bytes) -> str:
@@ -684,13 +528,6 @@ class VirtualCluster:
         self, method: str, path: str, query: dict[str, list[str]], content_type: str | None, user: _User, body: Any
     ) -> tuple[int, Any, dict[str, str]]:
         parts = [p for p in path.split("/") if p]
-        if parts in (["version"], ["version", ""]):
-            return 200, {"major": "1", "minor": "30", "gitVersion": "v1.30.0-kubeapi-test", "platform": "linux/amd64"}, {}
-        if parts == ["api"]:
-            return 200, {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
-                {"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:443"}]}, {}
-        if parts == ["api", "v1"]:
-            return 200, self._discovery(), {}
         routed = self._route_objects(method, parts, query, user, body)
         if routed is not None:
             return routed
@@ -698,23 +535,14 @@ class VirtualCluster:
             raise _APIError(404, "the server could not find the requested resource", "NotFound")
         rest = parts[3:]
         if len(rest) == 0:  # /api/v1/namespaces
-            verb = {"GET": "list", "POST": "create"}.get(method)
-            self._authorize(user, verb, "namespaces", None, None, method)
-            if method == "GET":
-                return 200, self._list("NamespaceList", self._namespaces.values()), {}
+            self._authorize(user, {"POST": "create"}.get(method), "namespaces", None, None, method)
             return self._create_namespace(body)
         ns = rest[0]
         if len(rest) == 1:  # /api/v1/namespaces/{ns}
-            verb = {"GET": "get", "DELETE": "delete"}.get(method)
-            self._authorize(user, verb, "namespaces", ns, None, method)
+            self._authorize(user, {"GET": "get"}.get(method), "namespaces", ns, None, method)
             obj = self._namespaces.get(ns)
             if obj is None:
                 raise _not_found("namespaces", ns)
-            if method == "DELETE":
-                del self._namespaces[ns]
-                for key in [k for k in self._secrets if k[0] == ns]:
-                    del self._secrets[key]
-                return 200, obj, {}
             return 200, copy.deepcopy(obj), {}
         if rest[1] != "secrets" or len(rest) > 3:
             raise _APIError(404, "the server could not find the requested resource", "NotFound")
@@ -768,19 +596,6 @@ class VirtualCluster:
             "Forbidden",
             details,
         )
-
-    @staticmethod
-    def _discovery() -> dict[str, Any]:
-        verbs = ["create", "delete", "get", "list", "patch", "update"]
-        return {
-            "kind": "APIResourceList",
-            "groupVersion": "v1",
-            "resources": [
-                {"name": "namespaces", "singularName": "namespace", "namespaced": False, "kind": "Namespace",
-                 "verbs": verbs, "shortNames": ["ns"]},
-                {"name": "secrets", "singularName": "secret", "namespaced": True, "kind": "Secret", "verbs": verbs},
-            ],
-        }
 
     def _list(self, kind: str, items: Iterable[dict[str, Any]]) -> dict[str, Any]:
         return {
@@ -891,14 +706,9 @@ class VirtualCluster:
             if rv is not None and rv != current["metadata"]["resourceVersion"]:
                 raise _conflict("secrets", name)
             patched = _merge_patch(current, body)
-        elif content_type == "application/json-patch+json":
-            patched = _json_patch(current, body)
-            rv = patched["metadata"].get("resourceVersion")
-            if rv is not None and rv != current["metadata"]["resourceVersion"]:
-                raise _conflict("secrets", name)
         else:
             raise _APIError(415, f"the body of the request was in an unknown format - accepted media types include: "
-                                 f"application/json-patch+json, application/merge-patch+json, "
+                                 f"application/merge-patch+json, "
                                  f"application/strategic-merge-patch+json (got {content_type})")
         obj = self._validated_secret(ns, name, patched)
         if obj["type"] != current.get("type", "Opaque"):
@@ -1237,8 +1047,11 @@ class KubeAPIServer:
     """The HTTPS server hosting all virtual clusters; start() before use."""
 
     def __init__(self) -> None:
-        self._tls = _make_tls()
-        self._wrong_ca_pem = _make_tls().ca_pem
+        # trustme's certificates are valid from 2000 to 3000: OpenSSL checks the
+        # real clock while a test may have frozen Python's (freezegun).
+        self._ca = trustme.CA()
+        self._cert = self._ca.issue_cert("127.0.0.1", "localhost")
+        self._wrong_ca_pem = trustme.CA().cert_pem.bytes()
         self._clusters: dict[str, VirtualCluster] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -1248,7 +1061,9 @@ class KubeAPIServer:
 
     # -- lifecycle -------------------------------------------------------
     def start(self) -> KubeAPIServer:
-        self._httpd = _HTTPServer(self, _server_ssl_context(self._tls))
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._cert.configure_cert(context)
+        self._httpd = _HTTPServer(self, context)
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="kubeapi", daemon=True
         )
@@ -1302,7 +1117,7 @@ class KubeAPIServer:
     @property
     def ca_pem(self) -> bytes:
         """The CA that signed the server certificate."""
-        return self._tls.ca_pem
+        return self._ca.cert_pem.bytes()
 
     @property
     def wrong_ca_pem(self) -> bytes:
@@ -1401,27 +1216,6 @@ class KubeAPIServer:
         return path
 
 
-# --------------------------------------------------------------------------
-# pytest fixtures
-
-
-@pytest.fixture(scope="session")
-def kube_api_server() -> Iterator[KubeAPIServer]:
-    """One HTTPS server for the whole session; stopped (threads ended) at exit."""
-    server = KubeAPIServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def kube_api(kube_api_server: KubeAPIServer) -> KubeAPIServer:
-    """The session server with no virtual clusters: each test starts fresh."""
-    kube_api_server.reset()
-    return kube_api_server
-
-
 STANDARD_CONTEXTS: dict[str, Context] = {
     "cluster1": Context("cluster1"),
     "cluster2": Context("cluster2"),
@@ -1430,19 +1224,3 @@ STANDARD_CONTEXTS: dict[str, Context] = {
     "badca": Context("cluster1", bad_ca=True),
     "down": Context("cluster1", down=True),
 }
-
-
-@pytest.fixture
-def kubeconfig(kube_api: KubeAPIServer, tmp_path: Path) -> Path:
-    """A kubeconfig file with the standard contexts (current: cluster1):
-    cluster1, cluster2 (separate virtual clusters, admin token); readonly
-    (cluster1, read-only token); badtoken (cluster1, 401); badca (cluster1,
-    wrong CA); down (connection refused)."""
-    return kube_api.write_kubeconfig(tmp_path / "kubeconfig", STANDARD_CONTEXTS, current="cluster1")
-
-
-@pytest.fixture
-def kubeconfig_env(kubeconfig: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """`kubeconfig`, also set as KUBECONFIG (for code that uses the default)."""
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    return kubeconfig
