@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import base64
 import copy
-import hashlib
 import os
 import re
 import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from meshpki import answers
@@ -68,43 +67,40 @@ def kubeconfig_paths(kubeconfig: str | os.PathLike[str] | None = None) -> tuple[
 @dataclass(frozen=True)
 class _Kubeconfig:
     """Parsed and merged kubeconfig files: names resolved the way kubectl does
-    (the first file that defines a name or sets current-context wins)."""
+    (the first file that defines a name or sets current-context wins), indexed
+    once so that finding one of 1,000 contexts costs a dictionary lookup."""
 
     paths: tuple[str, ...]
     docs: tuple[dict[str, Any], ...]
-    contexts: tuple[str, ...]
     current_context: str | None
+    index: Mapping[str, Mapping[str, tuple[str, dict[str, Any]]]]  # item -> name -> (file, entry)
+
+    @classmethod
+    def merge(cls, paths: list[str], docs: list[dict[str, Any]]) -> _Kubeconfig:
+        index: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {"contexts": {}, "clusters": {}, "users": {}}
+        for path, doc in zip(paths, docs, strict=True):
+            for item, entries in index.items():
+                for entry in doc.get(item) or []:
+                    entries.setdefault(entry["name"], (path, entry))
+        current = next((d["current-context"] for d in docs if d.get("current-context")), None)
+        return cls(tuple(paths), tuple(docs), current, index)
+
+    @property
+    def contexts(self) -> tuple[str, ...]:
+        return tuple(self.index["contexts"])
 
     @property
     def where(self) -> str:
         return ", ".join(_display(p) for p in self.paths)
 
-    def _entry(self, item: str, name: Any) -> tuple[str, dict[str, Any]] | None:
+    @property
+    def listing(self) -> str:
+        """The context names for a message."""
+        return ", ".join(self.contexts) or "none"
+
+    def entry(self, item: str, name: Any) -> tuple[str, dict[str, Any]] | None:
         """(file, entry) of the first entry called `name` in `item`."""
-        for path, doc in zip(self.paths, self.docs, strict=False):
-            for entry in doc.get(item) or []:
-                if entry.get("name") == name:
-                    return path, entry
-        return None
-
-    def config_node(self, context: str) -> Any:
-        """A kubeconfig for the kubernetes loader holding only `context` and the
-        cluster and user it names, deep-copied (the docs are a shared cache
-        and the loader may edit what it gets). Each entry remembers its file,
-        so a relative certificate path resolves against the right folder, as
-        kubernetes' own KubeConfigMerger does."""
-        from kubernetes.config.kube_config import ConfigNode
-
-        merged: dict[str, Any] = {"current-context": context, "contexts": [], "clusters": [], "users": []}
-        found = self._entry("contexts", context)
-        if found is not None:
-            merged["contexts"].append(ConfigNode(f"{found[0]}/contexts", copy.deepcopy(found[1]), found[0]))
-            ctx = found[1].get("context") or {}
-            for item, key in (("clusters", "cluster"), ("users", "user")):
-                entry = self._entry(item, ctx.get(key)) if isinstance(ctx, dict) else None
-                if entry is not None:
-                    merged[item].append(ConfigNode(f"{entry[0]}/{item}", copy.deepcopy(entry[1]), entry[0]))
-        return ConfigNode(self.paths[0], merged, self.paths[0])
+        return self.index[item].get(name) if isinstance(name, str) else None
 
 
 def _yaml_load(text: str) -> Any:
@@ -114,33 +110,19 @@ def _yaml_load(text: str) -> Any:
     return yaml.load(text, Loader=loader)
 
 
-# Parsed kubeconfig documents by content: connecting to 100 contexts of one
-# fleet file must not parse it 100 times (YAML costs ~50 ms per 100 contexts).
-# Keyed by a hash of the text, not mtime, so a file rewritten within the same
-# clock tick is never served stale. Cached documents are shared: read-only.
-_PARSED: dict[bytes, dict[str, Any]] = {}
-_PARSED_LOCK = threading.Lock()
-
-
 def _read_kubeconfig(path: str) -> dict[str, Any]:
-    """The parsed, checked kubeconfig file (shared: treat it as read-only)."""
+    """The parsed, checked kubeconfig file."""
     import yaml
 
     where = _display(path)
     fix = "fix the file or point --kubeconfig/KUBECONFIG at a valid one"
     try:
         with open(path, "rb") as f:
-            raw = f.read()
-        text = raw.decode("utf-8")
+            text = f.read().decode("utf-8")
     except OSError as exc:
         raise KubeError(f"cannot read kubeconfig {where}: {exc.strerror or exc}; {fix}") from None
     except UnicodeDecodeError:
         raise KubeError(f"kubeconfig {where} is not UTF-8 text; {fix}") from None
-    key = hashlib.sha256(raw).digest()
-    with _PARSED_LOCK:
-        cached = _PARSED.get(key)
-    if cached is not None:
-        return cached
     try:
         doc = _yaml_load(text)
     except yaml.YAMLError as exc:
@@ -156,33 +138,110 @@ def _read_kubeconfig(path: str) -> dict[str, Any]:
         entries = doc.get(item) or []
         if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("name"), str) for e in entries):
             raise KubeError(f"kubeconfig {where}: '{item}' must be a list of entries that each have a name; {fix}")
-    with _PARSED_LOCK:
-        if len(_PARSED) >= 32:
-            _PARSED.clear()
-        _PARSED[key] = doc
     return doc
 
 
-def _load_kubeconfig(kubeconfig: str | os.PathLike[str] | None) -> _Kubeconfig | None:
-    """Read and merge the kubeconfig files; None when none exists (and none was
-    named explicitly), which lets `connect` fall back to in-cluster config."""
-    paths, explicit = kubeconfig_paths(kubeconfig)
-    existing = [p for p in paths if os.path.exists(p)]
-    if explicit and not existing:
-        raise KubeError(
-            f"kubeconfig {_display(paths[0])} does not exist; pass --kubeconfig with an existing file "
-            "(or leave it out to use KUBECONFIG or ~/.kube/config)"
-        )
-    if not existing:
-        return None
-    docs = [_read_kubeconfig(p) for p in existing]
-    contexts: list[str] = []
-    for doc in docs:
-        for entry in doc.get("contexts") or []:
-            if entry["name"] not in contexts:
-                contexts.append(entry["name"])
-    current = next((d["current-context"] for d in docs if d.get("current-context")), None)
-    return _Kubeconfig(tuple(existing), tuple(docs), tuple(contexts), current)
+class Kubeconfigs:
+    """The kubeconfig files of one run: each file parsed once, and each exec
+    credential plugin run once per user (kubectl, too, keeps a plugin's
+    credential in memory instead of running it for every request).
+
+    One instance per command: `locate.Resolver` hands its own to every
+    SecretRef it makes. Without one, `Cluster.connect` reads the files afresh.
+    Thread-safe: an audit connects to many clusters at once.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._merged: dict[tuple[tuple[str, ...], bool], _Kubeconfig | None] = {}
+        self._credentials: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._credential_locks: dict[tuple[str, str, str], threading.Lock] = {}
+
+    def load(self, kubeconfig: str | os.PathLike[str] | None) -> _Kubeconfig | None:
+        """Read and merge the kubeconfig files; None when none exists (and none was
+        named explicitly), which lets `connect` fall back to in-cluster config."""
+        paths, explicit = kubeconfig_paths(kubeconfig)
+        key = (tuple(paths), explicit)
+        with self._lock:
+            if key in self._merged:
+                return self._merged[key]
+        existing = [p for p in paths if os.path.exists(p)]
+        if explicit and not existing:
+            raise KubeError(
+                f"kubeconfig {_display(paths[0])} does not exist; pass --kubeconfig with an existing file "
+                "(or leave it out to use KUBECONFIG or ~/.kube/config)"
+            )
+        merged = _Kubeconfig.merge(existing, [_read_kubeconfig(p) for p in existing]) if existing else None
+        with self._lock:
+            return self._merged.setdefault(key, merged)
+
+    def config_node(self, config: _Kubeconfig, context: str) -> Any:
+        """A kubeconfig for the kubernetes loader holding only `context` and the
+        cluster and user it names, deep-copied (the loader may edit what it
+        gets). Each entry remembers its file, so a relative certificate path
+        resolves against the right folder, as kubernetes' own KubeConfigMerger
+        does. An exec plugin's credential comes from this run's cache."""
+        from kubernetes.config.kube_config import ConfigNode
+
+        merged: dict[str, Any] = {"current-context": context, "contexts": [], "clusters": [], "users": []}
+        found = config.entry("contexts", context)
+        if found is not None:
+            merged["contexts"].append(ConfigNode(f"{found[0]}/contexts", copy.deepcopy(found[1]), found[0]))
+            ctx = found[1].get("context") or {}
+            for item, key in (("clusters", "cluster"), ("users", "user")):
+                entry = config.entry(item, ctx.get(key)) if isinstance(ctx, dict) else None
+                if entry is not None:
+                    merged[item].append(ConfigNode(f"{entry[0]}/{item}", copy.deepcopy(entry[1]), entry[0]))
+            if merged["users"] and merged["clusters"]:
+                self._use_cached_credential(context, merged["users"][0], merged["clusters"][0])
+        return ConfigNode(config.paths[0], merged, config.paths[0])
+
+    def _use_cached_credential(self, context: str, user: Any, cluster: Any) -> None:
+        """Replace the user's exec plugin by the credential it gave (once per
+        user per run; per cluster too when the plugin asks for cluster info)."""
+        spec = user.value.get("user")
+        if not isinstance(spec, dict) or not isinstance(spec.get("exec"), dict):
+            return
+        if any(spec.get(k) for k in ("auth-provider", "token", "tokenFile")):
+            return  # the loader prefers these to exec: nothing would run
+        per_cluster = bool(spec["exec"].get("provideClusterInfo"))
+        key = (user.path, user.value["name"], cluster.value["name"] if per_cluster else "")
+        with self._lock:
+            lock = self._credential_locks.setdefault(key, threading.Lock())
+        with lock:
+            status = self._credentials.get(key)
+            if status is None:
+                status = self._credentials[key] = _run_exec_plugin(context, user, cluster)
+        spec = dict(spec)
+        del spec["exec"]
+        if "token" in status:
+            spec["token"] = status["token"]
+        else:
+            spec["client-certificate-data"] = base64.b64encode(status["clientCertificateData"].encode()).decode()
+            spec["client-key-data"] = base64.b64encode(status["clientKeyData"].encode()).decode()
+        user.value["user"] = spec
+
+
+def _run_exec_plugin(context: str, user: Any, cluster: Any) -> dict[str, Any]:
+    """The ExecCredential status of the user's exec plugin, run as kubernetes'
+    loader runs it; a plugin that fails is one clear error, not a later 401."""
+    from kubernetes.config.exec_provider import ExecProvider
+    from kubernetes.config.kube_config import ConfigNode
+
+    exec_node = ConfigNode(f"{user.path}/exec", user.value["user"]["exec"], user.path)
+    base = os.path.abspath(os.path.dirname(cluster.path)) if cluster.path else ""
+    try:
+        status = ExecProvider(exec_node, base, cluster).run()
+    except Exception as exc:  # the plugin's own failure, in whatever form kubernetes raises it
+        msg = " ".join(str(exc).split())
+        raise KubeError(f"context {context}: the exec credential plugin of user {user.value['name']} failed ({msg}); "
+                        "run it by hand to see why, or fix the user's exec entry in the kubeconfig") from None
+    if not isinstance(status, dict) or not (
+            isinstance(status.get("token"), str)
+            or (isinstance(status.get("clientCertificateData"), str) and isinstance(status.get("clientKeyData"), str))):
+        raise KubeError(f"context {context}: the exec credential plugin of user {user.value['name']} gave neither a "
+                        "token nor a client certificate and key; fix the plugin or the user's exec entry")
+    return status
 
 
 def _missing_kubeconfig_message(kubeconfig: str | os.PathLike[str] | None) -> str:
@@ -193,9 +252,9 @@ def _missing_kubeconfig_message(kubeconfig: str | os.PathLike[str] | None) -> st
     )
 
 
-def list_contexts(kubeconfig: str | os.PathLike[str] | None = None) -> list[str]:
+def list_contexts(kubeconfig: str | os.PathLike[str] | None = None, configs: Kubeconfigs | None = None) -> list[str]:
     """The context names of the (merged) kubeconfig, in file order."""
-    config = _load_kubeconfig(kubeconfig)
+    config = (configs or Kubeconfigs()).load(kubeconfig)
     if config is None:
         raise KubeError(_missing_kubeconfig_message(kubeconfig))
     return list(config.contexts)
@@ -501,6 +560,8 @@ class SecretRef:
     namespace: str = DEFAULT_NAMESPACE
     secret_name: str = DEFAULT_SECRET
     timeout: float = DEFAULT_TIMEOUT
+    configs: Kubeconfigs | None = field(default=None, compare=False, repr=False)
+    """This run's parsed kubeconfigs (None: read them for this connection)."""
 
     @property
     def where(self) -> str:
@@ -512,7 +573,7 @@ class SecretRef:
         return self.context or IN_CLUSTER_CONTEXT
 
     def connect(self) -> Cluster:
-        return Cluster.connect(self.context, self.kubeconfig, self.timeout)
+        return Cluster.connect(self.context, self.kubeconfig, self.timeout, self.configs)
 
 
 class Cluster:
@@ -534,6 +595,7 @@ class Cluster:
         context: str | None = None,
         kubeconfig: str | os.PathLike[str] | None = None,
         timeout: float = 10.0,
+        configs: Kubeconfigs | None = None,
     ) -> Cluster:
         """Load the kubeconfig like kubectl (no request is made yet).
 
@@ -547,7 +609,8 @@ class Cluster:
         from urllib3.util.retry import Retry
 
         configuration = Configuration()
-        config = _load_kubeconfig(kubeconfig)
+        configs = configs or Kubeconfigs()
+        config = configs.load(kubeconfig)
         if config is None:
             if not os.environ.get("KUBERNETES_SERVICE_HOST"):
                 raise KubeError(_missing_kubeconfig_message(kubeconfig))
@@ -566,26 +629,26 @@ class Cluster:
                     f"context {name}: cannot use the pod's service account ({exc}); mount a token or pass --kubeconfig"
                 ) from None
         else:
-            available = ", ".join(config.contexts) or "none"
             if context is None:
                 if config.current_context is None:
                     raise KubeError(
-                        f"kubeconfig {config.where} sets no current-context (contexts: {available}); "
+                        f"kubeconfig {config.where} sets no current-context (contexts: {config.listing}); "
                         "pass --context with one of them"
                     )
                 context = config.current_context
-            if context not in config.contexts:
+            if config.entry("contexts", context) is None:
                 what = "current-context" if context == config.current_context else "context"
                 raise KubeError(
-                    f'{what} "{context}" not found in kubeconfig {config.where} (contexts: {available}); '
+                    f'{what} "{context}" not found in kubeconfig {config.where} (contexts: {config.listing}); '
                     "pass --context with one of them"
                 )
             name = context
             from kubernetes.config.kube_config import KubeConfigLoader
 
+            node = configs.config_node(config, context)  # may run an exec plugin: not under the lock
             try:
                 with _LOADER_LOCK:
-                    loader = KubeConfigLoader(config_dict=config.config_node(context), active_context=context)
+                    loader = KubeConfigLoader(config_dict=node, active_context=context)
                     loader.load_and_set(configuration)
             except ConfigException as exc:
                 msg = " ".join(str(exc).split())

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from meshpki.config import Fleet, FleetCluster
 from meshpki.errors import InputError
-from meshpki.kube import DEFAULT_NAMESPACE, DEFAULT_SECRET, DEFAULT_TIMEOUT, IN_CLUSTER_CONTEXT, SecretRef
+from meshpki.kube import DEFAULT_NAMESPACE, DEFAULT_SECRET, DEFAULT_TIMEOUT, IN_CLUSTER_CONTEXT, Kubeconfigs, SecretRef
 from meshpki.store import validate_cluster_name
 
 
@@ -44,6 +44,7 @@ class Resolver:
         self.fleet = fleet or Fleet()
         self.options = options or Options()
         self.environ = os.environ if environ is None else environ
+        self.configs = Kubeconfigs()  # every kubeconfig file parsed once for this run
 
     # -- the parts ---------------------------------------------------------------
     def kubeconfig(self, entry: FleetCluster | None = None) -> str | None:
@@ -65,6 +66,7 @@ class Resolver:
             namespace=self.options.namespace or self.fleet.namespace or DEFAULT_NAMESPACE,
             secret_name=self.options.secret_name or self.fleet.secret_name or DEFAULT_SECRET,
             timeout=self.options.timeout,
+            configs=self.configs,
         )
 
     # -- what commands ask for -----------------------------------------------------
@@ -90,7 +92,7 @@ class Resolver:
         """Every context of the kubeconfig (--all-contexts)."""
         from meshpki import kube
 
-        return kube.list_contexts(self.kubeconfig())
+        return kube.list_contexts(self.kubeconfig(), self.configs)
 
     def in_pod(self) -> bool:
         """No kubeconfig file anywhere and a Kubernetes service in the environment:
@@ -105,7 +107,8 @@ class Resolver:
         """The pod's own cluster, through its service account."""
         return SecretRef(cluster_name or IN_CLUSTER_CONTEXT, None, None,
                          self.options.namespace or self.fleet.namespace or DEFAULT_NAMESPACE,
-                         self.options.secret_name or self.fleet.secret_name or DEFAULT_SECRET, self.options.timeout)
+                         self.options.secret_name or self.fleet.secret_name or DEFAULT_SECRET, self.options.timeout,
+                         self.configs)
 
     # -- per command -------------------------------------------------------------
     def for_push(self, cluster: str | None, context: str | None, push_all: bool) -> list[SecretRef]:

@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from meshpki.errors import KubeError
-from meshpki.kube import Cluster, LiveSecret, list_contexts
+from meshpki.kube import Cluster, Kubeconfigs, LiveSecret, list_contexts
 from tests.kubeapi import READONLY_TOKEN, Context, KubeAPIServer
 
 NS = "istio-system"
@@ -496,3 +497,60 @@ def test_server_stops_with_requests_in_flight(tmp_path: Path) -> None:
     assert not reader.is_alive()
     assert errors and errors[0].status is None
     assert server._thread is not None and not server._thread.is_alive()
+
+
+# --------------------------------------------------------------------------
+# one run: kubeconfig parsed once, exec credentials cached per user
+
+PLUGIN = """\
+import json, sys
+with open(sys.argv[1], "a") as log:
+    log.write("ran\\n")
+if sys.argv[2] == "fail":
+    sys.exit("plugin: no credentials for you")
+print(json.dumps({"apiVersion": "client.authentication.k8s.io/v1beta1", "kind": "ExecCredential",
+                  "status": {"token": sys.argv[2]}}))
+"""
+
+
+def exec_kubeconfig(kube_api: KubeAPIServer, tmp_path: Path, token: str) -> tuple[Path, Path]:
+    """Contexts east and west, both of user `sso`, whose token comes from an exec plugin."""
+    plugin, runs = tmp_path / "plugin.py", tmp_path / "runs.log"
+    plugin.write_text(PLUGIN)
+    doc = kube_api.kubeconfig_dict({"east": ("cluster1", "unused"), "west": ("cluster2", "unused")})
+    doc["users"] = [{"name": "sso", "user": {"exec": {
+        "apiVersion": "client.authentication.k8s.io/v1beta1", "command": sys.executable,
+        "args": [str(plugin), str(runs), token], "interactiveMode": "Never"}}}]
+    for ctx in doc["contexts"]:
+        ctx["context"]["user"] = "sso"
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(doc))
+    return path, runs
+
+
+def test_exec_plugin_runs_once_per_user_per_run(kube_api: KubeAPIServer, tmp_path: Path) -> None:
+    for vc in ("cluster1", "cluster2"):
+        kube_api.cluster(vc).add_token("sso-token", "sso")
+    path, runs = exec_kubeconfig(kube_api, tmp_path, "sso-token")
+    configs = Kubeconfigs()
+    for ctx in ("east", "west", "east"):
+        assert Cluster.connect(ctx, str(path), configs=configs).read_secret(NS, NAME) is None
+    assert runs.read_text().count("ran") == 1
+    assert [c.user for c in kube_api.cluster("cluster2").calls] == ["sso"]
+
+
+def test_a_failing_exec_plugin_is_one_clear_error(kube_api: KubeAPIServer, tmp_path: Path) -> None:
+    path, _ = exec_kubeconfig(kube_api, tmp_path, "fail")
+    with pytest.raises(KubeError) as excinfo:
+        Cluster.connect("east", str(path))
+    kube_error(excinfo, None, "context east", "exec credential plugin of user sso failed", "run it by hand")
+
+
+def test_a_run_parses_each_kubeconfig_file_once(kube_api: KubeAPIServer, kubeconfig: Path) -> None:
+    configs = Kubeconfigs()
+    first = configs.load(str(kubeconfig))
+    kubeconfig.write_text("not: [a kubeconfig")  # a run keeps what it read first
+    assert configs.load(str(kubeconfig)) is first
+    assert Cluster.connect("cluster2", str(kubeconfig), configs=configs).context == "cluster2"
+    with pytest.raises(KubeError, match="is not valid YAML"):  # a new run reads the file again
+        Kubeconfigs().load(str(kubeconfig))
