@@ -900,19 +900,20 @@ class Endpoint:
     ca_pem: bytes | None  # None: the kubeconfig names no CA (system trust or insecure)
 
 
-def context_endpoint(context: str, kubeconfig: str | os.PathLike[str] | None = None) -> Endpoint:
+def context_endpoint(context: str, kubeconfig: str | os.PathLike[str] | None = None,
+                     configs: Kubeconfigs | None = None) -> Endpoint:
     """The server and CA of a kubeconfig context: what another cluster's istiod
     needs to reach this API server (certificate-authority-data, or the file
     certificate-authority names, relative to its kubeconfig)."""
-    config = _load_kubeconfig(kubeconfig)
+    config = (configs or Kubeconfigs()).load(kubeconfig)
     if config is None:
         raise KubeError(_missing_kubeconfig_message(kubeconfig))
-    if context not in config.contexts:
+    found = config.entry("contexts", context)
+    if found is None:
         raise KubeError(f'context "{context}" not found in kubeconfig {config.where} '
-                        f"(contexts: {', '.join(config.contexts) or 'none'}); pass --context with one of them")
-    found = config._entry("contexts", context)
+                        f"(contexts: {config.listing}); pass --context with one of them")
     ctx = (found[1].get("context") if found else None) or {}
-    cluster = config._entry("clusters", ctx.get("cluster")) if isinstance(ctx, dict) else None
+    cluster = config.entry("clusters", ctx.get("cluster")) if isinstance(ctx, dict) else None
     entry = (cluster[1].get("cluster") if cluster else None) or {}
     server = entry.get("server") if isinstance(entry, dict) else None
     if not isinstance(server, str) or not server:
