@@ -1,7 +1,7 @@
 """The cacerts bundle: Istio's four files, or cert-manager's tls.* form.
 
 A bundle is kept as the exact bytes of its files: istiod compares root
-bundles byte for byte (ISTIO.md), and `kubectl create secret --from-file`
+bundles byte for byte up to 1.29 (docs/istio-compat.md), and `kubectl create secret --from-file`
 takes files as they are, so nothing here ever re-encodes a PEM.
 """
 
@@ -28,6 +28,10 @@ FILES = (CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT)
 # writes it only once the mesh has revoked something (docs/revocation.md).
 CA_CRL = "ca-crl.pem"
 OPTIONAL_FILES = (CA_CRL,)
+
+# istiod writes this key into cacerts when it keeps its OWN self-signed CA there
+# (USE_CACERTS_FOR_SELF_SIGNED_CA; docs/istio-compat.md).
+ISTIO_GENERATED = "istio-generated"
 
 TLS_CRT = "tls.crt"
 TLS_KEY = "tls.key"
@@ -79,7 +83,7 @@ class Bundle:
     def missing(self) -> list[str]:
         return [n for n in self.expected_names() if n not in self.files and n not in self.unreadable]
 
-    # The four roles, whatever the form (ISTIO.md: chain = tls.crt + ca.crt, root = ca.crt).
+    # The four roles, whatever the form (docs/istio-compat.md: chain = tls.crt + ca.crt, root = ca.crt).
     def _get(self, files_name: str, tls_name: str) -> bytes | None:
         return self.files.get(tls_name if self.form == FORM_TLS else files_name)
 

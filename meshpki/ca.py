@@ -104,15 +104,17 @@ def organization_of(cert: x509.Certificate) -> str:
 
 
 def init_root(store: Store, key_type: KeyType, days: int, org: str, cn: str,
-              passphrase: bytes | None, token: TokenTarget | None = None) -> RootResult:
+              passphrase: bytes | None, token: TokenTarget | None = None,
+              constrain_to: str | None = None) -> RootResult:
     """Create the store's root; `passphrase` None means explicitly unencrypted,
-    `token` makes the key inside a PKCS#11 token instead of a file."""
+    `token` makes the key inside a PKCS#11 token instead of a file; `constrain_to`
+    pins it to that trust domain (profiles.trust_domain_constraints)."""
     check_days(days)
     store.refuse_existing_root()  # before spending a second on a key
     with store.locked():  # also proves the store is writable before the slow part
         store.refuse_existing_root()
         key, key_name, record = new_root_key(key_type, passphrase, token)
-        cert = profiles.make_root(key, days, org=org, cn=cn)
+        cert = profiles.make_root(key, days, org=org, cn=cn, constrain_to=constrain_to)
         path = store.write_root(cert_to_pem(cert), record, key_name=key_name)
     return RootResult(path, cert, bool(passphrase) or token is not None,
                       record.decode().strip() if token is not None else None)

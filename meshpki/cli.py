@@ -136,6 +136,21 @@ def profile_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+def trust_domain_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--trust-domain for every command that signs a test workload (verify, audit, push) or pins a root."""
+    return click.option("--trust-domain", envvar="MESHPKI_TRUST_DOMAIN", default=None, metavar="TD",
+                        help="The mesh's SPIFFE trust domain: test workloads are spiffe://TD/..., name-constrained "
+                             "roots are judged against it [env MESHPKI_TRUST_DOMAIN; default: fleet file's "
+                             "trust_domain, else cluster.local].")(func)
+
+
+def resolve_trust_domain(settings: Settings, flag: str | None) -> str:
+    """flag (or env) > fleet file > cluster.local, validated."""
+    from meshpki.profiles import DEFAULT_TRUST_DOMAIN, validate_trust_domain
+
+    return validate_trust_domain(flag or settings.fleet.trust_domain or DEFAULT_TRUST_DOMAIN)
+
+
 def connection_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--kubeconfig and --timeout, the way kubectl users expect them."""
     func = click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
@@ -346,13 +361,18 @@ def cli(ctx: click.Context) -> None:
               help="For an adopted intermediate: its issuers in order, up to and including the root.")
 @click.option("--import-from-context", metavar="CTX", default=None,
               help="Adopt istiod's self-signed root from the live istio-ca-secret of this kubeconfig context.")
+@trust_domain_option
+@click.option("--constrain", is_flag=True,
+              help="Pin the root to the trust domain: a critical nameConstraints extension permitting only "
+                   "spiffe://TD identities, so a leaked intermediate cannot mint identities of another mesh.")
 @connection_options
 @pkcs11_option("Generate the root key inside this PKCS#11 token instead of a file")
 @output_option("text", "json")
 def init_root_cmd(settings: Settings, key_type: str | None, days: int | None, org: str | None, cn: str,
                   passphrase_file: Path | None, insecure_no_passphrase: bool, import_cert: Path | None,
                   import_key: Path | None, import_chain: Path | None, import_from_context: str | None,
-                  kubeconfig: str | None, timeout: float, pkcs11: str | None, output: str) -> None:
+                  trust_domain: str | None, constrain: bool, kubeconfig: str | None, timeout: float,
+                  pkcs11: str | None, output: str) -> None:
     """Create the mesh's shared root CA in the store, or adopt an existing CA.
 
     The key is encrypted at rest (PKCS#8, scrypt + AES-256), or generated inside
@@ -374,11 +394,15 @@ def init_root_cmd(settings: Settings, key_type: str | None, days: int | None, or
       meshpki init-root --import-from-context cluster1
       MESHPKI_PKCS11_MODULE=/usr/lib/softhsm/libsofthsm2.so \\
         meshpki init-root --pkcs11 'pkcs11:token=meshpki;object=mesh-root' --pin-file pin.txt
+      meshpki init-root --trust-domain prod.example --constrain   # root valid only for spiffe://prod.example
     """
     from meshpki import ca
     from meshpki.keys import KeyType
     from meshpki.render import cert_facts
 
+    if constrain and (import_cert or import_key or import_chain or import_from_context):
+        raise BadInput("--constrain makes a new root; an adopted CA keeps the extensions it has")
+    pinned = resolve_trust_domain(settings, trust_domain) if constrain else None
     if import_cert or import_key or import_chain or import_from_context:
         if pkcs11:
             raise BadInput("--pkcs11 makes a new key inside the token; an imported CA key is a file (leave one out)")
@@ -396,15 +420,19 @@ def init_root_cmd(settings: Settings, key_type: str | None, days: int | None, or
     passphrase = None if token else new_root_passphrase(passphrase_file, insecure_no_passphrase)
     if not token:
         say(f"generating the {chosen.value} root key{' and encrypting it' if passphrase else ''} ...")
-    result = ca.init_root(settings.store, chosen, days, org or fleet.org or "Istio", cn, passphrase, token)
+    result = ca.init_root(settings.store, chosen, days, org or fleet.org or "Istio", cn, passphrase, token,
+                          constrain_to=pinned)
     facts = cert_facts(result.cert)
     data = {"path": str(result.path), "key_type": chosen.value, "encrypted": result.encrypted,
-            "pkcs11_uri": result.token_uri, "certificate": facts}
+            "pkcs11_uri": result.token_uri, "certificate": facts, "trust_domain": pinned}
     kept = (f"in the PKCS#11 token {result.token_uri}" if result.token_uri
             else "encrypted" if result.encrypted else "NOT encrypted")
     text = (f"created root CA {facts['subject']} in {result.path}\n"
             f"  serial {facts['serial']}, valid until {facts['not_after']}, key {kept}\n"
-            f"  next: meshpki issue CLUSTER...")
+            + (f"  pinned to trust domain {pinned}: only spiffe://{pinned}/... identities verify under it; pass "
+               f"--trust-domain {pinned} (or set trust_domain in the fleet file) to verify, push and audit\n"
+               if pinned else "")
+            + "  next: meshpki issue CLUSTER...")
     emit(data, output, text)
 
 
@@ -741,10 +769,11 @@ def _print_step(result, output: str, changed_text: str, next_step: str) -> None:
 @click.option("--dry-run", is_flag=True, help="Plan only; with -o yaml print the manifest (works offline too).")
 @click.option("--allow-root-change", is_flag=True,
               help="Push even when the live secret trusts roots that share nothing with ours (splits the mesh).")
+@trust_domain_option
 @output_option("text", "yaml", "json")
 def push_cmd(settings: Settings, cluster: str | None, context: str | None, kubeconfig: str | None,
              timeout: float, push_all: bool, namespace: str | None, secret_name: str | None, form: str,
-             dry_run: bool, allow_root_change: bool, output: str) -> None:
+             dry_run: bool, allow_root_change: bool, trust_domain: str | None, output: str) -> None:
     """Write a cluster's bundle as the `cacerts` secret, safely and idempotently.
 
     Verifies the bundle, reads the live secret, refuses a change of roots that
@@ -767,16 +796,18 @@ def push_cmd(settings: Settings, cluster: str | None, context: str | None, kubec
         for note in notes:
             say(note)
     one = _dry_run_one if dry_run else _push_one
-    for_each(targets, lambda target: one(settings, target, allow_root_change, output, form), "pushes")
+    domain = resolve_trust_domain(settings, trust_domain)
+    for_each(targets, lambda target: one(settings, target, allow_root_change, output, form, domain), "pushes")
 
 
-def _dry_run_one(settings: Settings, target, allow_root_change: bool, output: str, form: str) -> None:
+def _dry_run_one(settings: Settings, target, allow_root_change: bool, output: str, form: str,
+                 trust_domain: str) -> None:
     from meshpki import push as pushmod
     from meshpki.errors import KubeError
     from meshpki.render import to_json, to_yaml
 
     store = settings.store
-    desired = pushmod.desired_secret(pushmod.verified_bundle(store, target.cluster), form)
+    desired = pushmod.desired_secret(pushmod.verified_bundle(store, target.cluster, trust_domain), form)
     manifest = desired.manifest(target.namespace, target.secret_name)
     if output == "text":
         plan = pushmod.dry_run_plan(store, target, allow_root_change, desired)
@@ -794,11 +825,12 @@ def _dry_run_one(settings: Settings, target, allow_root_change: bool, output: st
     say(f"{target.cluster}: dry run, nothing written")
 
 
-def _push_one(settings: Settings, target, allow_root_change: bool, output: str, form: str) -> None:
+def _push_one(settings: Settings, target, allow_root_change: bool, output: str, form: str,
+              trust_domain: str) -> None:
     from meshpki import push as pushmod
     from meshpki.render import to_json, to_yaml
 
-    result = pushmod.push(settings.store, target, allow_root_change, form)
+    result = pushmod.push(settings.store, target, allow_root_change, form, trust_domain)
     plan = result.plan
     lines = pushmod.describe_plan(plan)
     if result.namespace_created:
@@ -838,17 +870,19 @@ def _push_one(settings: Settings, target, allow_root_change: bool, output: str, 
 @click.option("--textfile", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="PATH",
               help="Also write the Prometheus exposition here, atomically (node_exporter's textfile collector "
                    "reads *.prom).")
+@trust_domain_option
 @output_option("text", "json", "prometheus")
 def audit_cmd(settings: Settings, contexts: tuple[str, ...], all_contexts: bool, kubeconfig: str | None,
               timeout: float, namespace: str | None, secret_name: str | None, cluster_name: str | None,
               warn_days: int, crit_days: int, at_text: str | None, parallel: int, textfile: Path | None,
-              output: str) -> None:
+              trust_domain: str | None, output: str) -> None:
     """Grade expiry, drift and presence of every CA certificate, for cron and Prometheus.
 
     Audits the store (every root, every cluster's bundle) when there is one, and
     each cluster's live cacerts secret: the fleet file's contexts by default;
     in a pod with no kubeconfig, its own cluster through the service account.
-    CRITICAL: expired or within --crit-days, no cacerts secret, a bundle that
+    CRITICAL: expired or within --crit-days, no cacerts secret, a cacerts
+    holding istiod's own self-signed CA (istio-generated), a bundle that
     fails verify, clusters that share no root. WARNING: within --warn-days,
     drift from the store, an intermediate outliving its root, a root that
     expires before its intermediates could be rotated. UNKNOWN: a cluster
@@ -877,7 +911,8 @@ def audit_cmd(settings: Settings, contexts: tuple[str, ...], all_contexts: bool,
         for note in notes:
             say(note)
         report = audit.run(settings.store, targets, at, warn_days, crit_days, parallel,
-                           progress_printer("auditing clusters") if len(targets) > 1 else None)
+                           progress_printer("auditing clusters") if len(targets) > 1 else None,
+                           resolve_trust_domain(settings, trust_domain))
     except InputError:
         raise
     except MeshPKIError as exc:  # the audit could not run: UNKNOWN, not WARNING (exit 1)
@@ -937,18 +972,23 @@ def history_cmd(settings: Settings, cluster: str | None, output: str) -> None:
 @connection_options
 @click.option("--namespace", default=None, help="Namespace of the live secret [default: fleet file, else istio-system].")
 @click.option("--secret-name", default=None, help="Name of the live secret [default: fleet file, else cacerts].")
+@trust_domain_option
 @output_option("text", "json")
 def verify_cmd(settings: Settings, targets: tuple[str, ...], all_clusters: bool, strict: bool, warn_days: int,
                contexts: tuple[str, ...], kubeconfig: str | None, namespace: str | None, secret_name: str | None,
-               timeout: float, output: str) -> None:
+               timeout: float, trust_domain: str | None, output: str) -> None:
     """Check bundles the way istiod and the proxies will, and every pair of them.
 
     A TARGET is a cluster in the store or a folder holding a bundle made by
     anything (meshpki, Istio's Makefile, samples/certs, cert-manager's
-    tls.crt/tls.key/ca.crt). Each bundle signs a workload certificate that
-    must pass a real mutual-TLS handshake; with two or more targets every pair
-    must trust each other. Exit 0: no errors; 1: errors (or warnings with
-    --strict); 2: a TARGET that is neither a cluster nor a folder.
+    tls.crt/tls.key/ca.crt). Each file is read as istiod reads it, ca-crl.pem
+    included (a CRL signed by every cert of cert-chain.pem; not expired; not
+    revoking the bundle's own path). Each bundle signs a throw-away workload
+    certificate of --trust-domain that must pass a real mutual-TLS handshake;
+    with two or more targets every pair must trust each other. Every finding
+    says who objects: istiod, proxy or meshpki (policy). Exit 0: no errors;
+    1: errors (or warnings with --strict); 2: a TARGET that is neither a
+    cluster nor a folder.
 
     \b
     Examples:
@@ -957,6 +997,7 @@ def verify_cmd(settings: Settings, targets: tuple[str, ...], all_clusters: bool,
       meshpki verify ./istio-1.22/samples/certs --strict
       meshpki verify cluster1 /tmp/cacerts-from-cluster3 --warn-days 60
       meshpki verify --context cluster1 --context cluster2   # live secrets, and drift from the store
+      meshpki verify --trust-domain prod.example   # a mesh whose root is pinned to prod.example
     """
     from meshpki import verify
     from meshpki.render import OutputFormat, render_data, verify_text
@@ -964,7 +1005,8 @@ def verify_cmd(settings: Settings, targets: tuple[str, ...], all_clusters: bool,
     store = settings.store
     resolver = settings.resolver(kubeconfig, namespace, secret_name, timeout)
     live = [resolver.context(ctx) for ctx in contexts]
-    report = verify.run(store, targets, all_clusters=all_clusters, warn_days=warn_days, live=live)
+    report = verify.run(store, targets, all_clusters=all_clusters, warn_days=warn_days, live=live,
+                        trust_domain=resolve_trust_domain(settings, trust_domain))
     click.echo(render_data(report.to_dict(), OutputFormat(output), verify_text(report, strict=strict)))
     code = report.exit_code(strict)
     if code:

@@ -15,9 +15,10 @@ from typing import Any
 
 from meshpki.errors import InputError
 from meshpki.keys import KeyType
+from meshpki.profiles import validate_trust_domain
 from meshpki.store import validate_cluster_name
 
-_DEFAULT_KEYS = {"key_type", "root_days", "days", "org", "kubeconfig", "namespace", "secret_name"}
+_DEFAULT_KEYS = {"key_type", "root_days", "days", "org", "kubeconfig", "namespace", "secret_name", "trust_domain"}
 _CLUSTER_KEYS = {"name", "context", "kubeconfig", "remotes"}
 
 
@@ -45,6 +46,7 @@ class Fleet:
     kubeconfig: str | None = None
     namespace: str | None = None
     secret_name: str | None = None
+    trust_domain: str | None = None
     clusters: tuple[FleetCluster, ...] = field(default_factory=tuple)
     path: Path | None = None
 
@@ -122,6 +124,7 @@ def _parse(raw: dict[str, Any], path: Path) -> Fleet:
         kubeconfig=defaults.get("kubeconfig"),
         namespace=defaults.get("namespace"),
         secret_name=defaults.get("secret_name"),
+        trust_domain=validate_trust_domain(str(defaults["trust_domain"])) if "trust_domain" in defaults else None,
         clusters=tuple(clusters),
         path=path,
     )

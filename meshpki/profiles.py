@@ -3,18 +3,20 @@
 One common builder sets what every certificate shares (serial, validity,
 subject key identifier); each role adds its own extensions on top. The rules
 come from Istio (tools/certs/Makefile.selfsigned.mk, security/pkg/pki) and
-RFC 5280; ISTIO.md in shared/ summarises them.
+RFC 5280; docs/istio-compat.md lists the Istio rules.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from meshpki.errors import InputError
 from meshpki.keys import PrivateKey, PublicKey
 from meshpki.signing import SigningKey, sign_certificate
 
@@ -89,9 +91,10 @@ def ca_name(org: str, cn: str, locality: str | None = None) -> x509.Name:
 
 
 def make_root(key: SigningKey, days: int, org: str = DEFAULT_ORG, cn: str = ROOT_CN,
-              now: dt.datetime | None = None) -> x509.Certificate:
+              now: dt.datetime | None = None, constrain_to: str | None = None) -> x509.Certificate:
     """The mesh's self-signed root: CA:TRUE without a path length, so it can
-    sit above intermediates (and one more level if an operator ever needs it)."""
+    sit above intermediates (and one more level if an operator ever needs it).
+    `constrain_to` pins it to one trust domain (trust_domain_constraints)."""
     now = now or utcnow()
     name = ca_name(org, cn)
     builder = (
@@ -99,7 +102,34 @@ def make_root(key: SigningKey, days: int, org: str = DEFAULT_ORG, cn: str = ROOT
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(_ca_key_usage(), critical=True)
     )
+    if constrain_to is not None:
+        builder = builder.add_extension(trust_domain_constraints(constrain_to), critical=True)
     return sign_certificate(builder, key)
+
+
+def trust_domain_constraints(trust_domain: str) -> x509.NameConstraints:
+    """Only SPIFFE identities of one trust domain below this root.
+
+    RFC 5280 4.2.1.10: a URI constraint is matched against the URI's host,
+    which for spiffe://TD/ns/... is the trust domain, so the permitted subtree
+    is the bare trust domain (exact match, no subdomains). Only URIs are
+    constrained: with no DNS subtree, DNS names stay unconstrained in Go,
+    OpenSSL and BoringSSL, so istiod's DNS SAN on intermediates
+    (istiod.istio-system.svc) and on its own serving certificate still
+    verify. Critical, as RFC 5280 requires (docs/istio-compat.md)."""
+    return x509.NameConstraints(permitted_subtrees=[x509.UniformResourceIdentifier(trust_domain)],
+                                excluded_subtrees=None)
+
+
+_TRUST_DOMAIN = re.compile(r"[a-z0-9._-]{1,255}")
+
+
+def validate_trust_domain(trust_domain: str) -> str:
+    """A SPIFFE trust domain: lowercase letters, digits, dots, dashes, underscores."""
+    if not _TRUST_DOMAIN.fullmatch(trust_domain) or trust_domain.strip(".") != trust_domain:
+        raise InputError(f"trust domain {trust_domain!r} is not a SPIFFE trust domain (lowercase letters, digits, "
+                         "'.', '-', '_'; e.g. cluster.local)")
+    return trust_domain
 
 
 def make_intermediate(

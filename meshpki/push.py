@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 
-from meshpki import rotate
+from meshpki import profiles, rotate
 from meshpki.bundle import FORM_FILES, Bundle, fingerprint, parse_certs, serial_hex
 from meshpki.errors import KubeError, MeshPKIError
 from meshpki.kube import (  # noqa: F401 (DEFAULT_*: cli, demo)
@@ -35,7 +35,7 @@ ANN_ROOTS = "meshpki.io/root-sha256"
 
 CREATE, UPDATE, UNCHANGED, ADOPT = "create", "update", "unchanged", "adopt"
 
-# What istiod and the proxies need before they take a root change live (ISTIO.md).
+# What istiod and the proxies need before they take a root change live (docs/istio-compat.md).
 ROOT_CHANGE_REMINDER = (
     "root change: istiod takes it live only with ISTIO_MULTIROOT_MESH=true, and proxies only with "
     "PROXY_CONFIG_XDS_AGENT=true; otherwise restart istiod and the workloads after this push"
@@ -139,7 +139,7 @@ def root_set(data: Mapping[str, bytes]) -> frozenset[bytes] | None:
 
 
 def classify_root_change(live: frozenset[bytes] | None, new: frozenset[bytes]) -> str:
-    """How the pushed roots relate to the live ones, as certificate sets (DESIGN.md).
+    """How the pushed roots relate to the live ones, as certificate sets (docs/istio-compat.md).
 
     A planned rotation step (A -> A+B, A+B -> B) extends or narrows; roots that
     share nothing split the mesh: workloads of this cluster would stop
@@ -223,21 +223,22 @@ def make_plan(target: SecretRef, desired: Desired, live, allow_root_change: bool
 
 
 def plan_push(store: Store, target: SecretRef, allow_root_change: bool, conn: Cluster | None = None,
-              desired: Desired | None = None, form: str = FORM_FILES) -> tuple[Plan, Cluster]:
+              desired: Desired | None = None, form: str = FORM_FILES,
+              trust_domain: str = profiles.DEFAULT_TRUST_DOMAIN) -> tuple[Plan, Cluster]:
     """Read the live secret and plan; verifies the store bundle unless the
     caller already made `desired` from it. Returns (plan, connection)."""
-    desired = desired or desired_secret(verified_bundle(store, target.cluster), form)
+    desired = desired or desired_secret(verified_bundle(store, target.cluster, trust_domain), form)
     conn = conn or target.connect()
     live = conn.read_secret(target.namespace, target.secret_name)
     return make_plan(target, desired, live, allow_root_change), conn
 
 
-def verified_bundle(store: Store, cluster: str) -> Bundle:
-    """The store's bundle, refused when verify finds an error in it."""
+def verified_bundle(store: Store, cluster: str, trust_domain: str = profiles.DEFAULT_TRUST_DOMAIN) -> Bundle:
+    """The store's bundle, refused when verify (for the mesh's trust domain) finds an error in it."""
     from meshpki import checks
 
     bundle = store.load_bundle(cluster)
-    report = checks.check_bundle(bundle)
+    report = checks.check_bundle(bundle, trust_domain=trust_domain)
     errors = [f for f in report.findings if f.severity == checks.Severity.ERROR]
     if errors:
         first = errors[0]
@@ -283,9 +284,10 @@ def stored_object(secret) -> dict[str, object]:
     }
 
 
-def push(store: Store, target: SecretRef, allow_root_change: bool = False, form: str = FORM_FILES) -> PushResult:
+def push(store: Store, target: SecretRef, allow_root_change: bool = False, form: str = FORM_FILES,
+         trust_domain: str = profiles.DEFAULT_TRUST_DOMAIN) -> PushResult:
     """Plan and apply; a 409 (someone wrote in between) gets one re-read and re-plan."""
-    plan, conn = plan_push(store, target, allow_root_change, form=form)
+    plan, conn = plan_push(store, target, allow_root_change, form=form, trust_domain=trust_domain)
     if not plan.writes:
         return PushResult(plan, False, stored=stored_object(plan.live))
     try:
@@ -308,9 +310,9 @@ def push(store: Store, target: SecretRef, allow_root_change: bool = False, form:
 
 
 def dry_run_plan(store: Store, target: SecretRef, allow_root_change: bool, desired: Desired | None = None,
-                 form: str = FORM_FILES) -> Plan:
+                 form: str = FORM_FILES, trust_domain: str = profiles.DEFAULT_TRUST_DOMAIN) -> Plan:
     """The plan without writing; raises KubeError when the cluster cannot be read."""
-    plan, _ = plan_push(store, target, allow_root_change, desired=desired, form=form)
+    plan, _ = plan_push(store, target, allow_root_change, desired=desired, form=form, trust_domain=trust_domain)
     return plan
 
 

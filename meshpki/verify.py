@@ -13,8 +13,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from meshpki import checks
-from meshpki.bundle import Bundle, differing_roles, load_folder
+from meshpki import checks, profiles
+from meshpki.bundle import ISTIO_GENERATED, Bundle, differing_roles, load_folder
 from meshpki.checks import BundleReport, PairReport, Severity
 from meshpki.errors import InputError, MeshPKIError
 from meshpki.findings import finding
@@ -95,9 +95,11 @@ def resolve_targets(store, names: Sequence[str], all_clusters: bool = False) -> 
 
 
 def verify_targets(targets: Sequence[Target], now: dt.datetime | None = None,
-                   warn_days: int = checks.DEFAULT_WARN_DAYS) -> VerifyReport:
+                   warn_days: int = checks.DEFAULT_WARN_DAYS,
+                   trust_domain: str = profiles.DEFAULT_TRUST_DOMAIN) -> VerifyReport:
     """Check each bundle once (one workload cert each), then every pair with them."""
-    results = tuple(checks.check_bundle(t.bundle, now=now, warn_days=warn_days, target=t.label) for t in targets)
+    results = tuple(checks.check_bundle(t.bundle, now=now, warn_days=warn_days, trust_domain=trust_domain,
+                                        target=t.label) for t in targets)
     return VerifyReport(results, checks.check_pairs(results))
 
 
@@ -120,6 +122,8 @@ def read_live(store, source: SecretRef) -> tuple[Target | None, tuple[checks.Fin
                                      f"meshpki push {source.cluster} --context {source.context}"),)
     live = Bundle.from_secret_data(secret.data, label)
     target = Target(label, live, "live")
+    if ISTIO_GENERATED in secret.data:
+        return target, (self_signed_finding(where, source.context, source.cluster),)
     if store is None or not is_cluster_name(source.cluster) or not store.has_cluster(source.cluster):
         return target, ()
     differ = differing_roles(store.load_bundle(source.cluster), live)
@@ -133,8 +137,16 @@ def read_live(store, source: SecretRef) -> tuple[Target | None, tuple[checks.Fin
                             f"{where} is byte for byte the store's bundle for {source.cluster}"),)
 
 
+def self_signed_finding(where: str, context: str, cluster: str) -> checks.Finding:
+    return finding("self-signed-ca", f"{where} in context {context} holds `{ISTIO_GENERATED}`: istiod's own "
+                   "self-signed CA is in use there, not the mesh's shared root, so this cluster trusts only itself",
+                   None, f"push the mesh's bundle (meshpki push {cluster} --context {context} "
+                   "--allow-root-change), then restart istiod and the workloads")
+
+
 def run(store, names: Sequence[str], all_clusters: bool = False, now: dt.datetime | None = None,
-        warn_days: int = checks.DEFAULT_WARN_DAYS, live: Sequence[SecretRef] = ()) -> VerifyReport:
+        warn_days: int = checks.DEFAULT_WARN_DAYS, live: Sequence[SecretRef] = (),
+        trust_domain: str = profiles.DEFAULT_TRUST_DOMAIN) -> VerifyReport:
     """The whole of `meshpki verify`, minus printing. With only live sources,
     the store's clusters are not checked unless named or --all."""
     if warn_days < 0:
@@ -152,6 +164,6 @@ def run(store, names: Sequence[str], all_clusters: bool = False, now: dt.datetim
         else:
             targets.append(target)
             extra[target.label] = findings
-    report = verify_targets(targets, now=now, warn_days=warn_days)
+    report = verify_targets(targets, now=now, warn_days=warn_days, trust_domain=trust_domain)
     results = tuple(replace(r, findings=r.findings + extra.get(r.target, ())) for r in report.results)
     return VerifyReport(results + tuple(absent), report.pairs)

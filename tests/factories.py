@@ -33,6 +33,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from meshpki.bundle import (
@@ -61,6 +62,7 @@ __all__ = [
     "istio_samples_bundle",
     "key_usage",
     "make_cert",
+    "make_crl",
     "make_intermediate",
     "make_root",
     "now",
@@ -153,6 +155,7 @@ def make_cert(
     san_dns: Sequence[str] = (),
     ski: bool = True,
     aki: bool = True,
+    name_constraints: x509.NameConstraints | None = None,
 ) -> x509.Certificate:
     """One certificate with every knob exposed. `issuer` None means self-signed.
 
@@ -186,12 +189,32 @@ def make_cert(
     if san_dns:
         builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(d) for d in san_dns]),
                                         critical=False)
+    if name_constraints is not None:
+        builder = builder.add_extension(name_constraints, critical=True)
     if ski:
         builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     if aki and issuer is not None:
         builder = builder.add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False)  # type: ignore[arg-type]
+    if isinstance(signer_key, ed25519.Ed25519PrivateKey):
+        return builder.sign(signer_key, None)
     return builder.sign(signer_key, hash_alg or signature_hash(signer_key))
+
+
+def make_crl(issuer: Authority, revoked: Sequence[x509.Certificate] = (), *, this_update: dt.datetime | None = None,
+             next_update: dt.datetime | None = None, days: float = 7, signer_key: PrivateKey | None = None
+             ) -> bytes:
+    """One PEM CRL in `issuer`'s name listing `revoked`. `signer_key` signs it
+    instead of the issuer's key (a CRL with the right name and the wrong signature)."""
+    start = this_update or (now() - dt.timedelta(minutes=5))
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(issuer.cert.subject).last_update(start)
+               .next_update(next_update or start + dt.timedelta(days=days))
+               .add_extension(x509.CRLNumber(1), critical=False))
+    for cert in revoked:
+        builder = builder.add_revoked_certificate(x509.RevokedCertificateBuilder().serial_number(cert.serial_number)
+                                                  .revocation_date(start).build())
+    key = signer_key or issuer.key
+    return builder.sign(key, signature_hash(key)).public_bytes(serialization.Encoding.PEM)
 
 
 def make_root(cn: str = "Root CA", key_type: KeyType = KeyType.ECDSA_P256, slot: int = 0, **kwargs) -> Authority:

@@ -53,7 +53,8 @@ __all__ = [
 
 def run(store: Any, targets: Sequence[SecretRef], at: dt.datetime | None = None,
         warn_days: int = DEFAULT_WARN_DAYS, crit_days: int = DEFAULT_CRIT_DAYS, parallel: int = DEFAULT_PARALLEL,
-        progress: Callable[[int, int], None] | None = None) -> AuditReport:
+        progress: Callable[[int, int], None] | None = None,
+        trust_domain: str = profiles.DEFAULT_TRUST_DOMAIN) -> AuditReport:
     """The whole of `meshpki audit`, minus printing: read, verify, grade.
 
     The store is read and its bundles verified in a side thread while the
@@ -61,7 +62,7 @@ def run(store: Any, targets: Sequence[SecretRef], at: dt.datetime | None = None,
     """
     check_thresholds(warn_days, crit_days)
     run_at = profiles.utcnow()
-    verifier = Verifier()
+    verifier = Verifier(trust_domain=trust_domain)
 
     def store_side() -> StoreView | None:
         view = read_store(store)

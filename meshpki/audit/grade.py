@@ -211,6 +211,12 @@ class _Grader:
             if obs.source == SOURCE_STORE and fp in self.store_root_fps:
                 continue  # the store's own roots have their row (cluster "")
             self.cert(obs.cluster, obs.source, role, cert, obs.context)
+        if obs.self_signed:
+            self.bundle(obs.cluster, obs.source, obs.context, Condition(
+                Grade.CRITICAL, "self-signed-ca", "the live cacerts holds `istio-generated`: istiod's own "
+                "self-signed CA is in use, not the mesh's shared root; "
+                f"meshpki push {obs.cluster} --context {obs.context} --allow-root-change"))
+            return
         self._crls(obs, bundle)
         errors = self.errors_of(bundle)
         if errors:

@@ -169,6 +169,7 @@ class Observation:
     bundle: Bundle | None = None
     error: str | None = None
     missing: str | None = None
+    self_signed: bool = False  # the live cacerts holds istiod's own self-signed CA (`istio-generated`)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from meshpki.bundle import Bundle, fingerprint
 from meshpki.errors import MeshPKIError
 from meshpki.kube import SecretRef
 from meshpki.publish import replace_file
+from meshpki.verify import ISTIO_GENERATED
 
 DEFAULT_PARALLEL = 32
 
@@ -83,7 +84,8 @@ def read_live(target: SecretRef) -> Observation:
     if secret is None:
         return Observation(target.cluster, SOURCE_LIVE, target.label, missing=target.where)
     bundle = Bundle.from_secret_data(secret.data, f"live:{target.label}")
-    return Observation(target.cluster, SOURCE_LIVE, target.label, bundle=bundle)
+    return Observation(target.cluster, SOURCE_LIVE, target.label, bundle=bundle,
+                       self_signed=ISTIO_GENERATED in secret.data)
 
 
 

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
-from meshpki import checks
+from meshpki import checks, profiles
 from meshpki.bundle import Bundle
 
 # Verify findings that the audit grades itself, per certificate and as of --at;
@@ -27,10 +27,11 @@ def _content_key(bundle: Bundle) -> bytes:
     return digest.digest()
 
 
-def structural_errors(bundle: Bundle) -> tuple[checks.Finding, ...]:
+def structural_errors(bundle: Bundle, trust_domain: str = profiles.DEFAULT_TRUST_DOMAIN
+                      ) -> tuple[checks.Finding, ...]:
     """What makes a bundle fail verify now, apart from expiry (graded per
     certificate, as of --at). The workload handshake uses the system clock."""
-    report = checks.check_bundle(bundle, warn_days=0)
+    report = checks.check_bundle(bundle, warn_days=0, trust_domain=trust_domain)
     return tuple(f for f in report.findings if f.severity is checks.Severity.ERROR and f.code not in _TIME_CODES)
 
 
@@ -38,8 +39,9 @@ class Verifier:
     """Verifies each distinct bundle once (a live secret that matches the store
     is the same bytes) and remembers the answer; thread-safe."""
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(self, workers: int | None = None, trust_domain: str = profiles.DEFAULT_TRUST_DOMAIN) -> None:
         self.workers = workers or max(2, os.cpu_count() or 2)
+        self.trust_domain = trust_domain
         self._results: dict[bytes, tuple[checks.Finding, ...]] = {}
         self._lock = threading.Lock()
 
@@ -54,15 +56,18 @@ class Verifier:
         if not todo:
             return
         with ThreadPoolExecutor(max_workers=min(self.workers, len(todo)), thread_name_prefix="meshpki-verify") as pool:
-            found = dict(zip(todo, pool.map(structural_errors, todo.values()), strict=False))
+            found = dict(zip(todo, pool.map(self._verify, todo.values()), strict=False))
         with self._lock:
             self._results.update(found)
+
+    def _verify(self, bundle: Bundle) -> tuple[checks.Finding, ...]:
+        return structural_errors(bundle, self.trust_domain)
 
     def __call__(self, bundle: Bundle) -> tuple[checks.Finding, ...]:
         key = _content_key(bundle)
         with self._lock:
             if key in self._results:
                 return self._results[key]
-        findings = structural_errors(bundle)
+        findings = self._verify(bundle)
         with self._lock:
             return self._results.setdefault(key, findings)
