@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from meshpki import pem
-from meshpki.findings import Finding, finding
+from meshpki.findings import Finding, Severity, finding
 from meshpki.pathbuild import describe
 
 CRL_FILE = "ca-crl.pem"
@@ -132,3 +132,19 @@ def _proxy_rules(crls: Sequence[x509.CertificateRevocationList], ca: x509.Certif
                               "own path: proxies reject every workload of the cluster", CRL_FILE,
                               "issue a new intermediate (meshpki rotate CLUSTER), or drop that entry from the CRL"))
     return found
+
+
+def first_problem(crl_data: bytes, secret_data: Mapping[str, bytes], now: dt.datetime) -> str | None:
+    """Would istiod and the proxies accept this ca-crl.pem beside these files-form
+    bundle files? None if so, else the first reason (push keeps a live CRL only then)."""
+    from meshpki.pathbuild import build_path
+
+    chain = pem.read_certs(secret_data.get("cert-chain.pem", b""), pem.Policy.SKIP).certs
+    roots = pem.read_certs(secret_data.get("root-cert.pem", b""), pem.Policy.SKIP).certs
+    first = pem.read_certs(secret_data.get("ca-cert.pem", b""), pem.Policy.FIRST).certs
+    ca = first[0] if first else None
+    path = build_path(ca, chain, roots).path if ca is not None else ()
+    for found in judge(crl_data, secret_data.get("cert-chain.pem"), ca, path, now):
+        if found.severity is Severity.ERROR:
+            return f"{found.code}: {found.message}"
+    return None

@@ -9,13 +9,25 @@ then read the secret back and compare byte for byte before saying "done".
 from __future__ import annotations
 
 import base64
+import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from cryptography import x509
 
-from meshpki import profiles, rotate
-from meshpki.bundle import FORM_FILES, Bundle, fingerprint, parse_certs, serial_hex
+from meshpki import crlcheck, profiles, rotate
+from meshpki.bundle import (
+    CA_CRL,
+    FILES,
+    FORM_FILES,
+    ISTIO_GENERATED,
+    TLS_CRT,
+    TLS_FILES,
+    Bundle,
+    fingerprint,
+    parse_certs,
+    serial_hex,
+)
 from meshpki.errors import KubeError, MeshPKIError
 from meshpki.kube import (  # noqa: F401 (DEFAULT_*: cli, demo)
     DEFAULT_NAMESPACE,
@@ -27,6 +39,7 @@ from meshpki.kube import (  # noqa: F401 (DEFAULT_*: cli, demo)
 from meshpki.render import iso
 from meshpki.store import Store
 
+TLS_SECRET_TYPE = "kubernetes.io/tls"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "meshpki"
 ANN_INTERMEDIATE = "meshpki.io/intermediate-sha256"
@@ -83,6 +96,16 @@ class Plan:
     changes: tuple[str, ...] = ()
     root_change: str = "none"  # none | first | extends | narrows | overlaps | split | foreign
     warnings: tuple[str, ...] = ()
+    carried: Mapping[str, bytes] | None = None  # the data to write: the store's plus live keys kept (carry_over)
+
+    @property
+    def data(self) -> Mapping[str, bytes]:
+        return self.carried if self.carried is not None else self.desired.data
+
+    @property
+    def secret_type(self) -> str:
+        """The live type, kept: the API server refuses to change it (422)."""
+        return self.live.type if self.live is not None else "Opaque"
 
     @property
     def resource_version(self) -> str | None:
@@ -192,25 +215,33 @@ def _describe_changes(current_data: Mapping[str, bytes] | None, desired: Desired
     return tuple(lines)
 
 
-def make_plan(target: SecretRef, desired: Desired, live, allow_root_change: bool) -> Plan:
-    """Decide create / update / unchanged / adopt, and apply the trust guard."""
+def make_plan(target: SecretRef, desired: Desired, live, allow_root_change: bool,
+              now: dt.datetime | None = None) -> Plan:
+    """Decide create / update / unchanged / adopt, and apply the trust guard,
+    the secret type rule and what happens to live keys the store does not carry."""
     if live is None:
         return Plan(CREATE, target, desired, None, _describe_changes(None, desired), "first")
+    where = f"{target.cluster}: {target.where} in context {target.context}"
+    _check_type(where, live, desired)
     new_roots = root_set(desired.data)
     assert new_roots is not None
     change = classify_root_change(root_set(live.data), new_roots)
-    where = f"{target.cluster}: {target.where} in context {target.context}"
-    if change in ("split", "foreign") and not allow_root_change:
-        why = ("holds roots that share nothing with the roots being pushed" if change == "split"
-               else "holds no readable root-cert.pem")
-        raise PushError(
-            f"{where} {why}: pushing would split the mesh's trust (cross-cluster mTLS fails with UNKNOWN_CA); "
-            "use `meshpki rotate-root` for a planned change, or pass --allow-root-change if you mean it"
-        )
+    if change in ("split", "foreign", "overlaps") and not allow_root_change:
+        why = {"split": "holds roots that share nothing with the roots being pushed: pushing would split the "
+                        "mesh's trust (cross-cluster mTLS fails with UNKNOWN_CA)",
+               "foreign": "holds no readable root-cert.pem: pushing would replace trust meshpki cannot see",
+               "overlaps": "holds roots of which the pushed set is neither a subset nor a superset: istiod "
+                           "would skip the whole update, intermediate included, until it restarts"}[change]
+        raise PushError(f"{where} {why}; use `meshpki rotate-root` for a planned change (A -> A+B -> B), or "
+                        "pass --allow-root-change if you mean it")
     warnings = []
     if change in ("extends", "narrows", "overlaps", "split", "foreign"):
         warnings.append(ROOT_CHANGE_REMINDER)
-    same_data = dict(live.data) == dict(desired.data)
+    if change in ("extends", "narrows") and not _byte_contained(live.data, desired.data):
+        warnings.append(BYTE_RULE_REMINDER)
+    data, notes = carry_over(where, desired.data, live.data, now or profiles.utcnow())
+    warnings += notes
+    same_data = dict(live.data) == data
     same_meta = (all(live.labels.get(k) == v for k, v in desired.labels.items())
                  and all(live.annotations.get(k) == v for k, v in desired.annotations.items()))
     if same_data:
@@ -219,7 +250,66 @@ def make_plan(target: SecretRef, desired: Desired, live, allow_root_change: bool
     else:
         action = UPDATE
         changes = _describe_changes(live.data, desired)
-    return Plan(action, target, desired, live, changes, change, tuple(warnings))
+    return Plan(action, target, desired, live, changes, change, tuple(warnings), data)
+
+
+BYTE_RULE_REMINDER = (
+    "istiod up to 1.29 compares root bundles as bytes: the new root-cert.pem neither contains nor is contained "
+    "in the live one byte for byte, so those versions skip this update until istiod restarts (meshpki "
+    "rotate-root writes byte-exact appends)"
+)
+
+
+def _byte_contained(live: Mapping[str, bytes], new: Mapping[str, bytes]) -> bool:
+    old_pem = Bundle.from_secret_data(live, "live").root_cert or b""
+    new_pem = Bundle.from_secret_data(new, "new").root_cert or b""
+    return new_pem in old_pem or old_pem in new_pem
+
+
+def _check_type(where: str, live, desired: Desired) -> None:
+    """The type of a Secret is immutable; a kubernetes.io/tls secret must hold tls.crt and tls.key."""
+    if live.type == TLS_SECRET_TYPE and TLS_CRT not in desired.data:
+        raise PushError(f"{where} is of type {TLS_SECRET_TYPE} (cert-manager's shape), which cannot change and "
+                        "needs tls.crt/tls.key: push it with --format tls (the type is kept), or delete the "
+                        "secret first to make an Opaque one")
+
+
+def carry_over(where: str, desired: Mapping[str, bytes], live: Mapping[str, bytes], now: dt.datetime
+               ) -> tuple[dict[str, bytes], list[str]]:
+    """The data to write, and what it says about live keys the store's bundle lacks.
+
+    A key meshpki does not manage is kept. A live ca-crl.pem is kept when it
+    still passes istiod's and the proxies' rules against the new chain, else
+    the push is refused (dropping it would silently undo a revocation; keeping
+    a CRL that does not fit makes istiod refuse the update). Keys of the other
+    form and `istio-generated` are removed, and said, since istiod would
+    otherwise read the wrong form or keep its self-signed CA.
+    """
+    data, notes = dict(desired), []
+    files_form = TLS_CRT not in desired
+    for key in sorted(set(live) - set(desired)):
+        if key == CA_CRL and files_form:
+            problem = crlcheck.first_problem(live[key], desired, now)
+            if problem is not None:
+                raise PushError(f"{where} holds a ca-crl.pem that does not fit the bundle being pushed "
+                                f"({problem}); istiod would refuse the update: renew the CRLs (meshpki crl renew) "
+                                "so the store's bundle carries ca-crl.pem, or remove it from the secret if that "
+                                "revocation is over")
+            data[key] = live[key]
+            notes.append("ca-crl.pem: the live CRLs are kept (they still fit the new chain)")
+        elif key == CA_CRL:
+            notes.append("ca-crl.pem removed: istiod ignores CRLs beside tls.crt, so it revoked nothing")
+        elif key == ISTIO_GENERATED:
+            notes.append(f"{ISTIO_GENERATED} removed: istiod's self-signed CA gives way to the mesh's bundle "
+                         "(restart istiod)")
+        elif key in FILES or key in TLS_FILES:
+            notes.append(f"{key} removed: it belongs to the other form of the bundle, which istiod would read "
+                         "instead (tls.crt wins)" if key in TLS_FILES else f"{key} removed: it belongs to the "
+                         "files form, which istiod ignores beside tls.crt")
+        else:
+            data[key] = live[key]
+            notes.append(f"{key}: kept as it is (not a key meshpki manages)")
+    return data, notes
 
 
 def plan_push(store: Store, target: SecretRef, allow_root_change: bool, conn: Cluster | None = None,
@@ -256,13 +346,13 @@ def apply_plan(conn, plan: Plan) -> PushResult:
         created_ns = conn.ensure_namespace(t.namespace)
         conn.create_secret(t.namespace, t.secret_name, dict(d.data), dict(d.labels), dict(d.annotations))
     elif plan.action == UPDATE:
-        conn.replace_secret(t.namespace, t.secret_name, dict(d.data), plan.labels(), plan.annotations(),
-                            plan.resource_version)
+        conn.replace_secret(t.namespace, t.secret_name, dict(plan.data), plan.labels(), plan.annotations(),
+                            plan.resource_version, type=plan.secret_type)
     elif plan.action == ADOPT:
         conn.patch_secret_metadata(t.namespace, t.secret_name, plan.labels(), plan.annotations(),
                                    plan.resource_version)
     stored = conn.read_secret(t.namespace, t.secret_name)
-    if stored is None or dict(stored.data) != dict(d.data):
+    if stored is None or dict(stored.data) != dict(plan.data):
         raise PushError(f"{t.cluster}: read-back of {t.namespace}/{t.secret_name} does not match what was "
                         "written; something else is writing this secret: check and push again")
     notes = list(plan.warnings)

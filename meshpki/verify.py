@@ -137,7 +137,7 @@ def read_live(store, source: SecretRef) -> tuple[Target | None, tuple[checks.Fin
                             f"{where} is byte for byte the store's bundle for {source.cluster}"),)
 
 
-def self_signed_finding(where: str, context: str, cluster: str) -> checks.Finding:
+def self_signed_finding(where: str, context: str | None, cluster: str) -> checks.Finding:
     return finding("self-signed-ca", f"{where} in context {context} holds `{ISTIO_GENERATED}`: istiod's own "
                    "self-signed CA is in use there, not the mesh's shared root, so this cluster trusts only itself",
                    None, f"push the mesh's bundle (meshpki push {cluster} --context {context} "

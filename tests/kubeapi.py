@@ -647,6 +647,10 @@ class VirtualCluster:
                 base64.b64decode(value, validate=True)
             except (ValueError, TypeError):
                 raise _APIError(400, f"illegal base64 data in data[{key}]", "BadRequest") from None
+        if obj["type"] == "kubernetes.io/tls":  # the API server's type validation for TLS secrets
+            for key in ("tls.crt", "tls.key"):
+                if key not in data:
+                    raise _invalid("secrets", name, f"data[{key}]", "Required value")
         if data:
             obj["data"] = data
         else:
