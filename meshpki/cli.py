@@ -188,7 +188,9 @@ def _passphrase_from_sources(passphrase_file: Path | None, env: str = PASSPHRASE
     return value.encode() if value else None
 
 
-def new_root_passphrase(passphrase_file: Path | None, insecure: bool, env: str = PASSPHRASE_ENV) -> bytes | None:
+def new_root_passphrase(passphrase_file: Path | None, insecure: bool, env: str = PASSPHRASE_ENV,
+                        option: str = "--passphrase-file", prompt: str = "Passphrase for the new root key",
+                        ) -> bytes | None:
     """A passphrase for a new root key: file, env, or typed twice; never silently none, never short."""
     from meshpki.credentials import check_new_passphrase
 
@@ -198,14 +200,11 @@ def new_root_passphrase(passphrase_file: Path | None, insecure: bool, env: str =
     if found:
         return check_new_passphrase(found)
     if sys.stdin.isatty():
-        typed = click.prompt("Passphrase for the new root key", hide_input=True,
-                             confirmation_prompt=True, err=True)
+        typed = click.prompt(prompt, hide_input=True, confirmation_prompt=True, err=True)
         if typed:
             return check_new_passphrase(typed.encode())
-    raise PassphraseError(
-        f"the root key must be encrypted: set {env}, pass --passphrase-file, run on a terminal, "
-        "or say --insecure-no-passphrase"
-    )
+    escape = ", or say --insecure-no-passphrase" if option == "--passphrase-file" else ""
+    raise PassphraseError(f"the root key must be encrypted: set {env}, pass {option}, or run on a terminal{escape}")
 
 
 def token_pin() -> bytes | None:
@@ -845,6 +844,81 @@ def _push_one(settings: Settings, target, allow_root_change: bool, output: str, 
     for line in lines + notes:
         say(line)
     click.echo(to_yaml(result.stored) if output == "yaml" else to_json(result.stored))
+
+
+@cli.command("export-root-key")
+@store_options
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="The file to create (never overwritten), mode 0600.")
+@click.option("--new-root", is_flag=True, help="Export the new root's key of a rotation under way instead.")
+@passphrase_option
+@output_option("text", "json")
+def export_root_key_cmd(settings: Settings, out: Path, new_root: bool, passphrase_file: Path | None,
+                        output: str) -> None:
+    """Write the root key as encrypted PKCS#8 that `openssl pkey -passin` opens.
+
+    For disaster recovery and migration: PBES2 with PBKDF2-HMAC-SHA256 (600,000
+    rounds) and AES-256-CBC under the key's own passphrase; the store's scrypt
+    encryption is stronger but OpenSSL cannot open it. The file is new, 0600,
+    and holds the mesh's root key: keep it offline. A root key inside a
+    PKCS#11 token cannot be exported.
+
+    \b
+    Examples:
+      meshpki export-root-key --out /media/offline/mesh-root-key.pem
+      openssl pkey -in /media/offline/mesh-root-key.pem -passin file:pw.txt -noout
+    """
+    from meshpki import rootkey
+
+    store = settings.store
+    rootkey.check_exportable(store, new_root)
+    secret = (new_root_secret if new_root else old_root_secret)(store, passphrase_file)
+    folder = store.rotation_dir if new_root else store.root_dir
+    export_pw = None if store.key_kind(folder) == "encrypted" else new_root_passphrase(
+        passphrase_file, insecure=False, prompt="Passphrase for the exported key")
+    result = rootkey.export_root_key(store, out, secret, export_pw, new_root=new_root)
+    say(f"warning: {result.path} holds the mesh's {result.which} key: whoever has it and the passphrase can "
+        "sign CAs every cluster trusts; keep it offline and delete copies you no longer need")
+    emit({"path": str(result.path), "which": result.which, "kdf": "pbkdf2-hmac-sha256",
+          "iterations": result.iterations, "cipher": "aes-256-cbc"}, output,
+         f"exported the {result.which} key to {result.path} (PKCS#8, PBKDF2-HMAC-SHA256 x{result.iterations}, "
+         f"AES-256-CBC, mode 0600)")
+
+
+@cli.command("change-passphrase")
+@store_options
+@passphrase_option
+@click.option("--new-passphrase-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help=f"Read the new passphrase from this file (first line) [else env {NEW_PASSPHRASE_ENV}, else a "
+                   "prompt typed twice].")
+@output_option("text", "json")
+def change_passphrase_cmd(settings: Settings, passphrase_file: Path | None, new_passphrase_file: Path | None,
+                          output: str) -> None:
+    """Re-encrypt the root key under a new passphrase, atomically.
+
+    The current passphrase comes as always (--passphrase-file, env
+    MESHPKI_ROOT_PASSPHRASE, or a prompt); the new one from
+    --new-passphrase-file, env MESHPKI_NEW_ROOT_PASSPHRASE, or a prompt typed
+    twice, at least 12 characters. During a root rotation the new root's key
+    follows when it shared the old passphrase.
+
+    \b
+    Examples:
+      meshpki change-passphrase --passphrase-file old.txt --new-passphrase-file new.txt
+    """
+    from meshpki import rootkey
+
+    store = settings.store
+    rootkey.check_changeable(store)
+    old = old_root_secret(store, passphrase_file)
+    new = new_root_passphrase(new_passphrase_file, insecure=False, env=NEW_PASSPHRASE_ENV,
+                              option="--new-passphrase-file", prompt="New root key passphrase")
+    assert new is not None  # insecure=False never yields None
+    result = rootkey.change_passphrase(store, old, new)
+    for note in result.notes:
+        say(note)
+    emit({"changed": [str(p) for p in result.keys], "notes": list(result.notes)}, output,
+         "\n".join(f"re-encrypted {p} under the new passphrase" for p in result.keys))
 
 
 @cli.command("audit")

@@ -21,6 +21,7 @@ from typing import Protocol
 from cryptography.hazmat.primitives import hashes, padding, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from meshpki.errors import BundleError, InputError, PassphraseError
@@ -41,6 +42,8 @@ class HasPublicKey(Protocol):
 SCRYPT_LOG2_N = 17
 SCRYPT_R = 8
 SCRYPT_P = 1
+# PBKDF2-HMAC-SHA256 rounds for an exported root key: OWASP's 2023 figure (600,000).
+PBKDF2_ITERATIONS = 600_000
 
 
 class KeyType(enum.StrEnum):
@@ -149,12 +152,45 @@ def to_encrypted_pem(key: PrivateKey, passphrase: bytes, log2_n: int = SCRYPT_LO
     Same structure `openssl pkcs8 -topk8 -scrypt` writes (RFC 8018, RFC 7914),
     so both OpenSSL and cryptography read it back.
     """
+    from pyasn1_alt_modules import rfc7914
+
+    salt = os.urandom(16)
+    derived = Scrypt(salt=salt, length=32, n=2**log2_n, r=SCRYPT_R, p=SCRYPT_P).derive(passphrase)
+    params = rfc7914.Scrypt_params()
+    params["salt"] = salt
+    params["costParameter"] = 2**log2_n
+    params["blockSize"] = SCRYPT_R
+    params["parallelizationParameter"] = SCRYPT_P
+    return _pbes2_pem(key, rfc7914.id_scrypt, params, derived)
+
+
+def to_portable_encrypted_pem(key: PrivateKey, passphrase: bytes, iterations: int = PBKDF2_ITERATIONS) -> bytes:
+    """PKCS#8 with PBES2(PBKDF2-HMAC-SHA256, AES-256-CBC): what `openssl pkey
+    -passin` opens everywhere (OpenSSL caps scrypt's memory, not PBKDF2's rounds).
+
+    For export-root-key: disaster recovery and migration to other tools.
+    """
+    from pyasn1.type import univ
+    from pyasn1_alt_modules import rfc8018
+
+    salt = os.urandom(16)
+    derived = PBKDF2HMAC(algorithm=hashes.SHA256(), length=32, salt=salt, iterations=iterations).derive(passphrase)
+    params = rfc8018.PBKDF2_params()
+    params["salt"]["specified"] = univ.OctetString(salt)
+    params["iterationCount"] = iterations
+    params["keyLength"] = 32
+    params["prf"]["algorithm"] = rfc8018.id_hmacWithSHA256
+    params["prf"]["parameters"] = univ.Null("")
+    return _pbes2_pem(key, rfc8018.id_PBKDF2, params, derived)
+
+
+def _pbes2_pem(key: PrivateKey, kdf_oid: object, kdf_params: object, derived: bytes) -> bytes:
+    """The PBES2 envelope both KDFs share: AES-256-CBC over the PKCS#8 DER (RFC 8018 6.2)."""
     from pyasn1.codec.der import encoder
     from pyasn1.type import univ
-    from pyasn1_alt_modules import rfc3565, rfc5208, rfc7914, rfc8018
+    from pyasn1_alt_modules import rfc3565, rfc5208, rfc8018
 
-    salt, iv = os.urandom(16), os.urandom(16)
-    derived = Scrypt(salt=salt, length=32, n=2**log2_n, r=SCRYPT_R, p=SCRYPT_P).derive(passphrase)
+    iv = os.urandom(16)
     padder = padding.PKCS7(128).padder()
     plain = padder.update(key.private_bytes(
         serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -162,14 +198,9 @@ def to_encrypted_pem(key: PrivateKey, passphrase: bytes, log2_n: int = SCRYPT_LO
     encryptor = Cipher(algorithms.AES(derived), modes.CBC(iv)).encryptor()
     ciphertext = encryptor.update(plain) + encryptor.finalize()
 
-    scrypt_params = rfc7914.Scrypt_params()
-    scrypt_params["salt"] = salt
-    scrypt_params["costParameter"] = 2**log2_n
-    scrypt_params["blockSize"] = SCRYPT_R
-    scrypt_params["parallelizationParameter"] = SCRYPT_P
     kdf = rfc8018.AlgorithmIdentifier()
-    kdf["algorithm"] = rfc7914.id_scrypt
-    kdf["parameters"] = scrypt_params
+    kdf["algorithm"] = kdf_oid
+    kdf["parameters"] = kdf_params
     cipher = rfc8018.AlgorithmIdentifier()
     cipher["algorithm"] = rfc3565.id_aes256_CBC
     cipher["parameters"] = univ.OctetString(iv)

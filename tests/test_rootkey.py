@@ -1,0 +1,149 @@
+"""export-root-key (checked with the openssl CLI) and change-passphrase."""
+
+from __future__ import annotations
+
+import shutil
+import stat
+import subprocess
+
+import pytest
+
+from meshpki import keys
+from meshpki.store import ROOT_KEY_FILE, Store
+from tests.conftest import one_line_error, snapshot
+from tests.softhsm import SoftHSM
+
+FAST = ("--key-type", "ecdsa-p256")
+OLD = "the old root passphrase"
+NEW = "a brand new root passphrase"
+
+needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI not installed")
+
+
+def openssl_opens(path, passphrase: str, tmp_path) -> subprocess.CompletedProcess:
+    pw = tmp_path / "openssl-pw"
+    pw.write_text(passphrase + "\n")
+    return subprocess.run(["openssl", "pkey", "-in", str(path), "-passin", f"file:{pw}", "-pubout"],
+                          capture_output=True, text=True)
+
+
+@needs_openssl
+def test_export_opens_with_openssl_and_matches_the_root(cli, store_path, tmp_path):
+    assert cli("init-root", *FAST, env={"MESHPKI_ROOT_PASSPHRASE": OLD}).exit_code == 0
+    store_scrypt = openssl_opens(store_path / "root" / ROOT_KEY_FILE, OLD, tmp_path)
+    out = tmp_path / "exported.pem"
+    result = cli("export-root-key", "--out", str(out), env={"MESHPKI_ROOT_PASSPHRASE": OLD})
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.output and "keep it offline" in result.output
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert out.read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    opened = openssl_opens(out, OLD, tmp_path)
+    assert opened.returncode == 0, opened.stderr
+    root = Store(store_path).root_cert()
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    assert opened.stdout.encode() == root.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    assert openssl_opens(out, "not the passphrase", tmp_path).returncode != 0
+    parsed = subprocess.run(["openssl", "asn1parse", "-in", str(out)], capture_output=True, text=True).stdout
+    assert "PBKDF2" in parsed and "hmacWithSHA256" in parsed and "aes-256-cbc" in parsed
+    rounds = keys.PBKDF2_ITERATIONS.to_bytes((keys.PBKDF2_ITERATIONS.bit_length() + 7) // 8, "big").hex().upper()
+    assert f"INTEGER:{rounds}" in parsed.replace(" ", "")
+    # the reason the export exists: the store's own scrypt file is not one OpenSSL opens with default limits
+    assert store_scrypt.returncode != 0
+
+
+def test_export_refuses_to_overwrite_and_wrong_passphrase(cli, store_path, tmp_path):
+    assert cli("init-root", *FAST, env={"MESHPKI_ROOT_PASSPHRASE": OLD}).exit_code == 0
+    out = tmp_path / "exists.pem"
+    out.write_text("precious")
+    refused = cli("export-root-key", "--out", str(out), env={"MESHPKI_ROOT_PASSPHRASE": OLD})
+    assert refused.exit_code == 2 and "never overwrites" in one_line_error(refused)
+    assert out.read_text() == "precious"
+    fresh = tmp_path / "fresh.pem"
+    wrong = cli("export-root-key", "--out", str(fresh), env={"MESHPKI_ROOT_PASSPHRASE": "wrong passphrase!"})
+    assert wrong.exit_code == 1 and "wrong passphrase" in one_line_error(wrong)
+    assert not fresh.exists() and not list(tmp_path.glob(".fresh.pem.tmp-*"))
+
+
+@needs_openssl
+def test_export_of_an_unencrypted_root_needs_a_passphrase(cli, store_path, tmp_path):
+    assert cli("init-root", *FAST, "--insecure-no-passphrase").exit_code == 0
+    out = tmp_path / "k.pem"
+    refused = cli("export-root-key", "--out", str(out))
+    assert refused.exit_code == 1 and "MESHPKI_ROOT_PASSPHRASE" in one_line_error(refused)
+    assert cli("export-root-key", "--out", str(out), env={"MESHPKI_ROOT_PASSPHRASE": NEW}).exit_code == 0
+    assert openssl_opens(out, NEW, tmp_path).returncode == 0
+
+
+def test_export_refuses_a_token_root(cli, store_path, softhsm: SoftHSM, tmp_path):
+    made = cli("init-root", "--pkcs11", softhsm.uri(f"export-{tmp_path.name}"), *FAST, env=softhsm.env())
+    assert made.exit_code == 0, made.output
+    out = tmp_path / "k.pem"
+    refused = cli("export-root-key", "--out", str(out))  # no PIN given: refused before any is asked for
+    line = one_line_error(refused)
+    assert refused.exit_code == 1 and "PKCS#11 token" in line and "cannot be exported" in line
+    assert not out.exists()
+    changed = cli("change-passphrase", env={"MESHPKI_NEW_ROOT_PASSPHRASE": NEW})
+    assert changed.exit_code == 1 and "PIN" in one_line_error(changed)
+
+
+def test_change_passphrase(cli, store_path, tmp_path):
+    assert cli("init-root", *FAST, env={"MESHPKI_ROOT_PASSPHRASE": OLD}).exit_code == 0
+    assert cli("issue", "cluster1", env={"MESHPKI_ROOT_PASSPHRASE": OLD}).exit_code == 0
+    root_before = (store_path / "root" / "root-cert.pem").read_bytes()
+    new_file = tmp_path / "new"
+    new_file.write_text(NEW + "\n")
+    changed = cli("change-passphrase", "--new-passphrase-file", str(new_file), env={"MESHPKI_ROOT_PASSPHRASE": OLD})
+    assert changed.exit_code == 0, changed.output
+    key_file = store_path / "root" / ROOT_KEY_FILE
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert keys.is_encrypted_pem(key_file.read_bytes())
+    assert (store_path / "root" / "root-cert.pem").read_bytes() == root_before
+    assert not list((store_path / "root").glob(".tmp-*"))
+    old_fails = cli("issue", "cluster2", env={"MESHPKI_ROOT_PASSPHRASE": OLD})
+    assert old_fails.exit_code == 1 and "wrong passphrase" in one_line_error(old_fails)
+    assert cli("issue", "cluster2", env={"MESHPKI_ROOT_PASSPHRASE": NEW}).exit_code == 0
+
+
+@pytest.mark.parametrize(("env", "needle", "code"), [
+    ({"MESHPKI_ROOT_PASSPHRASE": "wrong passphrase!", "MESHPKI_NEW_ROOT_PASSPHRASE": NEW}, "wrong passphrase", 1),
+    ({"MESHPKI_ROOT_PASSPHRASE": OLD, "MESHPKI_NEW_ROOT_PASSPHRASE": "too short"}, "at least 12 characters", 2),
+    ({"MESHPKI_ROOT_PASSPHRASE": OLD}, "MESHPKI_NEW_ROOT_PASSPHRASE", 1),
+])
+def test_change_passphrase_refusals_write_nothing(cli, store_path, env, needle, code):
+    assert cli("init-root", *FAST, env={"MESHPKI_ROOT_PASSPHRASE": OLD}).exit_code == 0
+    before = snapshot(store_path)
+    result = cli("change-passphrase", env=env)
+    assert result.exit_code == code and needle in one_line_error(result)
+    assert snapshot(store_path) == before
+
+
+def test_change_passphrase_during_rotation_takes_the_new_root_along(cli, store_path):
+    env = {"MESHPKI_ROOT_PASSPHRASE": OLD}
+    assert cli("init-root", *FAST, env=env).exit_code == 0
+    assert cli("issue", "cluster1", env=env).exit_code == 0
+    assert cli("rotate-root", "begin", env=env).exit_code == 0
+    changed = cli("change-passphrase", env={**env, "MESHPKI_NEW_ROOT_PASSPHRASE": NEW})
+    assert changed.exit_code == 0, changed.output
+    assert "rotation/root-key.pem" in changed.output
+    assert cli("rotate-root", "reissue", env={"MESHPKI_ROOT_PASSPHRASE": NEW}).exit_code == 0
+    assert cli("rotate-root", "finish", "--force").exit_code == 0
+    assert cli("issue", "cluster2", env={"MESHPKI_ROOT_PASSPHRASE": NEW}).exit_code == 0
+
+
+def test_rotate_root_begin_with_its_own_passphrase(cli, store_path, tmp_path):
+    """Root B may get a new passphrase; while the rotation runs each root opens with its own."""
+    env = {"MESHPKI_ROOT_PASSPHRASE": OLD}
+    assert cli("init-root", *FAST, env=env).exit_code == 0
+    assert cli("issue", "cluster1", env=env).exit_code == 0
+    assert cli("rotate", "cluster1", "--revoke-previous", env=env).exit_code == 0  # CRLs: both roots will sign
+    short = cli("rotate-root", "begin", env={**env, "MESHPKI_NEW_ROOT_PASSPHRASE": "short"})
+    assert short.exit_code == 2 and "at least 12" in one_line_error(short)
+    begun = cli("rotate-root", "begin", env={**env, "MESHPKI_NEW_ROOT_PASSPHRASE": NEW})
+    assert begun.exit_code == 0, begun.output
+    both = {**env, "MESHPKI_NEW_ROOT_PASSPHRASE": NEW}
+    assert cli("crl", "renew", env=both).exit_code == 0
+    assert cli("rotate-root", "reissue", env=both).exit_code == 0
+    assert cli("issue", "cluster2", env={"MESHPKI_ROOT_PASSPHRASE": NEW}).exit_code == 0
+    assert cli("rotate-root", "finish", "--force").exit_code == 0
+    assert cli("rotate", "cluster1", env={"MESHPKI_ROOT_PASSPHRASE": NEW}).exit_code == 0
