@@ -961,6 +961,9 @@ def audit_cmd(settings: Settings, contexts: tuple[str, ...], all_contexts: bool,
     drift from the store, an intermediate outliving its root, a root that
     expires before its intermediates could be rotated. UNKNOWN: a cluster
     that could not be read within --timeout. Clusters are read in parallel.
+    A primary's remote secrets (istio/multiCluster=true) are graded by their
+    token's expiry like certificates; a secret for a cluster the fleet file
+    does not list, or a fleet `remotes:` entry without one, is a WARNING.
     Exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (the most urgent wins:
     CRITICAL, then UNKNOWN, then WARNING).
 
@@ -986,7 +989,7 @@ def audit_cmd(settings: Settings, contexts: tuple[str, ...], all_contexts: bool,
             say(note)
         report = audit.run(settings.store, targets, at, warn_days, crit_days, parallel,
                            progress_printer("auditing clusters") if len(targets) > 1 else None,
-                           resolve_trust_domain(settings, trust_domain))
+                           resolve_trust_domain(settings, trust_domain), audit.MeshLayout.of(settings.fleet))
     except InputError:
         raise
     except MeshPKIError as exc:  # the audit could not run: UNKNOWN, not WARNING (exit 1)

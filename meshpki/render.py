@@ -150,7 +150,7 @@ class _AuditCollector:
                                      "timestamp; a CRL past it makes proxies reject peers.",
                                      labels=["cluster", "source", "issuer"])
         for row in report.rows:
-            if row.not_after is None:
+            if row.not_after is None or row.role == "remote-secret":  # a token, not a CA certificate
                 continue
             if row.role == "crl":
                 crl_key = (row.cluster, row.source, row.subject)
@@ -173,11 +173,16 @@ class _AuditCollector:
                                   "each cluster trusts; always 1.", labels=["cluster", "source", "fingerprint"])
         for cluster, source, fp in report.roots:
             roots.add_metric([cluster, source, fp], 1)
+        tokens = GaugeMetricFamily("meshpki_remote_secret_token_expiry_timestamp_seconds",
+                                   "exp of the token in each primary's remote secret for a cluster, as a Unix "
+                                   "timestamp (no sample for tokens that never expire).", labels=["primary", "cluster"])
+        for primary, cluster, expires in report.remote_tokens:
+            tokens.add_metric([primary, cluster], expires.timestamp())
         last_run = GaugeMetricFamily("meshpki_audit_last_run_timestamp_seconds",
                                      "When this audit ran, as a Unix timestamp.")
         last_run.add_metric([], report.run_at.timestamp())
         crls = [crl_next] if crl_next.samples else []  # no family at all before the first revocation
-        return [not_after, expiry, *crls, status, roots, last_run]
+        return [not_after, expiry, *crls, status, roots, *([tokens] if report.remote_tokens else []), last_run]
 
 
 def audit_prometheus(report: Any) -> str:

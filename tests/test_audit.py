@@ -232,7 +232,10 @@ def test_live_present_and_matching_is_ok(cli, store_path, kube_api, kubeconfig):
         ("cluster1", "intermediate", "cluster1"), ("cluster1", "root", "cluster1"),
         ("cluster2", "intermediate", "cluster2"), ("cluster2", "root", "cluster2")}
     assert all(r["grade"] == "OK" for r in data["rows"])
-    assert kube_api.cluster("cluster1").requests == [("GET", "/api/v1/namespaces/istio-system/secrets/cacerts")]
+    # reads only: the cacerts secret, and the remote secrets a primary holds (none here)
+    assert kube_api.cluster("cluster1").requests == [("GET", "/api/v1/namespaces/istio-system/secrets/cacerts"),
+                                                     ("GET", "/api/v1/namespaces/istio-system/secrets")]
+    assert kube_api.cluster("cluster1").calls[1].query == {"labelSelector": ["istio/multiCluster=true"]}
 
 
 def test_live_missing_secret_is_critical(cli, store_path, kube_api, kubeconfig):

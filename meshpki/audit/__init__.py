@@ -33,6 +33,7 @@ from meshpki.audit.model import (
     AuditRow,
     Condition,
     Grade,
+    MeshLayout,
     Observation,
     StoreView,
     check_thresholds,
@@ -46,7 +47,7 @@ from meshpki.kube import SecretRef
 
 __all__ = [
     "CLUSTER_NAME_ENV", "DEFAULT_CRIT_DAYS", "DEFAULT_PARALLEL", "DEFAULT_WARN_DAYS", "AuditReport", "AuditRow",
-    "Condition", "Grade", "Observation", "StoreView", "Verifier", "build_report", "check_thresholds", "days_left",
+    "Condition", "Grade", "MeshLayout", "Observation", "StoreView", "Verifier", "build_report", "check_thresholds", "days_left",
     "grade_expiry", "parse_at", "read_all_live", "read_live", "read_store", "run", "worst", "write_textfile",
 ]
 
@@ -54,7 +55,7 @@ __all__ = [
 def run(store: Any, targets: Sequence[SecretRef], at: dt.datetime | None = None,
         warn_days: int = DEFAULT_WARN_DAYS, crit_days: int = DEFAULT_CRIT_DAYS, parallel: int = DEFAULT_PARALLEL,
         progress: Callable[[int, int], None] | None = None,
-        trust_domain: str = profiles.DEFAULT_TRUST_DOMAIN) -> AuditReport:
+        trust_domain: str = profiles.DEFAULT_TRUST_DOMAIN, layout: MeshLayout | None = None) -> AuditReport:
     """The whole of `meshpki audit`, minus printing: read, verify, grade.
 
     The store is read and its bundles verified in a side thread while the
@@ -79,4 +80,4 @@ def run(store: Any, targets: Sequence[SecretRef], at: dt.datetime | None = None,
         live = read_all_live(targets, parallel, progress)
         view = store_future.result()
     verifier.verify_many(o.bundle for o in live if o.bundle is not None)
-    return build_report(view, live, at or run_at, warn_days, crit_days, verifier, run_at)
+    return build_report(view, live, at or run_at, warn_days, crit_days, verifier, run_at, layout)

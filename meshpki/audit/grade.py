@@ -21,6 +21,7 @@ from meshpki.audit.model import (
     ROLE_BUNDLE,
     ROLE_CRL,
     ROLE_INTERMEDIATE,
+    ROLE_REMOTE_SECRET,
     ROLE_ROOT,
     SOURCE_LIVE,
     SOURCE_SIGNED,
@@ -29,6 +30,7 @@ from meshpki.audit.model import (
     AuditRow,
     Condition,
     Grade,
+    MeshLayout,
     Observation,
     StoreView,
     check_thresholds,
@@ -167,6 +169,8 @@ class _Grader:
         self.roots: dict[tuple[str, str, str], None] = {}
         self.crls: dict[tuple[str, str, str], _CrlEntry] = {}
         self.store_crl_ids: set[str] = set()
+        self.remote_rows: list[AuditRow] = []
+        self.remote_tokens: list[tuple[str, str, dt.datetime]] = []
 
     def cert(self, cluster: str, source: str, role: str, cert: x509.Certificate,
              context: str | None) -> tuple[str, str, str]:
@@ -299,6 +303,49 @@ class _Grader:
                     f"shares no root with {_names(apart)}: cross-cluster mTLS between them fails (UNKNOWN_CA); "
                     "issue every intermediate from one root, or trust both roots everywhere"))
 
+    def remote_secrets(self, obs: Observation, layout: MeshLayout) -> None:
+        """A primary's remote secrets: each token's expiry (JWT exp), a secret for
+        a cluster the fleet file does not know, a fleet remote without one."""
+        found = obs.remote_secrets
+        expected = layout.remotes.get(obs.cluster, ())
+        if found is None:
+            return
+        rotate = f"meshpki remote-secret {{cluster}} --primary-context {obs.context} --rotate"
+        if found.error is not None:
+            if expected or found.status != 403:  # a 403 where no remote secret is expected: not a primary
+                self.bundle(obs.cluster, obs.source, obs.context, Condition(
+                    Grade.UNKNOWN, "remote-secrets-unreadable", f"cannot list remote secrets: {found.error}"))
+            return
+        for token in found.tokens:
+            conditions = []
+            if token.error is not None:
+                conditions.append(Condition(Grade.WARNING, "unreadable-token", f"{token.error}; "
+                                            + rotate.format(cluster=token.cluster)))
+            elif token.expires is None:
+                conditions.append(Condition(Grade.OK, "ok", ""))
+            else:
+                self.remote_tokens.append((obs.cluster, token.cluster, token.expires))
+                expiry = grade_expiry(token.expires, self.at, self.warn_days, self.crit_days)
+                if expiry.grade is not Grade.OK:
+                    expiry = Condition(expiry.grade, expiry.code, f"token {expiry.reason}; istiod loses "
+                                       f"{token.cluster} then: {rotate.format(cluster=token.cluster)}")
+                conditions.append(expiry)
+            if layout.clusters and token.cluster not in layout.clusters:
+                conditions.append(Condition(Grade.WARNING, "remote-not-in-fleet", (
+                    f"istiod reads {token.cluster}, which the fleet file does not list; add it to the fleet "
+                    f"file, or delete {token.secret} if that cluster is gone")))
+            end = token.expires
+            self.remote_rows.append(_row(obs.cluster, obs.source, ROLE_REMOTE_SECRET,
+                                         f"{token.secret} -> {token.cluster}", "", end,
+                                         days_left(end, self.at) if end else None, "", conditions, obs.context))
+        have = {t.cluster for t in found.tokens}
+        for name in expected:
+            if name not in have:
+                self.bundle(obs.cluster, obs.source, obs.context, Condition(
+                    Grade.WARNING, "remote-secret-missing",
+                    f"the fleet file says this primary reads {name}, but it has no remote secret for it: "
+                    f"meshpki remote-secret {name} --primary-context {obs.context}"))
+
     # -- rows ----------------------------------------------------------------------
     def rows(self) -> list[AuditRow]:
         for key, dues in self.due.items():
@@ -333,7 +380,7 @@ class _Grader:
         for bundle in self.bundles.values():
             rows.append(_row(bundle.cluster, bundle.source, ROLE_BUNDLE, "", "", None, None, "", bundle.conditions,
                              bundle.context))
-        return sorted(rows, key=AuditRow.sort_key)
+        return sorted(rows + self.remote_rows, key=AuditRow.sort_key)
 
 
 def _row(cluster: str, source: str, role: str, subject: str, serial: str, not_after: dt.datetime | None,
@@ -346,7 +393,7 @@ def _row(cluster: str, source: str, role: str, subject: str, serial: str, not_af
 def build_report(store: StoreView | None, live: Sequence[Observation], at: dt.datetime,
                  warn_days: int = DEFAULT_WARN_DAYS, crit_days: int = DEFAULT_CRIT_DAYS,
                  errors_of: Callable[[Bundle], Sequence[checks.Finding]] | None = None,
-                 run_at: dt.datetime | None = None) -> AuditReport:
+                 run_at: dt.datetime | None = None, layout: MeshLayout | None = None) -> AuditReport:
     """Grade everything read, as of `at` (timezone-aware). Pure apart from
     `errors_of` (default: verify each bundle now)."""
     if at.tzinfo is None:
@@ -359,6 +406,7 @@ def build_report(store: StoreView | None, live: Sequence[Observation], at: dt.da
         store_bundles = {o.cluster: o.bundle for o in store.clusters if o.bundle is not None}
     for obs in live:
         grader.observation(obs, store_bundles.get(obs.cluster))
+        grader.remote_secrets(obs, layout or MeshLayout())
     grader.shared_roots(live)
     rows = grader.rows()
     clusters: dict[str, Grade] = {}
@@ -367,4 +415,8 @@ def build_report(store: StoreView | None, live: Sequence[Observation], at: dt.da
     for row in rows:
         clusters[row.cluster] = worst([clusters.get(row.cluster, Grade.OK), row.grade])
     roots = tuple(sorted(grader.roots))
-    return AuditReport(tuple(rows), clusters, at, run_at or profiles.utcnow(), warn_days, crit_days, roots)
+    soonest: dict[tuple[str, str], dt.datetime] = {}  # one sample per (primary, cluster)
+    for primary, remote, expires in grader.remote_tokens:
+        soonest[(primary, remote)] = min(expires, soonest.get((primary, remote), expires))
+    return AuditReport(tuple(rows), clusters, at, run_at or profiles.utcnow(), warn_days, crit_days, roots,
+                       tuple((p, r, e) for (p, r), e in sorted(soonest.items())))

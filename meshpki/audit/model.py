@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
@@ -26,6 +26,7 @@ ROLE_ROOT = "root"
 ROLE_INTERMEDIATE = "intermediate"
 ROLE_BUNDLE = "bundle"  # a row about a whole bundle or secret, not one certificate
 ROLE_CRL = "crl"  # a CRL of ca-crl.pem (or the store's crl/): not_after is its nextUpdate
+ROLE_REMOTE_SECRET = "remote-secret"  # a primary's kubeconfig for a remote cluster (remote.py), graded by its token
 
 
 class Grade(enum.IntEnum):
@@ -118,6 +119,7 @@ class AuditReport:
     warn_days: int = DEFAULT_WARN_DAYS
     crit_days: int = DEFAULT_CRIT_DAYS
     roots: tuple[tuple[str, str, str], ...] = ()  # (cluster, source, fingerprint) of every trusted root
+    remote_tokens: tuple[tuple[str, str, dt.datetime], ...] = ()  # (primary, remote cluster, token exp)
 
     @property
     def status(self) -> Grade:
@@ -170,6 +172,41 @@ class Observation:
     error: str | None = None
     missing: str | None = None
     self_signed: bool = False  # the live cacerts holds istiod's own self-signed CA (`istio-generated`)
+    remote_secrets: RemoteSecrets | None = None  # live clusters only
+
+
+@dataclass(frozen=True)
+class RemoteToken:
+    """One kubeconfig in a primary's remote secret: the remote cluster it reads
+    and when its token expires (None: a token that never does)."""
+
+    cluster: str  # the data key: the remote's cluster ID
+    secret: str  # namespace/name of the secret in the primary
+    expires: dt.datetime | None = None
+    error: str | None = None  # no token, or not a JWT
+
+
+@dataclass(frozen=True)
+class RemoteSecrets:
+    """A live cluster's remote secrets (label istio/multiCluster=true), or why they could not be listed."""
+
+    tokens: tuple[RemoteToken, ...] = ()
+    error: str | None = None
+    status: int | None = None  # the HTTP status of that error (403: may not list)
+
+
+@dataclass(frozen=True)
+class MeshLayout:
+    """What the fleet file says about primaries: the remote clusters each one
+    reads, and every cluster it knows (empty: no fleet file, nothing expected)."""
+
+    remotes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    clusters: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, fleet: Any) -> MeshLayout:
+        """From a config.Fleet."""
+        return cls({c.name: c.remotes for c in fleet.primaries}, frozenset(c.name for c in fleet.clusters))
 
 
 @dataclass(frozen=True)
