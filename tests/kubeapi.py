@@ -307,12 +307,13 @@ class VirtualCluster:
 
     # -- knobs -----------------------------------------------------------
     def add_token(self, token: str, user: str, readonly: bool = False,
-                  resources: Iterable[str] | None = None) -> None:
+                  resources: Iterable[str] | None = None, verbs: Iterable[str] | None = None) -> None:
         """Accept another bearer token in this cluster only; `resources` limits
-        it to those resource kinds (e.g. {"secrets"}: a namespaced Role)."""
+        it to those resource kinds (e.g. {"secrets"}: a namespaced Role), `verbs`
+        to those verbs (default: every verb, or get/list/watch if readonly)."""
         with self._lock:
-            self.tokens[token] = _User(user, _READ_VERBS if readonly else _ALL_VERBS,
-                                       frozenset(resources) if resources is not None else None)
+            allowed = frozenset(verbs) if verbs is not None else _READ_VERBS if readonly else _ALL_VERBS
+            self.tokens[token] = _User(user, allowed, frozenset(resources) if resources is not None else None)
 
     def fail_next(
         self, status: int = 500, count: int = 1, methods: Iterable[str] | None = None, message: str | None = None,

@@ -22,6 +22,7 @@ from meshpki.remote import (
     kubeconfig_token,
     token_expiry,
 )
+from meshpki.render import iso
 from tests.conftest import one_line_error
 from tests.kubeapi import Context
 
@@ -284,3 +285,78 @@ def test_fleet_file_remotes_are_checked(rs, tmp_path, body, message):
     fleet.write_text(body)
     result = rs("--all", "--config", str(fleet))
     assert result.exit_code == 2 and message in one_line_error(result)
+
+
+# -- audit on a primary ------------------------------------------------------------
+
+def audit_rows(cli, kubeconfig, *args: str):
+    result = cli("audit", "--kubeconfig", str(kubeconfig), "--context", "cluster1", *args)
+    return result, [r for r in json.loads(result.stdout)["rows"] if r["role"] == "remote-secret"]
+
+
+@pytest.fixture
+def primary_with_cacerts(store_path, mesh):
+    from tests.test_audit import files_of, issued_store, push_secret
+
+    store = issued_store(store_path, "cluster1")
+    push_secret(mesh, "cluster1", files_of(store, "cluster1"))
+    return mesh
+
+
+def test_audit_grades_an_expiring_token_and_exports_its_exp(rs, cli, kubeconfig, primary_with_cacerts):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    assert rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1", "--token-ttl", "20d").exit_code == 0
+    exp = token_expiry(kubeconfig_token(primary_secret(primary_with_cacerts)["data"]["cluster2"]))
+    result, rows = audit_rows(cli, kubeconfig, "-o", "json")
+    assert result.exit_code == 1, result.output  # 19 days left: within --warn-days 30
+    assert [(r["cluster"], r["grade"], r["codes"]) for r in rows] == [("cluster1", "WARNING", ["expires-soon"])]
+    assert rows[0]["subject"] == f"{NS}/{SECRET} -> cluster2" and rows[0]["not_after"] == iso(exp)
+    assert "remote-secret cluster2 --primary-context cluster1 --rotate" in rows[0]["reason"]
+    critical, rows = audit_rows(cli, kubeconfig, "-o", "json", "--crit-days", "25")
+    assert critical.exit_code == 2 and rows[0]["codes"] == ["expires-critical"]
+    later = (exp + dt.timedelta(days=1)).strftime("%Y-%m-%d")
+    expired, rows = audit_rows(cli, kubeconfig, "-o", "json", "--at", later)
+    assert expired.exit_code == 2 and rows[0]["codes"] == ["expired"]
+    fine, rows = audit_rows(cli, kubeconfig, "-o", "json", "--warn-days", "10", "--crit-days", "5")
+    assert fine.exit_code == 0 and rows[0]["grade"] == "OK"
+    prom = cli("audit", "--kubeconfig", str(kubeconfig), "--context", "cluster1", "-o", "prometheus")
+    samples = {f.name: f.samples for f in text_string_to_metric_families(prom.stdout)}
+    [sample] = samples["meshpki_remote_secret_token_expiry_timestamp_seconds"]
+    assert sample.labels == {"primary": "cluster1", "cluster": "cluster2"} and sample.value == exp.timestamp()
+
+
+def test_audit_a_token_that_never_expires_is_ok_without_a_metric(rs, cli, kubeconfig, primary_with_cacerts):
+    assert rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1").exit_code == 0
+    result, rows = audit_rows(cli, kubeconfig, "-o", "json")
+    assert result.exit_code == 0, result.output
+    assert [(r["grade"], r["not_after"]) for r in rows] == [("OK", None)]
+    prom = cli("audit", "--kubeconfig", str(kubeconfig), "--context", "cluster1", "-o", "prometheus")
+    assert "meshpki_remote_secret_token_expiry_timestamp_seconds" not in prom.stdout
+
+
+def test_audit_compares_remote_secrets_with_the_fleet_file(rs, cli, kubeconfig, tmp_path, primary_with_cacerts):
+    assert rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1").exit_code == 0
+    fleet = tmp_path / "mesh.yaml"
+    fleet.write_text("clusters:\n  - name: cluster1\n    remotes: [cluster3]\n  - name: cluster3\n")
+    result, rows = audit_rows(cli, kubeconfig, "-o", "json", "--config", str(fleet))
+    assert result.exit_code == 1, result.output
+    assert rows[0]["codes"] == ["remote-not-in-fleet"] and "cluster2" in rows[0]["reason"]
+    data = json.loads(result.stdout)
+    [missing] = [r for r in data["rows"] if "remote-secret-missing" in r["codes"]]
+    assert missing["cluster"] == "cluster1" and missing["grade"] == "WARNING"
+    assert "meshpki remote-secret cluster3 --primary-context cluster1" in missing["reason"]
+
+
+def test_audit_listing_refused_matters_only_on_a_fleet_primary(cli, tmp_path, primary_with_cacerts):
+    mesh = primary_with_cacerts
+    mesh.cluster("cluster1").add_token("getter", "getter", resources={"secrets"}, verbs={"get"})
+    config = mesh.write_kubeconfig(tmp_path / "kc", {"cluster1": Context("cluster1", "getter")})
+    plain = cli("audit", "--kubeconfig", str(config), "--context", "cluster1", "-o", "json")
+    assert plain.exit_code == 0, plain.output  # not known as a primary: nothing expected, nothing lost
+    fleet = tmp_path / "mesh.yaml"
+    fleet.write_text("clusters:\n  - name: cluster1\n    remotes: [cluster2]\n  - name: cluster2\n")
+    primary = cli("audit", "--kubeconfig", str(config), "--context", "cluster1", "-o", "json", "--config", str(fleet))
+    assert primary.exit_code == 3, primary.output
+    [row] = [r for r in json.loads(primary.stdout)["rows"] if r["grade"] == "UNKNOWN"]
+    assert row["codes"] == ["remote-secrets-unreadable"] and 'verbs ["list"]' in row["reason"]
