@@ -182,7 +182,7 @@ class _AuditCollector:
                                      "When this audit ran, as a Unix timestamp.")
         last_run.add_metric([], report.run_at.timestamp())
         crls = [crl_next] if crl_next.samples else []  # no family at all before the first revocation
-        return [not_after, expiry, *crls, status, roots, *([tokens] if report.remote_tokens else []), last_run]
+        return [not_after, expiry, *crls, status, roots, tokens, last_run]
 
 
 def audit_prometheus(report: Any) -> str:

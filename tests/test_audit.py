@@ -478,6 +478,7 @@ def test_prometheus_exposition_parses(cli, store_path, kube_api, kubeconfig):
     fams = metrics(result.stdout)
     assert set(fams) == {"meshpki_cert_not_after_timestamp_seconds", "meshpki_cert_expiry_seconds",
                          "meshpki_audit_status", "meshpki_root_fingerprint_info",
+                         "meshpki_remote_secret_token_expiry_timestamp_seconds",  # no remote secrets: no samples
                          "meshpki_audit_last_run_timestamp_seconds"}
     not_after = fams["meshpki_cert_not_after_timestamp_seconds"]
     assert all(set(s.labels) == {"cluster", "role", "source", "serial"} for s in not_after)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import subprocess
 
 import pytest
 import yaml
@@ -324,6 +325,8 @@ def test_audit_grades_an_expiring_token_and_exports_its_exp(rs, cli, kubeconfig,
     samples = {f.name: f.samples for f in text_string_to_metric_families(prom.stdout)}
     [sample] = samples["meshpki_remote_secret_token_expiry_timestamp_seconds"]
     assert sample.labels == {"primary": "cluster1", "cluster": "cluster2"} and sample.value == exp.timestamp()
+    lint = subprocess.run(["promtool", "check", "metrics"], input=prom.stdout, capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
 def test_audit_a_token_that_never_expires_is_ok_without_a_metric(rs, cli, kubeconfig, primary_with_cacerts):
@@ -332,7 +335,7 @@ def test_audit_a_token_that_never_expires_is_ok_without_a_metric(rs, cli, kubeco
     assert result.exit_code == 0, result.output
     assert [(r["grade"], r["not_after"]) for r in rows] == [("OK", None)]
     prom = cli("audit", "--kubeconfig", str(kubeconfig), "--context", "cluster1", "-o", "prometheus")
-    assert "meshpki_remote_secret_token_expiry_timestamp_seconds" not in prom.stdout
+    assert "meshpki_remote_secret_token_expiry_timestamp_seconds{" not in prom.stdout, "no sample without exp"
 
 
 def test_audit_compares_remote_secrets_with_the_fleet_file(rs, cli, kubeconfig, tmp_path, primary_with_cacerts):
