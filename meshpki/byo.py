@@ -33,6 +33,7 @@ from meshpki import ca, keys, profiles
 from meshpki.bundle import CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT, cert_to_pem, parse_certs
 from meshpki.errors import BundleError, InputError, MeshPKIError, StoreError
 from meshpki.keys import KeyType
+from meshpki.pathbuild import signed_by
 from meshpki.store import Store, is_cluster_name, validate_cluster_name
 
 if TYPE_CHECKING:
@@ -130,7 +131,7 @@ def check_chain(cert: x509.Certificate, chain: Sequence[x509.Certificate], roots
     if broken := _broken_link(chain):
         raise BundleError(f"{where}: cert-chain.pem is broken: {broken}")
     top = chain[-1]
-    if top in roots or any(_signed_by(top, r) for r in roots):
+    if top in roots or any(signed_by(top, r) for r in roots):
         return
     raise BundleError(f"{where}: the chain does not lead to a root in root-cert.pem "
                       f"({_cn(top)} is signed by {top.issuer.rfc4514_string()})")
@@ -139,17 +140,9 @@ def check_chain(cert: x509.Certificate, chain: Sequence[x509.Certificate], roots
 def _broken_link(path: Sequence[x509.Certificate]) -> str | None:
     """Where a path ordered child first stops being signed by the next certificate."""
     for child, parent in itertools.pairwise(path):
-        if not _signed_by(child, parent):
+        if not signed_by(child, parent):
             return f"{_cn(child)} is not signed by {_cn(parent)}"
     return None
-
-
-def _signed_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
-    try:
-        child.verify_directly_issued_by(parent)
-        return True
-    except Exception:  # wrong issuer name, bad signature, unsupported algorithm
-        return False
 
 
 def _cn(cert: x509.Certificate) -> str:
@@ -287,7 +280,7 @@ def check_import(cert_pem: bytes, key_pem: bytes, chain_pem: bytes | None, what:
     if not profiles.not_before(cert) <= now < profiles.not_after(cert):
         raise AdoptError(f"{what} certificate is not valid now (valid {profiles.not_before(cert):%Y-%m-%d} to "
                            f"{profiles.not_after(cert):%Y-%m-%d}); a cluster CA cannot outlive or predate its signer")
-    self_signed = cert.issuer == cert.subject and _signed_by(cert, cert)
+    self_signed = cert.issuer == cert.subject and signed_by(cert, cert)
     above: list[x509.Certificate] = parse_certs(chain_pem, f"{what} chain") if chain_pem else []
     if self_signed and above:
         raise AdoptError(f"{what} certificate is a self-signed root; it needs no --import-chain")
@@ -303,7 +296,7 @@ def check_import(cert_pem: bytes, key_pem: bytes, chain_pem: bytes | None, what:
             if profiles.not_after(parent) < now:
                 raise AdoptError(f"{what} chain: {_cn(parent)} expired on {profiles.not_after(parent):%Y-%m-%d}")
         top = path[-1]
-        if not (top.issuer == top.subject and _signed_by(top, top)):
+        if not (top.issuer == top.subject and signed_by(top, top)):
             raise AdoptError(f"{what} chain ends with {_cn(top)}, which is not a self-signed root; "
                                "append the root to --import-chain")
     return Adopted(cert, key, tuple(above))

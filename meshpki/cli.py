@@ -775,9 +775,12 @@ def push_cmd(settings: Settings, cluster: str | None, context: str | None, kubec
              dry_run: bool, allow_root_change: bool, trust_domain: str | None, output: str) -> None:
     """Write a cluster's bundle as the `cacerts` secret, safely and idempotently.
 
-    Verifies the bundle, reads the live secret, refuses a change of roots that
-    would split the mesh, writes with optimistic concurrency, reads back and
-    compares byte for byte. An unchanged bundle writes nothing.
+    Verifies the bundle (for --trust-domain), reads the live secret, refuses a
+    change of roots istiod would not take (the new roots must be a subset or a
+    superset of the live ones), keeps the live secret's type and a live
+    ca-crl.pem that still fits the new chain (refuses one that does not),
+    writes with optimistic concurrency, reads back and compares byte for byte.
+    An unchanged bundle writes nothing.
 
     \b
     Examples:

@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from meshpki import keys, profiles
+from meshpki import keys, pem, profiles
 from meshpki.bundle import CA_CERT, CA_CRL, CA_KEY, CERT_CHAIN, ROOT_CERT, Bundle, fingerprint, parse_certs
 from meshpki.errors import BundleError, InputError, MeshPKIError
 from meshpki.keys import PrivateKey
+from meshpki.pathbuild import signed_by as issued_by
 from meshpki.signing import SigningKey, sign_crl
 from meshpki.store import CRL_PENDING_FILE, CRL_STATE_FILE, Store, validate_cluster_name
 
@@ -198,18 +198,13 @@ def crl_pem(crl: x509.CertificateRevocationList) -> bytes:
     return crl.public_bytes(Encoding.PEM)
 
 
-def parse_crls(pem: bytes, what: str) -> list[x509.CertificateRevocationList]:
-    """Every CRL of a ca-crl.pem; like istiod, one bad block spoils the file."""
-    import re
-
-    blocks = re.findall(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", pem, re.S)
-    if not blocks:
-        raise BundleError(f"{what} holds no PEM CRL")
-    try:
-        return [x509.load_pem_x509_crl(b + b"\n") for b in blocks]
-    except ValueError as exc:
-        raise BundleError(f"{what} holds a CRL that does not parse ({exc}); re-make it with `meshpki crl renew`") \
-            from None
+def parse_crls(data: bytes, what: str) -> list[x509.CertificateRevocationList]:
+    """Every CRL of a ca-crl.pem, read as istiod reads it (pem.read_crls): one
+    block that is not a CRL spoils the file."""
+    crls, error = pem.read_crls(data)
+    if error is not None:
+        raise BundleError(f"{what}: {error}; re-make it with `meshpki crl renew`")
+    return list(crls)
 
 
 def signed_by(crl: x509.CertificateRevocationList, cert: x509.Certificate) -> bool:
@@ -384,9 +379,7 @@ def _entry(cluster: str, cert: x509.Certificate, roots: Sequence[x509.Certificat
            evicted: bool) -> Revoked | None:
     """The CRL entry for `cert`, under the live root that signed it (None: no live root did)."""
     for root in roots:
-        try:
-            cert.verify_directly_issued_by(root)
-        except (ValueError, TypeError, InvalidSignature):
+        if not issued_by(cert, root):
             continue
         return Revoked(cluster, format(cert.serial_number, "x"), fingerprint(root), reason,
                        now.isoformat(timespec="seconds"),
@@ -546,8 +539,8 @@ def show(store: Store) -> CrlReport:
     """What is revoked, and every CRL the store holds (roots' and bundles')."""
     state = load_state(store)
     infos = []
-    for name, pem in root_crls(store).items():
-        for crl in parse_crls(pem, f"crl/{name}"):
+    for name, root_pem in root_crls(store).items():
+        for crl in parse_crls(root_pem, f"crl/{name}"):
             infos.append(describe(crl, "root " + name[len("root-"):-len(".crl.pem")]))
     for cluster in store.clusters():
         data = store.load_bundle(cluster).files.get(CA_CRL)
