@@ -79,6 +79,7 @@ class LoadedBundle:
     path: tuple[x509.Certificate, ...] = ()  # ca-cert.pem's issuers, up to the trust anchor
     workload: x509.Certificate | None = None
     endpoint: handshake.Endpoint | None = None
+    crls: tuple[x509.CertificateRevocationList, ...] = ()  # ca-crl.pem, files form, when it parses
 
     @property
     def can_sign(self) -> bool:
@@ -585,6 +586,9 @@ class BundleChecker:
                           "files form, so it revokes nothing here", CA_CRL)
             return
         yield from crlcheck.judge(crl, self.bundle.cert_chain, self.ca, self.path, self.now, self.chain_file)
+        parsed, error = pem.read_crls(crl)
+        if error is None:
+            self.mat.crls = parsed
 
     # -- the real test -------------------------------------------------------
 
@@ -669,8 +673,10 @@ def check_pair(a: BundleReport, b: BundleReport) -> PairReport:
                     f"{signer.target}'s chain ({_root_names(signer.material, path_only=True)}): {truster.target}'s "
                     f"proxies reject {signer.target}'s workloads with UNKNOWN_CA", None,
                     f"add that root to {truster.target}'s root-cert.pem (meshpki rotate-root keeps them in step)"))
+    for signer, truster in ((a, b), (b, a)):
+        findings.extend(_revoked_by_peer(signer, truster))
     assert ma.endpoint is not None and mb.endpoint is not None  # can_sign above
-    result = handshake.mutual_tls(ma.endpoint, mb.endpoint)
+    result = handshake.mutual_tls(ma.endpoint, mb.endpoint, crlcheck.handshake_crls(ma, mb))
     if result.ok:
         findings.append(finding("handshake-ok", f"{a.target} -> {b.target}: {result.reason}", None))
     elif result.rejected_by and result.alert is None and "trust domain" in result.reason:
@@ -682,6 +688,19 @@ def check_pair(a: BundleReport, b: BundleReport) -> PairReport:
                                 "cluster's root" if any(f.code == "peer-untrusted" for f in findings)
                                 else "fix the certificate the message names"))
     return PairReport(a.target, b.target, tuple(findings))
+
+
+def _revoked_by_peer(signer: BundleReport, truster: BundleReport) -> Iterator[Finding]:
+    """The truster's CRLs against the signer's chain, as its proxies will judge
+    the signer's workloads (revocation: docs/revocation.md)."""
+    mat = signer.material
+    below = [c for c in (mat.ca_cert, *mat.path) if c is not None]
+    for cert, issuer in crlcheck.revoked_on_path(below, truster.material.crls):
+        yield finding("peer-revoked", f"{truster.target}'s ca-crl.pem revokes {describe(cert)} (serial "
+                      f"{cert.serial_number:x}, signed by {describe(issuer)}) on {signer.target}'s chain: "
+                      f"{truster.target}'s proxies reject {signer.target}'s workloads", None,
+                      f"if {signer.target} was revoked on purpose, take it out of the mesh; else give it a new "
+                      f"intermediate (meshpki rotate {signer.target}) and push")
 
 
 def broken_peer(report: BundleReport, others: Sequence[str]) -> Finding:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -148,3 +149,43 @@ def first_problem(crl_data: bytes, secret_data: Mapping[str, bytes], now: dt.dat
         if found.severity is Severity.ERROR:
             return f"{found.code}: {found.message}"
     return None
+
+
+def revoked_on_path(below: Sequence[x509.Certificate], crls: Sequence[x509.CertificateRevocationList]
+                    ) -> list[tuple[x509.Certificate, x509.Certificate]]:
+    """(certificate, its issuer) for each certificate of a path (child first,
+    up to its anchor) that one of `crls`, validly signed by that issuer, revokes."""
+    found = []
+    for child, parent in itertools.pairwise(below):
+        for crl in crls:
+            if crl.issuer == child.issuer and crl_signed_by(crl, parent) is None \
+                    and crl.get_revoked_certificate_by_serial_number(child.serial_number) is not None:
+                found.append((child, parent))
+                break
+    return found
+
+
+def handshake_crls(*sides: Any) -> bytes | None:  # sides: checks.LoadedBundle
+    """The CRLs for a pair's handshake with CRL checking on the whole chain:
+    both sides' ca-crl.pem, plus a throw-away empty CRL of each side's
+    intermediate that carries none (what an up-to-date bundle of it would
+    carry; revocation of the intermediate itself is on its issuer's CRL).
+    None (check without CRLs) when neither side has any, or when a CA above
+    an intermediate has no CRL that only its key could sign."""
+    crls = [c for side in sides for c in side.crls]
+    if not crls:
+        return None
+    from meshpki import crl as crlmod
+    from meshpki import profiles
+
+    now = profiles.utcnow()
+    for mat in sides:
+        if mat.ca_cert is None or mat.ca_key is None:
+            return None
+        if not any(crl_signed_by(c, mat.ca_cert) is None for c in crls):
+            crls.append(crlmod.make_crl(mat.ca_cert, mat.ca_key, 1, now - profiles.CLOCK_SKEW,
+                                        now + dt.timedelta(hours=1)))
+        for issuer in mat.path:
+            if not any(crl_signed_by(c, issuer) is None for c in crls):
+                return None
+    return b"".join(crlmod.crl_pem(c) for c in crls)

@@ -105,6 +105,8 @@ CODES: dict[str, Code] = {
     # pairs
     "peer-untrusted": Code(E, PROXY, "one cluster's root-cert.pem does not hold the root of the other's chain"),
     "handshake-failed": Code(E, PROXY, "the real mutual-TLS handshake between two clusters' workloads failed"),
+    "peer-revoked": Code(E, PROXY, "one cluster's ca-crl.pem revokes a certificate of the other's chain: its "
+                                   "proxies reject the other's workloads"),
     "trust-domain-mismatch": Code(E, PROXY, "the peers' SPIFFE trust domains differ"),
     "peer-broken": Code(E, PROXY, "a cluster's bundle cannot sign workload certificates, so its pairs cannot "
                                   "work (one finding per broken bundle)"),

@@ -37,6 +37,9 @@ _VERIFY_CODE_ALERTS = {
     21: "UNKNOWN_CA",  # X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE
     9: "BAD_CERTIFICATE",  # not yet valid
     10: "CERTIFICATE_EXPIRED",
+    23: "CERTIFICATE_REVOKED",  # X509_V_ERR_CERT_REVOKED
+    3: "BAD_CERTIFICATE",  # X509_V_ERR_UNABLE_TO_GET_CRL (unknown_ca in some versions)
+    12: "BAD_CERTIFICATE",  # X509_V_ERR_CRL_HAS_EXPIRED
     7: "DECRYPT_ERROR",  # certificate signature failure
 }
 _MAX_ROUNDS = 50  # a handshake takes a handful of flights; this only stops a runaway loop
@@ -76,7 +79,10 @@ class Endpoint:
     trust_domain: str = profiles.DEFAULT_TRUST_DOMAIN
     _contexts: dict[bool, ssl.SSLContext] = field(default_factory=dict, repr=False)
 
-    def context(self, server_side: bool) -> ssl.SSLContext:
+    def context(self, server_side: bool, crl_pem: bytes | None = None) -> ssl.SSLContext:
+        """The side's context; with CRLs a fresh one (they differ per pair), else the cached one."""
+        if crl_pem:
+            return _make_context(self, server_side, crl_pem)
         if server_side not in self._contexts:
             self._contexts[server_side] = _make_context(self, server_side)
         return self._contexts[server_side]
@@ -95,9 +101,12 @@ def workload_endpoint(name: str, ca_cert: x509.Certificate, ca_key: PrivateKey, 
     return Endpoint(name, chain, key, trust_pem, trust_domain), leaf
 
 
-def _make_context(endpoint: Endpoint, server_side: bool) -> ssl.SSLContext:
+def _make_context(endpoint: Endpoint, server_side: bool, crl_pem: bytes | None = None) -> ssl.SSLContext:
     """An SSLContext like a sidecar's: TLS 1.2+, peer certificate required, no
-    hostname check (Istio matches SPIFFE identities, not DNS names)."""
+    hostname check (Istio matches SPIFFE identities, not DNS names); with
+    `crl_pem`, revocation checked on every certificate of the peer's chain,
+    as Envoy does once it has a CRL (OpenSSL then also wants a CRL from every
+    CA on the way, and refuses one past its nextUpdate)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server_side else ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.check_hostname = False
@@ -120,6 +129,14 @@ def _make_context(endpoint: Endpoint, server_side: bool) -> ssl.SSLContext:
             ctx.load_cert_chain(cert_file, key_file)
         except ssl.SSLError as exc:
             raise HandshakeSetupError(f"{endpoint.name}: OpenSSL refuses the workload chain ({exc})") from None
+        if crl_pem:  # cadata takes certificates only; a file may hold CRLs (X509_load_cert_crl_file)
+            crl_file = Path(tmp) / "crl.pem"
+            crl_file.write_bytes(crl_pem)
+            try:
+                ctx.load_verify_locations(cafile=crl_file)
+            except ssl.SSLError as exc:
+                raise HandshakeSetupError(f"{endpoint.name}: ca-crl.pem cannot be loaded ({exc})") from None
+            ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_CHAIN
     return ctx
 
 
@@ -146,11 +163,12 @@ class HandshakeResult:
     detail: str = ""  # the bare cause ("unable to get local issuer certificate"), without who/whom
 
 
-def mutual_tls(client: Endpoint, server: Endpoint) -> HandshakeResult:
+def mutual_tls(client: Endpoint, server: Endpoint, crl_pem: bytes | None = None) -> HandshakeResult:
     """Run a full mutual-TLS handshake in memory and check each peer's SPIFFE
-    trust domain the way a sidecar does after the handshake."""
+    trust domain the way a sidecar does after the handshake; with `crl_pem`,
+    both sides check revocation along the whole peer chain."""
     try:
-        cctx, sctx = client.context(server_side=False), server.context(server_side=True)
+        cctx, sctx = client.context(server_side=False, crl_pem=crl_pem), server.context(True, crl_pem)
     except HandshakeSetupError as exc:
         return HandshakeResult(client.name, server.name, False, str(exc), detail=str(exc).split(": ", 1)[-1])
     c_in, c_out, s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()

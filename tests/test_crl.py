@@ -381,3 +381,40 @@ def test_every_crash_point_of_revoke_leaves_the_store_before_or_after(tmp_path):
 
     visited = crash_points(template, ["revoke", "cluster2"], check)
     assert visited >= 12 and outcomes == {"before", "after"}
+
+
+# -- verify: a pair where one side's CRL revokes the other -------------------------
+
+def test_pair_where_one_side_revokes_the_other_fails_statically_and_in_the_handshake(cli, store, tmp_path):
+    """The evicted cluster's live secret still holds its old bundle: every member's
+    proxies must reject its workloads, and verify must say so (by: proxy)."""
+    import shutil
+
+    from meshpki import checks, handshake
+    from meshpki.bundle import load_folder
+
+    make_fleet(store)
+    evicted_copy = tmp_path / "cluster2-live"
+    shutil.copytree(store.cluster_dir("cluster2"), evicted_copy)  # what cluster2 itself still runs
+    crl.revoke(store, "cluster2", None)
+
+    member = checks.check_bundle(store.load_bundle("cluster1"))
+    other_member = checks.check_bundle(store.load_bundle("cluster3"))
+    evicted = checks.check_bundle(load_folder(evicted_copy))
+    assert member.ok and evicted.ok  # each bundle alone loads fine; the pair is what breaks
+    pair = checks.check_pair(member, evicted)
+    codes = {f.code: f for f in pair.findings}
+    assert not pair.ok and codes["peer-revoked"].by == "proxy"
+    assert "cluster1's ca-crl.pem revokes" in codes["peer-revoked"].message
+    assert "certificate revoked" in codes["handshake-failed"].message
+    assert "CERTIFICATE_REVOKED" in codes["handshake-failed"].message
+    # the same two workloads without CRL checking shake hands: the CRL is what refuses them
+    assert member.material.endpoint is not None and evicted.material.endpoint is not None
+    assert handshake.mutual_tls(member.material.endpoint, evicted.material.endpoint).ok
+    healthy = checks.check_pair(member, other_member)
+    assert healthy.ok and {f.code for f in healthy.findings} == {"handshake-ok"}
+
+    result = cli("verify", "cluster1", str(evicted_copy), "-o", "json")
+    assert result.exit_code == 1, result.output
+    [pair_json] = json.loads(result.stdout)["pairs"]
+    assert {f["code"] for f in pair_json["findings"]} >= {"peer-revoked", "handshake-failed"}
