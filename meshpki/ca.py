@@ -56,7 +56,11 @@ class IssueOptions:
     san_dns: tuple[str, ...] = (profiles.DEFAULT_ISTIOD_SAN,)
 
     def __post_init__(self) -> None:
+        """Every option is checked here, before any key is made."""
         check_days(self.days)
+        if self.org is not None:
+            profiles.check_name(self.org, "--org")
+        profiles.check_san_dns(self.san_dns)
 
 
 @dataclass(frozen=True)
@@ -83,9 +87,14 @@ class Issuer:
 
 
 def check_days(days: int) -> int:
-    if days <= 0:
-        raise InputError(f"--days must be a positive number of days, not {days}")
-    return days
+    return profiles.check_days(days)
+
+
+def check_root_options(days: int, org: str, cn: str) -> None:
+    """Everything init-root is told, checked before a store folder or a key exists."""
+    check_days(days)
+    profiles.check_name(org, "--org")
+    profiles.check_name(cn, "--cn")
 
 
 def key_type_of(key: HasPublicKey) -> KeyType:
@@ -109,13 +118,19 @@ def init_root(store: Store, key_type: KeyType, days: int, org: str, cn: str,
     """Create the store's root; `passphrase` None means explicitly unencrypted,
     `token` makes the key inside a PKCS#11 token instead of a file; `constrain_to`
     pins it to that trust domain (profiles.trust_domain_constraints)."""
-    check_days(days)
+    check_root_options(days, org, cn)
     store.refuse_existing_root()  # before spending a second on a key
-    with store.locked():  # also proves the store is writable before the slow part
-        store.refuse_existing_root()
-        key, key_name, record = new_root_key(key_type, passphrase, token)
-        cert = profiles.make_root(key, days, org=org, cn=cn, constrain_to=constrain_to)
-        path = store.write_root(cert_to_pem(cert), record, key_name=key_name)
+    made_store = not store.path.exists()
+    try:
+        with store.locked():  # also proves the store is writable before the slow part
+            store.refuse_existing_root()
+            key, key_name, record = new_root_key(key_type, passphrase, token)
+            cert = profiles.make_root(key, days, org=org, cn=cn, constrain_to=constrain_to)
+            path = store.write_root(cert_to_pem(cert), record, key_name=key_name)
+    except BaseException:
+        if made_store:  # no store folder holding only .lock is left behind
+            store.remove_if_empty()
+        raise
     return RootResult(path, cert, bool(passphrase) or token is not None,
                       record.decode().strip() if token is not None else None)
 
@@ -175,12 +190,16 @@ def certificate_files(issuer: Issuer, cert: x509.Certificate) -> dict[str, bytes
     return {CA_CERT: cert_pem, CERT_CHAIN: cert_pem + issuer.cert_pem, ROOT_CERT: issuer.trust_pem}
 
 
-def issue(store: Store, clusters: Sequence[str], options: IssueOptions, issuer: Issuer,
-          replace: bool = False, progress: Callable[[int, int], None] | None = None) -> list[IssueResult]:
+def issue(store: Store, clusters: Sequence[str], options: IssueOptions, issuer: Issuer | Callable[[], Issuer],
+          replace: bool = False, progress: Callable[[int, int], None] | None = None,
+          signer: x509.Certificate | None = None) -> list[IssueResult]:
     """One new intermediate bundle per cluster, keys made in parallel.
 
     All refusals happen before any key is generated; each bundle is then
-    written atomically, so an interruption leaves whole bundles only.
+    written atomically as soon as its key is ready, so an interruption
+    leaves whole bundles only. `issuer` may be a function that unlocks the
+    signing key: it runs while the workers make keys (scrypt takes a core
+    for 0.6 s), and then `signer` (its certificate) picks the default key type.
     """
     names = _unique(clusters)
     for name in names:
@@ -189,15 +208,20 @@ def issue(store: Store, clusters: Sequence[str], options: IssueOptions, issuer: 
         if not replace:
             for name in names:
                 store.refuse_existing_bundle(name)
-        key_type = options.key_type or key_type_of(issuer.key)
-        new_keys = keys.generate_many([key_type] * len(names), progress=progress)
-        results = []
-        for name, key in zip(names, new_keys, strict=False):
-            files, issued = build_bundle(issuer, name, key, options)
-            files = crl.files_with_crl(store, files, key)  # ca-crl.pem once the mesh has revoked something
-            archived = store.write_bundle(name, files, replace=replace)
-            results.append(IssueResult(name, store.cluster_dir(name), issued.cert, archived, issued.warnings))
-    return results
+        signer = issuer.cert if isinstance(issuer, Issuer) else signer
+        if options.key_type is None and signer is None:
+            raise ValueError("issue: pass the signer's certificate with a lazy issuer")
+        key_type = options.key_type or key_type_of(signer)  # type: ignore[arg-type]
+        results: dict[int, IssueResult] = {}
+        with keys.KeyMaker([key_type] * len(names), progress=progress) as maker:
+            unlocked = issuer if isinstance(issuer, Issuer) else issuer()
+            for index, key in maker:
+                name = names[index]
+                files, issued = build_bundle(unlocked, name, key, options)
+                files = crl.files_with_crl(store, files, key)  # ca-crl.pem once the mesh has revoked something
+                archived = store.write_bundle(name, files, replace=replace)
+                results[index] = IssueResult(name, store.cluster_dir(name), issued.cert, archived, issued.warnings)
+    return [results[i] for i in range(len(names))]
 
 
 def _unique(names: Sequence[str]) -> list[str]:

@@ -19,6 +19,7 @@ import click
 from meshpki import __version__
 from meshpki.credentials import NEW_PASSPHRASE_ENV, PASSPHRASE_ENV, PIN_ENV
 from meshpki.errors import InputError, MeshPKIError, PassphraseError
+from meshpki.limits import MAX_DAYS
 
 ENV_SECRETS = "meshpki.env_secrets"  # ctx.meta: secrets taken out of os.environ at start-up
 PIN_FILE = "meshpki.pin_file"  # ctx.meta: --pin-file, shared by every command that may unlock a root
@@ -153,7 +154,7 @@ def resolve_trust_domain(settings: Settings, flag: str | None) -> str:
 
 def connection_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--kubeconfig and --timeout, the way kubectl users expect them."""
-    func = click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+    func = click.option("--timeout", type=click.FloatRange(min=0.1, max=3600), default=10.0, show_default=True,
                         help="Seconds to wait for each API request.")(func)
     # Not envvar="KUBECONFIG": click would pass "a:b" as one path. kube.py reads
     # KUBECONFIG itself and merges its files like kubectl (locate.py: precedence).
@@ -410,7 +411,9 @@ def init_root_cmd(settings: Settings, key_type: str | None, days: int | None, or
         return
     fleet = settings.fleet
     chosen = KeyType.parse(key_type) if key_type else (fleet.key_type or KeyType.RSA_4096)
-    days = ca.check_days(days if days is not None else (fleet.root_days or ca.DEFAULT_ROOT_DAYS))
+    days = days if days is not None else (fleet.root_days or ca.DEFAULT_ROOT_DAYS)
+    org = org or fleet.org or "Istio"
+    ca.check_root_options(days, org, cn)
     settings.store.refuse_existing_root()
     if pkcs11 and (passphrase_file or insecure_no_passphrase):
         raise InputError("--pkcs11 keeps the root key in the token: --passphrase-file and --insecure-no-passphrase "
@@ -419,8 +422,7 @@ def init_root_cmd(settings: Settings, key_type: str | None, days: int | None, or
     passphrase = None if token else new_root_passphrase(passphrase_file, insecure_no_passphrase)
     if not token:
         say(f"generating the {chosen.value} root key{' and encrypting it' if passphrase else ''} ...")
-    result = ca.init_root(settings.store, chosen, days, org or fleet.org or "Istio", cn, passphrase, token,
-                          constrain_to=pinned)
+    result = ca.init_root(settings.store, chosen, days, org, cn, passphrase, token, constrain_to=pinned)
     facts = cert_facts(result.cert)
     data = {"path": str(result.path), "key_type": chosen.value, "encrypted": result.encrypted,
             "pkcs11_uri": result.token_uri, "certificate": facts, "trust_domain": pinned}
@@ -936,9 +938,9 @@ def change_passphrase_cmd(settings: Settings, passphrase_file: Path | None, new_
 @click.option("--cluster-name", envvar="MESHPKI_CLUSTER_NAME", default=None,
               help="Cluster name when running in a pod with its service account [env MESHPKI_CLUSTER_NAME; "
                    "default: in-cluster].")
-@click.option("--warn-days", type=click.IntRange(min=0), default=30, show_default=True,
+@click.option("--warn-days", type=click.IntRange(min=0, max=MAX_DAYS), default=30, show_default=True,
               help="WARNING when a certificate has fewer than this many days left.")
-@click.option("--crit-days", type=click.IntRange(min=0), default=7, show_default=True,
+@click.option("--crit-days", type=click.IntRange(min=0, max=MAX_DAYS), default=7, show_default=True,
               help="CRITICAL when a certificate has fewer than this many days left (or has expired).")
 @click.option("--at", "at_text", metavar="DATE", default=None,
               help="Grade as of this date instead of now, e.g. 2026-06-01 or 2026-06-01T12:00:00Z.")
@@ -1044,7 +1046,7 @@ def history_cmd(settings: Settings, cluster: str | None, output: str) -> None:
 @click.option("--all", "all_clusters", is_flag=True,
               help="Verify every cluster in the store (also the default when no TARGET is named).")
 @click.option("--strict", is_flag=True, help="Exit 1 on warnings too, not only on errors.")
-@click.option("--warn-days", type=click.IntRange(min=0), default=30, show_default=True,
+@click.option("--warn-days", type=click.IntRange(min=0, max=MAX_DAYS), default=30, show_default=True,
               help="Warn when a certificate on the path expires within this many days.")
 @click.option("--context", "contexts", multiple=True, metavar="CTX",
               help="Also verify the live cacerts secret of this kubeconfig context, and compare it with the "

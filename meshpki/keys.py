@@ -9,13 +9,16 @@ natively; we only have to write it, which pyasn1 does for us.
 
 from __future__ import annotations
 
-import concurrent.futures
 import ctypes
 import enum
+import multiprocessing
+import multiprocessing.connection
+import multiprocessing.process
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from multiprocessing.connection import Connection
 from typing import Protocol
 
 from cryptography.hazmat.primitives import hashes, padding, serialization
@@ -83,20 +86,25 @@ def signature_hash(key: PrivateKey | PublicKey) -> hashes.SHA256 | hashes.SHA384
     return hashes.SHA256()
 
 
-def _die_with_parent() -> None:
-    """Worker initializer: let the kernel kill us if meshpki is SIGKILLed.
+def _worker_start(parent_pid: int) -> None:
+    """First thing a key worker does: never outlive meshpki, never print a Ctrl-C.
 
-    Pool workers were seen outliving a killed parent (DESIGN.md); PR_SET_PDEATHSIG
-    makes that impossible on Linux. Elsewhere it is a harmless no-op.
+    SIGINT is ignored from birth (it is ignored while the worker is forked):
+    the terminal sends Ctrl-C to the whole process group, and the parent alone
+    decides what an interrupt means; it kills its workers. PR_SET_PDEATHSIG
+    makes the kernel kill a worker whose parent was SIGKILLed (workers were
+    seen outliving a killed parent). The parent's PID is passed in, not
+    assumed to differ from 1: meshpki may itself be PID 1 in a container.
     """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL("libc.so.6", use_errno=True)
             libc.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
         except OSError:
             pass
-        if os.getppid() == 1:  # parent already gone before prctl took effect
-            os._exit(1)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def _generate_der(key_type: KeyType) -> bytes:
@@ -106,37 +114,141 @@ def _generate_der(key_type: KeyType) -> bytes:
     )
 
 
+def _worker(conn: Connection, parent_pid: int) -> None:
+    """Make one key per job received, until told to stop (None) or killed."""
+    _worker_start(parent_pid)
+    try:
+        while (job := conn.recv()) is not None:
+            index, key_type = job
+            conn.send((index, _generate_der(KeyType(key_type))))
+    except BaseException:  # the parent went away or killed us: leave quietly, no traceback
+        os._exit(1)
+
+
+class KeyMaker:
+    """Keys made in worker processes while the caller does other work.
+
+        with KeyMaker([KeyType.RSA_4096] * 6) as maker:
+            issuer = unlock_root()            # scrypt runs while the workers make keys
+            for index, key in maker:          # in the order they finish
+                ...
+
+    RSA-4096 generation takes about a second of pure CPU, so N clusters on a
+    2-core machine go twice as fast in parallel. Each worker has its own pipe
+    and the parent hands out jobs (two queued per worker, so none idles while
+    the parent signs): no shared queue lock that a killed worker could leave
+    held, so leaving the block early (an error, Ctrl-C) kills the workers at
+    once and never waits on them. Keys cross the process boundary as DER and
+    are loaded without re-validation: we just made them, and validating an
+    RSA-4096 key costs another 0.25 s.
+    """
+
+    QUEUED_PER_WORKER = 2
+
+    def __init__(self, key_types: Sequence[KeyType], progress: Callable[[int, int], None] | None = None) -> None:
+        self.key_types = list(key_types)
+        self.progress = progress
+        slow = sum(1 for k in self.key_types if k.is_rsa and k is not KeyType.RSA_2048)
+        self.workers = min(os.cpu_count() or 1, len(self.key_types)) if slow >= 2 else 1
+        self._procs: list[multiprocessing.process.BaseProcess] = []
+        self._conns: list[Connection] = []
+
+    def __enter__(self) -> KeyMaker:
+        if self.workers < 2:
+            return self
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else None)
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # workers are born ignoring Ctrl-C
+        try:
+            for _ in range(self.workers):
+                parent_end, child_end = context.Pipe()
+                proc = context.Process(target=_worker, args=(child_end, os.getpid()), daemon=True)
+                proc.start()
+                child_end.close()
+                self._procs.append(proc)
+                self._conns.append(parent_end)
+        except BaseException:
+            self._stop(kill=True)
+            raise
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        return self
+
+    def __iter__(self) -> Iterator[tuple[int, PrivateKey]]:
+        total = len(self.key_types)
+        if not self._conns:
+            for index, key_type in enumerate(self.key_types):
+                key = key_type.generate()
+                if self.progress:
+                    self.progress(index + 1, total)
+                yield index, key
+            return
+        jobs = iter(list(enumerate(self.key_types)))
+        outstanding = {conn: 0 for conn in self._conns}
+        for conn in self._conns:
+            outstanding[conn] += self._hand_out(conn, jobs, self.QUEUED_PER_WORKER)
+        done = 0
+        while done < total:
+            for ready in multiprocessing.connection.wait([c for c, n in outstanding.items() if n]):
+                assert isinstance(ready, Connection)
+                try:
+                    index, der = ready.recv()
+                except EOFError:
+                    raise KeyGenerationError("a key-generation worker died; run the command again") from None
+                outstanding[ready] += self._hand_out(ready, jobs, 1) - 1
+                loaded = serialization.load_der_private_key(der, password=None, unsafe_skip_rsa_key_validation=True)
+                assert isinstance(loaded, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey))  # we generated it
+                done += 1
+                if self.progress:
+                    self.progress(done, total)
+                yield index, loaded
+
+    @staticmethod
+    def _hand_out(conn: Connection, jobs: Iterator[tuple[int, KeyType]], count: int) -> int:
+        sent = 0
+        for index, key_type in jobs:
+            conn.send((index, key_type.value))
+            sent += 1
+            if sent == count:
+                break
+        return sent
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._stop(kill=exc_type is not None)
+
+    def _stop(self, kill: bool) -> None:
+        """Finished: workers are told to stop. Interrupted or failed: killed, not awaited."""
+        for conn, proc in zip(self._conns, self._procs, strict=False):
+            if kill:
+                proc.kill()
+            else:
+                try:
+                    conn.send(None)
+                except OSError:
+                    proc.kill()
+        for proc in self._procs:
+            proc.join(timeout=None if kill else 5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        for conn in self._conns:
+            conn.close()
+        self._procs, self._conns = [], []
+
+
+class KeyGenerationError(BundleError):
+    """A worker process died before delivering its key."""
+
+
 def generate_many(
     key_types: Sequence[KeyType], progress: Callable[[int, int], None] | None = None
 ) -> list[PrivateKey]:
-    """Generate several keys, in parallel processes when that pays off.
-
-    RSA-4096 generation takes about a second of pure CPU, so N clusters on a
-    2-core machine go twice as fast in a pool. The keys cross the process
-    boundary as DER and are loaded without re-validation: we just made them,
-    and validating an RSA-4096 key costs another 0.25 s (DESIGN.md).
-    """
-    total = len(key_types)
-    slow = sum(1 for k in key_types if k.is_rsa and k is not KeyType.RSA_2048)
-    workers = min(os.cpu_count() or 1, total)
-    if slow < 2 or workers < 2:
-        keys = []
-        for done, key_type in enumerate(key_types, 1):
-            keys.append(key_type.generate())
-            if progress:
-                progress(done, total)
-        return keys
-    results: dict[int, PrivateKey] = {}
-    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent) as pool:
-        futures = {pool.submit(_generate_der, kt): i for i, kt in enumerate(key_types)}
-        for future in concurrent.futures.as_completed(futures):
-            key = serialization.load_der_private_key(future.result(), password=None,
-                                                     unsafe_skip_rsa_key_validation=True)
-            assert isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey))  # we generated it
-            results[futures[future]] = key
-            if progress:
-                progress(len(results), total)
-    return [results[i] for i in range(total)]
+    """Generate several keys (in parallel processes when that pays off), in order."""
+    made: dict[int, PrivateKey] = {}
+    with KeyMaker(key_types, progress) as maker:
+        for index, key in maker:
+            made[index] = key
+    return [made[i] for i in range(len(key_types))]
 
 
 def to_pem(key: PrivateKey) -> bytes:

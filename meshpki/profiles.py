@@ -18,6 +18,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from meshpki.errors import InputError
 from meshpki.keys import PrivateKey, PublicKey
+from meshpki.limits import MAX_DAYS, MAX_NAME_LENGTH
 from meshpki.signing import SigningKey, sign_certificate
 
 # notBefore is backdated so a cluster whose clock runs a little behind ours
@@ -30,6 +31,43 @@ INTERMEDIATE_CN = "Intermediate CA"
 DEFAULT_ISTIOD_SAN = "istiod.istio-system.svc"
 DEFAULT_TRUST_DOMAIN = "cluster.local"
 WORKLOAD_TTL = dt.timedelta(hours=24)  # istiod's default workload certificate lifetime
+
+
+_DNS_LABEL = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?")
+
+
+def check_days(days: int, option: str = "--days") -> int:
+    """A validity (or warning threshold) in days that the date arithmetic can hold."""
+    if days <= 0:
+        raise InputError(f"{option} must be a positive number of days, not {days}")
+    if days > MAX_DAYS:
+        raise InputError(f"{option} {days} is more than 30 years ({MAX_DAYS} days); that is surely a typo")
+    return days
+
+
+def check_name(value: str, option: str) -> str:
+    """A subject attribute (O=, CN=) as RFC 5280 bounds it: 1 to 64 printable characters."""
+    if not value.strip():
+        raise InputError(f"{option} must not be empty")
+    if len(value) > MAX_NAME_LENGTH:
+        raise InputError(f"{option} is {len(value)} characters; RFC 5280 allows at most {MAX_NAME_LENGTH}")
+    if not value.isprintable():
+        raise InputError(f"{option} {value!r} contains control characters")
+    return value
+
+
+def is_dns_name(name: str) -> bool:
+    """A DNS name as a SAN dNSName must be (RFC 5280 4.2.1.6, RFC 1123 labels)."""
+    labels = name.split(".")
+    return 0 < len(name) <= 253 and all(_DNS_LABEL.fullmatch(label) for label in labels)
+
+
+def check_san_dns(names: Sequence[str]) -> tuple[str, ...]:
+    for name in names:
+        if not is_dns_name(name):
+            raise InputError(f"--san-dns {name!r} is not a DNS name (letters, digits, '-' and dots, "
+                             "e.g. istiod.istio-system.svc)")
+    return tuple(names)
 
 
 def utcnow() -> dt.datetime:

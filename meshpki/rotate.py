@@ -44,12 +44,20 @@ def issue_now(store: Store, clusters: Sequence[str], options: ca.IssueOptions, p
               replace: bool = False, progress: Callable[[int, int], None] | None = None) -> list[ca.IssueResult]:
     """`issue` and `rotate` both land here: during a root rotation new
     intermediates are signed by the new root, trust old+new, and restart the
-    grace clock like a reissue does."""
-    issuer = current_issuer(store, passphrase)
-    with store.locked():
+    grace clock like a reissue does.
+
+    The signing key is unlocked (scrypt, 0.6 s of one core) while the key
+    workers run, not before them.
+    """
+    def unlock() -> ca.Issuer:
+        issuer = current_issuer(store, passphrase)
         if store.has_rotation():
-            _note_reissue(store)
-        return ca.issue(store, clusters, options, issuer, replace=replace, progress=progress)
+            _note_reissue(store)  # before the first new bundle exists
+        return issuer
+
+    with store.locked():
+        signer = new_root_cert(store)[0] if store.has_rotation() else store.root_cert()
+        return ca.issue(store, clusters, options, unlock, replace=replace, progress=progress, signer=signer)
 
 
 def rotate(store: Store, clusters: Sequence[str], options: ca.IssueOptions, passphrase: bytes | None,
@@ -383,10 +391,19 @@ def parse_duration(text: str) -> dt.timedelta:
     """'24h', '90m', '2d', '1d12h', or plain seconds."""
     import re
 
+    from meshpki.limits import MAX_DAYS
+
     if text.isdigit():
-        return dt.timedelta(seconds=int(text))
-    parts = re.fullmatch(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", text.strip())
-    if not text.strip() or not parts or not any(parts.groups()):
-        raise InputError(f"invalid duration {text!r}; use e.g. 24h, 90m, 2d or 1d12h")
-    d, h, m, s = (int(g) if g else 0 for g in parts.groups())
-    return dt.timedelta(days=d, hours=h, minutes=m, seconds=s)
+        d, h, m, s = 0, 0, 0, int(text)
+    else:
+        parts = re.fullmatch(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", text.strip())
+        if not text.strip() or not parts or not any(parts.groups()):
+            raise InputError(f"invalid duration {text!r}; use e.g. 24h, 90m, 2d or 1d12h")
+        d, h, m, s = (int(g) if g else 0 for g in parts.groups())
+    try:
+        duration = dt.timedelta(days=d, hours=h, minutes=m, seconds=s)
+    except OverflowError:
+        duration = dt.timedelta.max
+    if duration > dt.timedelta(days=MAX_DAYS):
+        raise InputError(f"duration {text!r} is more than 30 years; that is surely a typo")
+    return duration

@@ -546,6 +546,16 @@ class Store:
             notes.extend(crl.finish_pending(self))
         return notes
 
+    def remove_if_empty(self) -> None:
+        """Remove the store folder when it holds nothing but the lock file: what a
+        first command interrupted before it wrote anything would leave behind."""
+        try:
+            if {p.name for p in self.path.iterdir()} <= {".lock"}:
+                (self.path / ".lock").unlink(missing_ok=True)
+                self.path.rmdir()
+        except OSError:
+            pass
+
     def _publish_parents(self) -> tuple[Path, ...]:
         """The folders whose children are published whole (recover() looks there)."""
         return (self.path, self.clusters_dir, self.pending_dir, self.signed_dir)

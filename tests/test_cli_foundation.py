@@ -62,11 +62,42 @@ def test_existing_root_is_never_overwritten(cli, store_path):
 
 @pytest.mark.parametrize("args,needle", [
     (("--days", "0"), "--days"), (("--days", "-5"), "--days"),
+    (("--days", "3000000"), "more than 30 years"), (("--days", "100000000"), "more than 30 years"),
+    (("--days", "10951"), "more than 30 years"),
+    (("--cn", "x" * 100), "at most 64"), (("--cn", ""), "--cn must not be empty"),
+    (("--org", "o" * 65), "at most 64"), (("--cn", "Root\x1b[31m"), "control characters"),
 ])
-def test_init_root_bad_days(cli, store_path, args, needle):
+def test_init_root_bad_options_are_refused_before_any_key(cli, store_path, args, needle):
     result = cli(*PLAIN_ROOT, *args)
     assert result.exit_code == 2 and needle in one_line_error(result)
-    assert snapshot(store_path) == {}
+    assert not store_path.exists(), "no store folder (not even one holding only .lock)"
+
+
+def test_init_root_at_the_bounds(cli, store_path):
+    result = cli(*PLAIN_ROOT, "--days", "10950", "--cn", "c" * 64, "--org", "o" * 64)
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("--san-dns", "not a dns!!"), "not a DNS name"), (("--san-dns", ""), "not a DNS name"),
+    (("--san-dns", "a..b"), "not a DNS name"), (("--san-dns", "-x.svc"), "not a DNS name"),
+    (("--org", "o" * 65), "at most 64"), (("--days", "3000000"), "more than 30 years"),
+])
+def test_issue_bad_names_and_days_are_refused_before_any_key(cli, store_path, args, needle):
+    assert cli(*PLAIN_ROOT).exit_code == 0
+    before = snapshot(store_path)
+    result = cli("issue", "cluster1", *args)
+    assert result.exit_code == 2 and needle in one_line_error(result)
+    assert snapshot(store_path) == before
+
+
+@pytest.mark.parametrize("command", [("verify",), ("audit",)])
+@pytest.mark.parametrize("option", ["--warn-days", "--crit-days"])
+def test_threshold_days_are_bounded(cli, command, option):
+    if command == ("verify",) and option == "--crit-days":
+        return
+    result = cli(*command, option, "1000000000")
+    assert result.exit_code == 2 and "Traceback" not in result.output and "1000000000" in result.output
 
 
 def test_unknown_key_type_is_a_usage_error(cli):

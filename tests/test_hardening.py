@@ -175,6 +175,67 @@ def test_issue_killed_leaves_whole_bundles_and_no_orphan_workers(tmp_path, delay
     assert Store(store_path).clusters() == ["c1", "c2", "c3"]
 
 
+# -- Ctrl-C ---------------------------------------------------------------------------
+
+INTERRUPTED = "Error: interrupted; nothing half-written was left behind"
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.4, 1.0])
+def test_ctrl_c_during_issue_ends_at_once_with_one_line(tmp_path, delay):
+    """A real SIGINT to the process group, as a terminal sends it, while the
+    workers make RSA-4096 keys: one line, no worker traceback, no worker left,
+    whole bundles only. (A parent that waited on its workers would hang here.)"""
+    store_path = tmp_path / "store"
+    make_store(store_path, (), passphrase=PASSPHRASE)
+    env = env_for(store_path, MESHPKI_ROOT_PASSPHRASE=PASSPHRASE)
+    tag = env["MESHPKI_HARDENING_TAG"]
+    clusters = ["c1", "c2", "c3", "c4", "c5", "c6"]
+    proc = subprocess.Popen([*MESHPKI, "issue", *clusters, "--key-type", "rsa-4096", "--force"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while len(tagged_processes(tag)) < 3 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "issue finished before its workers were seen"
+    time.sleep(delay)
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=20)  # generous for a loaded machine; a hang never ends
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        pytest.fail("issue hung after Ctrl-C")
+    if proc.returncode == 0:  # all six keys were done before the signal landed
+        assert Store(store_path).clusters() == clusters
+    else:
+        assert proc.returncode == 1 and err.strip().splitlines() == [INTERRUPTED], err
+    assert_no_orphans(tag)
+    assert_store_sound(store_path, PASSPHRASE)
+    assert_recovers(store_path)
+
+
+def _can_be_pid_1() -> bool:
+    try:
+        probe = subprocess.run(["unshare", "--fork", "--pid", sys.executable, "-c", "import os; print(os.getpid())"],
+                               capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.stdout.strip() == "1"
+
+
+@pytest.mark.skipif(not _can_be_pid_1(), reason="needs unshare and the right to make a PID namespace")
+def test_issue_works_as_pid_1(tmp_path):
+    """The sample container runs meshpki as PID 1: its key workers' parent is 1,
+    which must not read as "the parent died"."""
+    store_path = tmp_path / "store"
+    make_store(store_path, ())
+    result = subprocess.run(["unshare", "--fork", "--pid", *MESHPKI, "issue", "c1", "c2", "c3",
+                             "--key-type", "rsa-3072"], env=env_for(store_path), capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert Store(store_path).clusters() == ["c1", "c2", "c3"]
+    assert_store_sound(store_path)
+
+
 # -- SIGKILL at every step of the store's atomic writes ------------------------------
 
 # Runs the CLI, but SIGKILLs itself just before the n-th write step of the store:

@@ -14,6 +14,7 @@ from freezegun import freeze_time
 
 from meshpki import ca, keys, profiles, rotate
 from meshpki.bundle import parse_certs
+from meshpki.errors import InputError
 from meshpki.keys import KeyType
 from meshpki.store import Store
 from tests.conftest import one_line_error, snapshot
@@ -253,3 +254,9 @@ def test_cli_runbook_and_refusals(cli, store_path):
     final = cli("rotate-root", "status", "-o", "json")
     assert json.loads(final.stdout)["phase"] == "none"
     assert {c["issuer"] for c in json.loads(final.stdout)["clusters"]} == {"root"}
+
+
+@pytest.mark.parametrize("huge", ["999999999999d", "99999999999999999999", "11000d"])
+def test_parse_duration_refuses_what_overflows(huge):
+    with pytest.raises(InputError, match="more than 30 years"):
+        rotate.parse_duration(huge)
