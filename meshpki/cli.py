@@ -819,6 +819,9 @@ def _dry_run_one(settings: Settings, target, allow_root_change: bool, output: st
         click.echo(f"{target.cluster}: dry run, nothing written")
         return
     click.echo(to_yaml(manifest) if output == "yaml" else to_json(manifest))
+    keys = [k for k in pushmod.PRIVATE_KEY_FILES if k in desired.data]
+    if keys:
+        say(pushmod.CLEAR_KEY_WARNING.format(cluster=target.cluster, key=", ".join(keys)))
     try:
         plan = pushmod.dry_run_plan(store, target, allow_root_change, desired)
     except KubeError as exc:

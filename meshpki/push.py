@@ -18,11 +18,13 @@ from cryptography import x509
 from meshpki import crlcheck, profiles, rotate
 from meshpki.bundle import (
     CA_CRL,
+    CA_KEY,
     FILES,
     FORM_FILES,
     ISTIO_GENERATED,
     TLS_CRT,
     TLS_FILES,
+    TLS_KEY,
     Bundle,
     fingerprint,
     parse_certs,
@@ -361,11 +363,29 @@ def apply_plan(conn, plan: Plan) -> PushResult:
     return PushResult(plan, plan.writes, created_ns, stored_object(stored), tuple(notes))
 
 
+PRIVATE_KEY_FILES = (CA_KEY, TLS_KEY)
+
+CLEAR_KEY_WARNING = (
+    "{cluster}: the manifest above holds the CA's private key ({key}) in clear (base64 is not encryption): "
+    "never commit it as is; seal it first, e.g. `kubeseal -o yaml < cacerts.yaml > cacerts-sealed.yaml` "
+    "(sealed-secrets) or `sops --encrypt --encrypted-regex '^(data|stringData)$' cacerts.yaml` (SOPS), "
+    "and keep only the sealed file in Git"
+)
+
+
+def redacted(data: Mapping[str, bytes]) -> dict[str, str]:
+    """Secret data as the API shows it (base64), private keys replaced by a note:
+    a push's -o yaml|json output ends up in terminals, CI logs and tickets."""
+    return {k: (f"REDACTED ({len(v)} bytes of private key)" if k in PRIVATE_KEY_FILES
+                else base64.b64encode(v).decode()) for k, v in sorted(data.items())}
+
+
 def stored_object(secret) -> dict[str, object]:
-    """The live secret as an object for -o yaml/json (data base64, as the API shows it)."""
+    """The live secret as an object for -o yaml/json (data base64, as the API
+    shows it, with the private key redacted)."""
     return {
         "apiVersion": "v1",
-        "data": {k: base64.b64encode(v).decode() for k, v in sorted(secret.data.items())},
+        "data": redacted(secret.data),
         "kind": "Secret",
         "metadata": {"annotations": dict(secret.annotations), "labels": dict(secret.labels),
                      "name": secret.name, "namespace": secret.namespace,

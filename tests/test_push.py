@@ -231,9 +231,16 @@ def test_output_yaml_prints_the_stored_object(fleet_store, push, kube_api):
     assert result.exit_code == 0, result.output
     obj = yaml.safe_load(result.stdout)
     assert obj["kind"] == "Secret" and obj["metadata"]["resourceVersion"]
-    assert {k: base64.b64decode(v) for k, v in obj["data"].items()} == store_files(fleet_store, "cluster1")
-    as_json = push("--context", "cluster1", "-o", "json")
+    files = store_files(fleet_store, "cluster1")
+    key = files.pop("ca-key.pem")
+    assert obj["data"].pop("ca-key.pem") == f"REDACTED ({len(key)} bytes of private key)"
+    assert {k: base64.b64decode(v) for k, v in obj["data"].items()} == files
+    as_json = push("--context", "cluster1", "-o", "json")  # unchanged: prints the live secret, redacted too
     assert json.loads(as_json.stdout)["metadata"]["name"] == NAME
+    for out in (result.output, as_json.output):
+        assert base64.b64encode(key).decode()[:40] not in out and b"PRIVATE KEY" not in out.encode()
+    tls = push("cluster2", "--context", "cluster2", "--format", "tls", "-o", "json")
+    assert json.loads(tls.stdout)["data"]["tls.key"].startswith("REDACTED")
 
 
 def test_dry_run_plans_and_touches_nothing(fleet_store, push, kube_api):
@@ -250,6 +257,10 @@ def test_dry_run_yaml_works_offline(fleet_store, push, kube_api):
     manifest = yaml.safe_load(result.stdout)
     assert manifest["metadata"] == {**manifest["metadata"], "name": NAME, "namespace": NS}
     assert "no plan computed" in result.stderr
+    # still a manifest kubectl can apply: the key is there, and stderr says so and how to seal it
+    assert base64.b64decode(manifest["data"]["ca-key.pem"]) == store_files(fleet_store, "cluster1")["ca-key.pem"]
+    assert "private key (ca-key.pem) in clear" in result.stderr
+    assert "kubeseal" in result.stderr and "sops --encrypt" in result.stderr
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
