@@ -163,6 +163,22 @@ def connection_options(func: Callable[..., Any]) -> Callable[..., Any]:
                              "kubectl), else the fleet file's, else ~/.kube/config].")(func)
 
 
+def insecure_tls_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--insecure-skip-tls-verify: for commands that send a key or a token."""
+    return click.option("--insecure-skip-tls-verify", "insecure_tls", is_flag=True,
+                        help="Send anyway to a context whose kubeconfig says insecure-skip-tls-verify: true or "
+                             "whose server is http:// (refused without it: anyone in between could read it).")(func)
+
+
+def trusted_transport(context: str | None, kubeconfig: str | None, allow_insecure: bool, what: str) -> None:
+    """Refuse (or, when allowed, warn about) an untrusted connection before `what` is sent over it."""
+    from meshpki import kube
+
+    note = kube.require_trusted_transport(context, kubeconfig, allow_insecure, what)
+    if note:
+        say(note)
+
+
 def kube_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """One --context plus the connection options."""
     return click.option("--context", default=None, metavar="CTX",
@@ -771,10 +787,12 @@ def _print_step(result, output: str, changed_text: str, next_step: str) -> None:
 @click.option("--allow-root-change", is_flag=True,
               help="Push even when the live secret trusts roots that share nothing with ours (splits the mesh).")
 @trust_domain_option
+@insecure_tls_option
 @output_option("text", "yaml", "json")
 def push_cmd(settings: Settings, cluster: str | None, context: str | None, kubeconfig: str | None,
              timeout: float, push_all: bool, namespace: str | None, secret_name: str | None, form: str,
-             dry_run: bool, allow_root_change: bool, trust_domain: str | None, output: str) -> None:
+             dry_run: bool, allow_root_change: bool, trust_domain: str | None, insecure_tls: bool,
+             output: str) -> None:
     """Write a cluster's bundle as the `cacerts` secret, safely and idempotently.
 
     Verifies the bundle (for --trust-domain), reads the live secret, refuses a
@@ -799,9 +817,16 @@ def push_cmd(settings: Settings, cluster: str | None, context: str | None, kubec
         targets, notes = skip_evicted(settings.store, targets)
         for note in notes:
             say(note)
-    one = _dry_run_one if dry_run else _push_one
     domain = resolve_trust_domain(settings, trust_domain)
-    for_each(targets, lambda target: one(settings, target, allow_root_change, output, form, domain), "pushes")
+
+    def one(target: Any) -> None:
+        if dry_run:
+            _dry_run_one(settings, target, allow_root_change, output, form, domain)
+        else:
+            trusted_transport(target.context, target.kubeconfig, insecure_tls, "the CA private key")
+            _push_one(settings, target, allow_root_change, output, form, domain)
+
+    for_each(targets, one, "pushes")
 
 
 def _dry_run_one(settings: Settings, target, allow_root_change: bool, output: str, form: str,
@@ -1365,11 +1390,12 @@ def complete_cmd(settings: Settings, cluster: str, folder: Path, output: str) ->
               help="How long to wait for the token controller to fill a new token Secret.")
 @click.option("--dry-run", is_flag=True,
               help="Write nowhere (needs a token that already exists); with -o yaml|json print the secret.")
+@insecure_tls_option
 @output_option("text", "yaml", "json")
 def remote_secret_cmd(settings: Settings, cluster: str | None, context: str | None, primary_context: str | None,
                       kubeconfig: str | None, timeout: float, all_remotes: bool, service_account: str,
                       namespace: str, token_ttl: str | None, rotate: bool, token_wait: float, dry_run: bool,
-                      output: str) -> None:
+                      insecure_tls: bool, output: str) -> None:
     """Give a primary's istiod read access to a remote cluster.
 
     In the remote: a service account, a ClusterRole that may only get, list
@@ -1395,7 +1421,12 @@ def remote_secret_cmd(settings: Settings, cluster: str | None, context: str | No
     targets = remote.resolve_targets(settings.resolver(kubeconfig, timeout=timeout), cluster, context,
                                      primary_context, all_remotes, timeout=timeout, service_account=service_account,
                                      namespace=namespace, token_ttl=ttl, token_wait=token_wait)
-    for_each(targets, lambda target: _remote_secret_one(target, rotate, dry_run, output), "remote secrets")
+    def one(target: Any) -> None:
+        for ctx, cfg in ((target.context, target.kubeconfig), (target.primary_context, target.primary_kubeconfig)):
+            trusted_transport(ctx, cfg, insecure_tls, "a service-account token")
+        _remote_secret_one(target, rotate, dry_run, output)
+
+    for_each(targets, one, "remote secrets")
 
 
 def _remote_secret_one(target, rotate: bool, dry_run: bool, output: str) -> None:
@@ -1420,6 +1451,9 @@ def _remote_secret_one(target, rotate: bool, dry_run: bool, output: str) -> None
 
 
 def main() -> None:
+    from meshpki import scratch
+
+    scratch.install_signal_handlers()  # the kubernetes client's copies of client keys go on SIGTERM too
     cli(prog_name="meshpki")
 
 

@@ -100,6 +100,8 @@ CODES: dict[str, Code] = {
                                       "in use, not the mesh's shared root"),
     "unreadable-secret": Code(E, MESHPKI, "the live secret could not be read: the API server refused, could not be "
                                           "reached, or answered something that is not a Secret"),
+    "insecure-connection": Code(W, MESHPKI, "the live secret was read over plain http:// or with "
+                                            "insecure-skip-tls-verify: what it says may be forged"),
     "drift": Code(W, MESHPKI, "the live secret differs from the store's bundle for that cluster"),
     "matches-store": Code(I, MESHPKI, "the live secret is byte for byte the store's bundle"),
     # pairs

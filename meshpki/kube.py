@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from meshpki import answers
+from meshpki import answers, scratch
 from meshpki.answers import LiveSecret
 from meshpki.errors import KubeError
 
@@ -535,12 +535,36 @@ def _import_kubernetes() -> None:
         import kubernetes.client.exceptions
         import kubernetes.config.incluster_config
         import kubernetes.config.kube_config
-        import urllib3.util.retry  # noqa: F401
+        import urllib3.exceptions
+        import urllib3.util.retry
 
         # the classes connect and _request use
         for name in ("ApiClient", "Configuration"):
             getattr(kubernetes.client, name)
+        # urllib3 warns on every unverified request; meshpki says it itself,
+        # once per context (Cluster.transport_risk), with what to do about it.
+        import warnings
+
+        warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
         _imported = True
+
+
+def require_trusted_transport(context: str | None, kubeconfig: str | os.PathLike[str] | None,
+                              allow_insecure: bool, what: str) -> str | None:
+    """Before `what` (a CA private key, a token) is sent through a context:
+    refuse an http:// server or insecure-skip-tls-verify: true unless
+    `allow_insecure` (--insecure-skip-tls-verify); then return the warning to
+    show. None when the connection is sound. Makes no request."""
+    with Cluster.connect(context, kubeconfig) as conn:
+        risk = conn.transport_risk
+        name = conn.context
+    if risk is None:
+        return None
+    if not allow_insecure:
+        raise KubeError(f"context {name}: {risk}; refusing to send {what} over it: give the cluster an https:// "
+                        "server and its certificate-authority-data in the kubeconfig, or pass "
+                        "--insecure-skip-tls-verify to accept the risk")
+    return f"context {name}: warning: {risk}; sending {what} anyway (--insecure-skip-tls-verify)"
 
 
 DEFAULT_NAMESPACE = "istio-system"
@@ -588,6 +612,20 @@ class Cluster:
 
     def __repr__(self) -> str:
         return f"Cluster(context={self.context!r}, server={self.server!r})"
+
+    @property
+    def transport_risk(self) -> str | None:
+        """Why what travels over this connection cannot be trusted (plain
+        http://, or insecure-skip-tls-verify: true), or None. A push sends a CA
+        private key and remote-secret a token: both refuse such a connection
+        unless told; reads carry on with a warning (require_trusted_transport)."""
+        if self.server.lower().startswith("http://"):
+            return (f"the API server {self.server} is plain http://: anyone on the network path can read and "
+                    "change what is sent")
+        if not self._client.configuration.verify_ssl:
+            return (f"the kubeconfig sets insecure-skip-tls-verify: true, so the API server {self.server} is not "
+                    "authenticated: anyone on the network path can pose as it")
+        return None
 
     @classmethod
     def connect(
@@ -648,7 +686,8 @@ class Cluster:
             node = configs.config_node(config, context)  # may run an exec plugin: not under the lock
             try:
                 with _LOADER_LOCK:
-                    loader = KubeConfigLoader(config_dict=node, active_context=context)
+                    loader = KubeConfigLoader(config_dict=node, active_context=context,
+                                              temp_file_path=scratch.folder())  # client keys: private, removed
                     loader.load_and_set(configuration)
             except ConfigException as exc:
                 msg = " ".join(str(exc).split())

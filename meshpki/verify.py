@@ -113,8 +113,19 @@ def read_live(store, source: SecretRef) -> tuple[Target | None, tuple[checks.Fin
     No secret at all is the worst case istiod has: it falls back to a
     self-signed root and the mesh splits, so it is an error, not a skip.
     """
+    with source.connect() as conn:
+        risk = conn.transport_risk
+        secret = conn.read_secret(source.namespace, source.secret_name)
+    target, findings = _judge_live(store, source, secret)
+    if risk is not None:
+        insecure = finding("insecure-connection", f"context {conn.context}: {risk}; what it read may be forged",
+                           None, "give the cluster an https:// server and its certificate-authority-data in the kubeconfig")
+        findings = (insecure, *findings)
+    return target, findings
+
+
+def _judge_live(store, source: SecretRef, secret) -> tuple[Target | None, tuple[checks.Finding, ...]]:
     where, label = source.where, live_label(source)
-    secret = source.connect().read_secret(source.namespace, source.secret_name)
     if secret is None:
         return None, (finding("missing-secret",
                               f"context {source.context} has no {where} secret: istiod falls back to a "

@@ -200,6 +200,10 @@ class _Grader:
             self.cert(cluster, SOURCE_SIGNED, ROLE_INTERMEDIATE, cert, None)
 
     def observation(self, obs: Observation, store_bundle: Bundle | None = None) -> None:
+        if obs.insecure is not None:
+            self.bundle(obs.cluster, obs.source, obs.context, Condition(
+                Grade.WARNING, "insecure-connection", f"read over an untrusted connection: {obs.insecure}; what it "
+                "says may be forged: give the cluster an https:// server and its certificate-authority-data"))
         if obs.error is not None:
             self.bundle(obs.cluster, obs.source, obs.context, Condition(Grade.UNKNOWN, "unreadable", obs.error))
             return

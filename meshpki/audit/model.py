@@ -173,6 +173,7 @@ class Observation:
     missing: str | None = None
     self_signed: bool = False  # the live cacerts holds istiod's own self-signed CA (`istio-generated`)
     remote_secrets: RemoteSecrets | None = None  # live clusters only
+    insecure: str | None = None  # why the connection it was read over cannot be trusted (kube.transport_risk)
 
 
 @dataclass(frozen=True)

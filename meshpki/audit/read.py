@@ -77,17 +77,20 @@ def _signed(store: Any) -> list[tuple[str, x509.Certificate]]:
 def read_live(target: SecretRef) -> Observation:
     """One cluster's live secret and its remote secrets; any failure to read
     the cacerts secret becomes an UNKNOWN observation."""
+    insecure = None
     try:
         with target.connect() as conn:
+            insecure = conn.transport_risk
             secret = conn.read_secret(target.namespace, target.secret_name)
             remotes = read_remote_secrets(conn, target.namespace)
     except MeshPKIError as exc:
-        return Observation(target.cluster, SOURCE_LIVE, target.label, error=str(exc))
+        return Observation(target.cluster, SOURCE_LIVE, target.label, error=str(exc), insecure=insecure)
     if secret is None:
-        return Observation(target.cluster, SOURCE_LIVE, target.label, missing=target.where, remote_secrets=remotes)
+        return Observation(target.cluster, SOURCE_LIVE, target.label, missing=target.where, remote_secrets=remotes,
+                           insecure=insecure)
     bundle = Bundle.from_secret_data(secret.data, f"live:{target.label}")
     return Observation(target.cluster, SOURCE_LIVE, target.label, bundle=bundle,
-                       self_signed=ISTIO_GENERATED in secret.data, remote_secrets=remotes)
+                       self_signed=ISTIO_GENERATED in secret.data, remote_secrets=remotes, insecure=insecure)
 
 
 def read_remote_secrets(conn: Any, namespace: str) -> RemoteSecrets:
