@@ -162,14 +162,6 @@ def skip_evicted(store: Store, targets: Sequence[T]) -> tuple[list[T], list[str]
 
 # -- making CRLs -----------------------------------------------------------------
 
-def _aki(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
-    try:
-        ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
-    except x509.ExtensionNotFound:
-        return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key())  # type: ignore[arg-type]
-
-
 def make_crl(issuer: x509.Certificate, key: SigningKey, number: int, this_update: dt.datetime,
              next_update: dt.datetime, entries: Sequence[Revoked] = ()) -> x509.CertificateRevocationList:
     """One CRL as RFC 5280 wants it: v2, CRL number and AKI (non-critical),
@@ -180,7 +172,7 @@ def make_crl(issuer: x509.Certificate, key: SigningKey, number: int, this_update
         .last_update(this_update)
         .next_update(next_update)
         .add_extension(x509.CRLNumber(number), critical=False)
-        .add_extension(_aki(issuer), critical=False)
+        .add_extension(profiles.authority_key_id(issuer), critical=False)
     )
     for entry in entries:
         revoked_at = min(dt.datetime.fromisoformat(entry.revoked_at), this_update)

@@ -192,7 +192,7 @@ def make_intermediate(
                  max(now - CLOCK_SKEW, not_before(root)), end)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_ca_key_usage(), critical=True)
-        .add_extension(_authority_key_id(root), critical=False)
+        .add_extension(authority_key_id(root), critical=False)
     )
     if san_dns:
         builder = builder.add_extension(
@@ -223,13 +223,13 @@ def make_workload(
         .add_extension(x509.ExtendedKeyUsage(
             [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe)]), critical=True)
-        .add_extension(_authority_key_id(ca), critical=False)
+        .add_extension(authority_key_id(ca), critical=False)
     )
     return sign_certificate(builder, ca_key)
 
 
-def _authority_key_id(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
-    """AKI = the issuer's SKI when it has one (older roots may not)."""
+def authority_key_id(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    """AKI = the issuer's SKI when it has one (older roots may not); certificates and CRLs alike."""
     try:
         ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
         return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)

@@ -90,8 +90,19 @@ def resolve_targets(store, names: Sequence[str], all_clusters: bool = False) -> 
             targets.append(Target(name, load_folder(Path(name), source=name), "folder"))
         else:
             where = f" in store {store.path}" if store is not None else ""
-            raise InputError(f"{name}: neither a cluster{where} nor a bundle folder")
+            revoked = _revoked_note(store, name)
+            raise InputError(f"{name}: neither a cluster{where} nor a bundle folder{revoked}")
     return targets
+
+
+def _revoked_note(store: Any, name: str) -> str:
+    """Why a former member is no longer a target: `meshpki revoke` evicted it."""
+    if store is None or not is_cluster_name(name):
+        return ""
+    from meshpki.crl import evicted_clusters
+
+    entry = evicted_clusters(store).get(name)
+    return f" (it was revoked on {entry.revoked_at} and left the mesh; its bundle is in history)" if entry else ""
 
 
 def verify_targets(targets: Sequence[Target], now: dt.datetime | None = None,

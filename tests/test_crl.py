@@ -279,6 +279,10 @@ def test_cli_revoke_runbook_and_show(cli, store):
     verified = cli("verify")
     assert verified.exit_code == 0, verified.output
     assert "cluster2" not in verified.stdout
+    named = cli("verify", "cluster2")
+    assert named.exit_code == 2 and "was revoked on" in one_line_error(named)
+    helped = cli("revoke", "--help")
+    assert "The evict runbook" in helped.stdout and "meshpki push --all" in helped.stdout
 
 
 def test_cli_revoke_refuses_bad_input_and_leaves_the_store_as_it_was(cli, store, store_path):
