@@ -342,3 +342,33 @@ def test_file_root_never_imports_pkcs11(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout
+
+
+def test_csr_sign_complete_and_revoke_with_a_token_root(cli, store_path, softhsm: SoftHSM, tmp_path):
+    """A site's key never travels, the root's never exists outside the token: sign and CRLs go through it."""
+    assert cli("init-root", "--pkcs11", softhsm.uri(labels()), "--key-type", "ecdsa-p256",
+               env=softhsm.env()).exit_code == 0
+    assert cli("issue", "cluster1", "cluster3", env=softhsm.env()).exit_code == 0
+    site, req, signed = tmp_path / "site", tmp_path / "cluster2.csr", tmp_path / "signed"
+    made = cli("csr", "cluster2", "--key-type", "ecdsa-p256", "--out", str(req), env={"MESHPKI_STORE": str(site)})
+    assert made.exit_code == 0, made.output
+    no_pin = cli("sign", str(req), "--out", str(signed))
+    assert no_pin.exit_code == 1 and "MESHPKI_PKCS11_PIN" in one_line_error(no_pin)
+    assert not signed.exists()
+    done = cli("sign", str(req), "--out", str(signed), env=softhsm.env())
+    assert done.exit_code == 0, done.output
+    completed = cli("complete", "cluster2", str(signed), env={"MESHPKI_STORE": str(site)})
+    assert completed.exit_code == 0, completed.output
+    cert = parse_certs((site / "clusters" / "cluster2" / "ca-cert.pem").read_bytes(), "ca-cert.pem")[0]
+    cert.verify_directly_issued_by(Store(store_path).root_cert())
+    assert pkilint_findings(cert.public_bytes(_pem())) == []
+
+    revoked = cli("revoke", "cluster3", env=softhsm.env())
+    assert revoked.exit_code == 0, revoked.output
+    crl_pem = (store_path / "clusters" / "cluster1" / "ca-crl.pem").read_bytes()
+    crls = [x509.load_pem_x509_crl(b"-----BEGIN X509 CRL-----" + block) for block in
+            crl_pem.split(b"-----BEGIN X509 CRL-----")[1:]]
+    root = Store(store_path).root_cert()
+    by_root = [c for c in crls if c.issuer == root.subject]
+    assert len(by_root) == 1 and by_root[0].is_signature_valid(root.public_key())
+    assert cli("verify", env=softhsm.env()).exit_code == 0
