@@ -141,3 +141,13 @@ def test_the_test_api_server_refuses_a_type_change_with_422(mesh, kube_api, kube
     with Cluster.connect("cluster1", str(kubeconfig), timeout=5) as conn, pytest.raises(KubeError) as err:
         conn.replace_secret(NS, NAME, data, None, None, rv, type="Opaque")
     assert err.value.status == 422
+
+
+def test_format_tls_over_the_files_form_removes_the_files_and_says_so(mesh, push, kube_api):
+    """tls.crt wins in istiod: files left beside it would only mislead a reader, so they go, said."""
+    assert push().exit_code == 0
+    result = push("--format", "tls")
+    assert result.exit_code == 0, result.output
+    data = live(kube_api)
+    assert "tls.crt" in data and "ca-cert.pem" not in data
+    assert "ca-cert.pem removed" in result.output
