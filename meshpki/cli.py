@@ -837,20 +837,24 @@ def _dry_run_one(settings: Settings, target, allow_root_change: bool, output: st
 
     store = settings.store
     desired = pushmod.desired_secret(pushmod.verified_bundle(store, target.cluster, trust_domain), form)
-    manifest = desired.manifest(target.namespace, target.secret_name)
     if output == "text":
-        plan = pushmod.dry_run_plan(store, target, allow_root_change, desired)
-        click.echo("\n".join(pushmod.describe_plan(plan) + [f"  note: {w}" for w in plan.warnings]))
+        text_plan = pushmod.dry_run_plan(store, target, allow_root_change, desired)
+        click.echo("\n".join(pushmod.describe_plan(text_plan) + [f"  note: {w}" for w in text_plan.warnings]))
         click.echo(f"{target.cluster}: dry run, nothing written")
         return
+    unreachable: KubeError | None = None
+    plan = None
+    try:
+        plan = pushmod.dry_run_plan(store, target, allow_root_change, desired)
+    except KubeError as exc:
+        unreachable = exc
+    manifest = desired.manifest(target.namespace, target.secret_name, plan)
     click.echo(to_yaml(manifest) if output == "yaml" else to_json(manifest))
     keys = [k for k in pushmod.PRIVATE_KEY_FILES if k in desired.data]
     if keys:
         say(pushmod.CLEAR_KEY_WARNING.format(cluster=target.cluster, key=", ".join(keys)))
-    try:
-        plan = pushmod.dry_run_plan(store, target, allow_root_change, desired)
-    except KubeError as exc:
-        say(f"{target.cluster}: cluster not reachable, no plan computed ({exc})")
+    if plan is None:
+        say(f"{target.cluster}: cluster not reachable, no plan computed ({unreachable})")
         return
     for line in pushmod.describe_plan(plan) + [f"  note: {w}" for w in plan.warnings]:
         say(line)

@@ -73,11 +73,13 @@ class Desired:
     labels: Mapping[str, str]
     annotations: Mapping[str, str]
 
-    def manifest(self, namespace: str, name: str) -> dict[str, object]:
-        """The Secret object, shaped like `kubectl create secret generic --dry-run=client -o yaml`."""
+    def manifest(self, namespace: str, name: str, plan: Plan | None = None) -> dict[str, object]:
+        """The Secret object, shaped like `kubectl create secret generic --dry-run=client -o yaml`;
+        with a plan, its data (live keys kept) and the live type, so kubectl apply succeeds too."""
+        data = plan.data if plan is not None else self.data
         return {
             "apiVersion": "v1",
-            "data": {k: base64.b64encode(v).decode() for k, v in sorted(self.data.items())},
+            "data": {k: base64.b64encode(v).decode() for k, v in sorted(data.items())},
             "kind": "Secret",
             "metadata": {
                 "annotations": dict(self.annotations),
@@ -85,7 +87,7 @@ class Desired:
                 "name": name,
                 "namespace": namespace,
             },
-            "type": "Opaque",
+            "type": plan.secret_type if plan is not None else "Opaque",
         }
 
 

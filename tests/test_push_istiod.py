@@ -151,3 +151,15 @@ def test_format_tls_over_the_files_form_removes_the_files_and_says_so(mesh, push
     data = live(kube_api)
     assert "tls.crt" in data and "ca-cert.pem" not in data
     assert "ca-cert.pem removed" in result.output
+
+
+def test_the_dry_run_manifest_keeps_the_live_type_and_kept_keys(mesh, push, kube_api):
+    """kubectl apply of the manifest must not hit the 422 push avoids."""
+    import yaml
+
+    tls = f.tls_form(dict(mesh.load_bundle("cluster1").secret_data()))
+    kube_api.cluster("cluster1").put_secret(NS, NAME, {**tls, "note.txt": b"x"}, type="kubernetes.io/tls")
+    result = push("--format", "tls", "--dry-run", "-o", "yaml")
+    assert result.exit_code == 0, result.output
+    manifest = yaml.safe_load(result.stdout)
+    assert manifest["type"] == "kubernetes.io/tls" and "note.txt" in manifest["data"]
