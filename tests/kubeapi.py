@@ -76,6 +76,8 @@ _OBJECTS = {
     "nodes": ("", False, "Node"),
     "clusterroles": (RBAC_GROUP, False, "ClusterRole"),
     "clusterrolebindings": (RBAC_GROUP, False, "ClusterRoleBinding"),
+    "roles": (RBAC_GROUP, True, "Role"),
+    "rolebindings": (RBAC_GROUP, True, "RoleBinding"),
 }
 # What the API server validates secret keys against (validation.IsConfigMapKey).
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
@@ -582,7 +584,7 @@ class VirtualCluster:
         if verb is None:
             raise _APIError(405, f"the server does not allow this method on the requested resource ({method})")
         if user.service_account is not None:
-            if self._rbac_allows(user.service_account, verb, group, resource, name):
+            if self._rbac_allows(user.service_account, verb, group, resource, name, namespace):
                 return
         elif verb in user.verbs and (user.resources is None or resource in user.resources):
             return
@@ -745,9 +747,11 @@ class VirtualCluster:
         self, method: str, parts: list[str], query: dict[str, list[str]], user: _User, body: Any
     ) -> tuple[int, Any, dict[str, str]] | None:
         """/api/v1/RES[/NAME], /api/v1/namespaces/NS/RES[/NAME[/token]] and
-        /apis/rbac.authorization.k8s.io/v1/RES[/NAME]; None for namespaces and
-        secrets, which `_route` serves."""
-        if parts[:3] == ["apis", RBAC_GROUP, "v1"]:
+        /apis/rbac.authorization.k8s.io/v1/[namespaces/NS/]RES[/NAME]; None for
+        namespaces and secrets, which `_route` serves."""
+        if parts[:4] == ["apis", RBAC_GROUP, "v1", "namespaces"] and len(parts) > 5:
+            group, ns, rest = RBAC_GROUP, parts[4], parts[5:]
+        elif parts[:3] == ["apis", RBAC_GROUP, "v1"]:
             group, ns, rest = RBAC_GROUP, None, parts[3:]
         elif parts[:2] == ["api", "v1"] and len(parts) > 2 and parts[2] != "namespaces":
             group, ns, rest = "", None, parts[2:]
@@ -773,6 +777,8 @@ class VirtualCluster:
                 items = (o for (r, n, _), o in self._objects.items()
                          if r == resource and (ns is None or n == ns) and _selected(o, query))
                 return 200, self._list(f"{spec[2]}List", items), {}
+            if user.service_account is not None and group == RBAC_GROUP:
+                self._authorize_grant(user, resource, ns, body)
             return self._create_object(resource, ns, body, query)
         verb = {"GET": "get", "DELETE": "delete"}.get(method)
         self._authorize(user, verb, resource, name, ns, method, group)
@@ -854,18 +860,33 @@ class VirtualCluster:
                 return None
         return _User(claims["sub"], frozenset(), None, (ns, sa))
 
-    def _rbac_allows(self, sa: tuple[str, str], verb: str, group: str, resource: str, name: str | None) -> bool:
-        """ClusterRoleBindings to this service account, and their ClusterRoles' rules."""
+    def _authorize_grant(self, user: _User, resource: str, ns: str | None, body: Any) -> None:
+        """Escalation prevention, stricter than a real API server (which also lets a
+        user grant what it already holds): a service account needs `escalate` on
+        the role it creates, `bind` on the role a binding refers to."""
+        if resource in ("roles", "clusterroles"):
+            verb, target = "escalate", (resource, ((body or {}).get("metadata") or {}).get("name"))
+        else:
+            ref = (body or {}).get("roleRef") or {}
+            verb, target = "bind", ("clusterroles" if ref.get("kind") == "ClusterRole" else "roles", ref.get("name"))
+        self._authorize(user, verb, target[0], target[1], ns, "POST", RBAC_GROUP)
+
+    def _rbac_allows(self, sa: tuple[str, str], verb: str, group: str, resource: str, name: str | None,
+                     namespace: str | None = None) -> bool:
+        """ClusterRoleBindings, and RoleBindings of the request's namespace, to this
+        service account, and the rules of the roles they refer to."""
         def has(values: Any, value: str) -> bool:
             return isinstance(values, list) and ("*" in values or value in values)
 
-        for (res, _, _), binding in self._objects.items():
-            if res != "clusterrolebindings" or not any(
+        for (res, ns, _), binding in self._objects.items():
+            if not (res == "clusterrolebindings" or (res == "rolebindings" and ns == namespace)) or not any(
                     s.get("kind") == "ServiceAccount" and (s.get("namespace"), s.get("name")) == sa
                     for s in binding.get("subjects") or []):
                 continue
             ref = binding.get("roleRef") or {}
-            role = self._objects.get(("clusterroles", "", ref.get("name", ""))) if ref.get("kind") == "ClusterRole" else None
+            key = ("clusterroles", "", ref.get("name", "")) if ref.get("kind") == "ClusterRole" else (
+                "roles", ns, ref.get("name", ""))
+            role = self._objects.get(key)
             for rule in (role or {}).get("rules") or []:
                 if (has(rule.get("apiGroups"), group) and has(rule.get("resources"), resource)
                         and has(rule.get("verbs"), verb)

@@ -8,6 +8,7 @@ import base64
 import datetime as dt
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -363,3 +364,61 @@ def test_audit_listing_refused_matters_only_on_a_fleet_primary(cli, tmp_path, pr
     assert primary.exit_code == 3, primary.output
     [row] = [r for r in json.loads(primary.stdout)["rows"] if r["grade"] == "UNKNOWN"]
     assert row["codes"] == ["remote-secrets-unreadable"] and 'verbs ["list"]' in row["reason"]
+
+
+# -- the least RBAC of samples/remote-secret-rbac.yaml ---------------------------------
+
+SAMPLE = Path(__file__).parent.parent / "samples" / "remote-secret-rbac.yaml"
+PRIMARY_HALF = "# --------------------------------------------------------------- PRIMARY ----"
+
+
+def apply_sample(mesh, text: str, cluster: str) -> None:
+    vc = mesh.cluster(cluster)
+    vc.put_object("serviceaccounts", {"metadata": {"name": "meshpki-operator", "namespace": NS}})
+    for doc in yaml.safe_load_all(text):
+        if doc:
+            vc.put_object(doc["kind"].lower() + "s", doc)
+
+
+def operator_kubeconfig(mesh, kubeconfig, tmp_path):
+    tokens = {}
+    for name in ("cluster1", "cluster2"):
+        with kube.Cluster.connect(name, kubeconfig, timeout=5) as admin:
+            tokens[name] = admin.request_token(NS, "meshpki-operator", 3600)
+    return mesh.write_kubeconfig(tmp_path / "operator", {"primary": Context("cluster1", tokens["cluster1"]),
+                                                         "remote": Context("cluster2", tokens["cluster2"])})
+
+
+def test_the_sample_rbac_is_enough_for_every_mode(cli, mesh, kubeconfig, tmp_path):
+    remote_half, primary_half = SAMPLE.read_text().split(PRIMARY_HALF)
+    apply_sample(mesh, remote_half, "cluster2")
+    apply_sample(mesh, primary_half, "cluster1")
+    config = operator_kubeconfig(mesh, kubeconfig, tmp_path)
+
+    def run(*args: str):
+        return cli("remote-secret", "cluster2", "--kubeconfig", str(config), "--context", "remote",
+                   "--primary-context", "primary", "--token-wait", "5", *args)
+
+    for args in ((), ("--rotate",), ("--token-ttl", "1h"), ("--token-ttl", "1h", "--dry-run", "-o", "json")):
+        result = run(*args)
+        assert result.exit_code == 0, (args, result.output)
+    fleet = tmp_path / "mesh.yaml"
+    fleet.write_text("clusters:\n  - name: cluster1\n    context: primary\n    remotes: [cluster2]\n"
+                     "  - name: cluster2\n    context: remote\n")
+    audited = cli("audit", "--kubeconfig", str(config), "--context", "primary", "--config", str(fleet), "-o", "json")
+    assert "remote-secrets-unreadable" not in audited.stdout, audited.output
+    assert [r["role"] for r in json.loads(audited.stdout)["rows"]].count("remote-secret") == 1
+
+
+def test_without_escalate_the_role_cannot_be_created(cli, mesh, kubeconfig, tmp_path):
+    remote_half, primary_half = SAMPLE.read_text().split(PRIMARY_HALF)
+    apply_sample(mesh, remote_half.replace('verbs: ["escalate", "bind"]', 'verbs: ["bind"]'), "cluster2")
+    apply_sample(mesh, primary_half, "cluster1")
+    config = operator_kubeconfig(mesh, kubeconfig, tmp_path)
+    result = cli("remote-secret", "cluster2", "--kubeconfig", str(config), "--context", "remote",
+                 "--primary-context", "primary")
+    assert result.exit_code == 1
+    line = one_line_error(result)
+    assert "may not create clusterrole meshpki-istio-reader" in line and 'cannot escalate' in line
+    assert 'or verbs ["escalate"]' in line
+    assert mesh.cluster("cluster2").get_object("serviceaccounts", NS, SA) is None, "checked before any write"
