@@ -81,7 +81,14 @@ def read_live(target: SecretRef) -> Observation:
     try:
         with target.connect() as conn:
             insecure = conn.transport_risk
-            secret = conn.read_secret(target.namespace, target.secret_name)
+            try:
+                secret = conn.read_secret(target.namespace, target.secret_name)
+            except KubeError as exc:
+                if exc.status != 403:
+                    raise
+                # an identity for remote secrets only may still list those
+                return Observation(target.cluster, SOURCE_LIVE, target.label, error=str(exc), insecure=insecure,
+                                   remote_secrets=read_remote_secrets(conn, target.namespace))
             remotes = read_remote_secrets(conn, target.namespace)
     except MeshPKIError as exc:
         return Observation(target.cluster, SOURCE_LIVE, target.label, error=str(exc), insecure=insecure)
