@@ -265,6 +265,7 @@ def reconcile(store: Store) -> list[str]:
         return []
     notes = []
     with store.locked():
+        notes += _drop_retired_root_crls(store)
         pending = _load_pending(store)
         for item in pending.get("evict", []):
             cluster, serial = item["cluster"], item["serial"]
@@ -281,6 +282,26 @@ def reconcile(store: Store) -> list[str]:
             notes.append(f"{cluster}: ca-crl.pem re-made (CRL number {state.number})")
         store.clear_crl_pending()
     return notes
+
+
+def _live_root_crl_names(store: Store) -> set[str]:
+    names = {root_crl_name(store.root_cert())}
+    if store.has_rotation():
+        from meshpki import rotate
+
+        names.add(root_crl_name(rotate.new_root_cert(store)[0]))
+    return names
+
+
+def _drop_retired_root_crls(store: Store) -> list[str]:
+    """After rotate-root finish the old root's CRL has no one left to serve and
+    would only go stale: republish crl/ without it (nothing is re-signed)."""
+    live = _live_root_crl_names(store)
+    retired = [n for n in root_crls(store) if n not in live]
+    if not retired:
+        return []
+    store.write_crl({name: store.crl_file(name) for name in store.crl_names() if name not in retired})
+    return [f"dropped the CRL of a retired root ({', '.join(retired)})"]
 
 
 def finish_pending(store: Store) -> list[str]:

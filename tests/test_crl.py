@@ -252,6 +252,7 @@ def test_rotate_root_carries_crls_of_both_roots_while_both_are_trusted(store):
                    if c.is_signature_valid(old_root.public_key()) or c.is_signature_valid(new_root.public_key())]
         assert len(signers) == 2
     rotate.finish(store, force=True)
+    assert store.crl_names() == [crl.root_crl_name(new_root), "state.json"]  # A's CRL left with A
     assert_all_members_sound(store)
     for cluster in store.clusters():
         found = crls_of(store.cluster_dir(cluster))
