@@ -260,3 +260,28 @@ def parse_secret(obj: Mapping[str, Any]) -> LiveSecret:
         annotations=_strings(meta, "annotations", what),
         resource_version=_field(meta, "resourceVersion", what),
     )
+
+
+@dataclass(frozen=True)
+class LiveConfigMap:
+    """A ConfigMap as the API server returned it (public data only: text)."""
+
+    name: str
+    namespace: str
+    data: dict[str, str]
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    resource_version: str
+
+
+def parse_configmap(obj: Mapping[str, Any]) -> LiveConfigMap:
+    """A v1 ConfigMap as JSON, checked field by field like a Secret."""
+    meta, what = _object(obj, "ConfigMap")
+    return LiveConfigMap(
+        name=_field(meta, "name", what),
+        namespace=_field(meta, "namespace", what),
+        data=_strings(obj, "data", what),
+        labels=_strings(meta, "labels", what),
+        annotations=_strings(meta, "annotations", what),
+        resource_version=_field(meta, "resourceVersion", what),
+    )

@@ -981,12 +981,18 @@ def change_passphrase_cmd(settings: Settings, passphrase_file: Path | None, new_
 @click.option("--textfile", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="PATH",
               help="Also write the Prometheus exposition here, atomically (node_exporter's textfile collector "
                    "reads *.prom).")
+@click.option("--pushgateway", envvar="MESHPKI_PUSHGATEWAY", default=None, metavar="URL",
+              help="Also push the exposition to this Prometheus Pushgateway (job meshpki_audit): metrics from a "
+                   "CronJob without a hostPath [env MESHPKI_PUSHGATEWAY].")
+@click.option("--public-only", is_flag=True,
+              help="Read each cluster's public ConfigMap meshpki-public (certificates and CRL, written by push) "
+                   "instead of the cacerts secret: never reads a secret or a key; needs get on that ConfigMap only.")
 @trust_domain_option
 @output_option("text", "json", "prometheus")
 def audit_cmd(settings: Settings, contexts: tuple[str, ...], all_contexts: bool, kubeconfig: str | None,
               timeout: float, namespace: str | None, secret_name: str | None, cluster_name: str | None,
               warn_days: int, crit_days: int, at_text: str | None, parallel: int, textfile: Path | None,
-              trust_domain: str | None, output: str) -> None:
+              pushgateway: str | None, public_only: bool, trust_domain: str | None, output: str) -> None:
     """Grade expiry, drift and presence of every CA certificate, for cron and Prometheus.
 
     Audits the store (every root, every cluster's bundle) when there is one, and
@@ -1010,6 +1016,7 @@ def audit_cmd(settings: Settings, contexts: tuple[str, ...], all_contexts: bool,
       meshpki audit --context kind-cluster1 --context kind-cluster2 -o json
       meshpki audit --all-contexts --at 2026-06-01   # what will have expired by June
       meshpki audit -o prometheus --textfile /var/lib/node_exporter/textfile/meshpki.prom
+      meshpki audit --public-only --pushgateway http://pushgateway.monitoring:9091   # in-cluster CronJob
     """
     from meshpki import audit
     from meshpki.render import OutputFormat, audit_prometheus, render_audit
@@ -1026,7 +1033,8 @@ def audit_cmd(settings: Settings, contexts: tuple[str, ...], all_contexts: bool,
             say(note)
         report = audit.run(settings.store, targets, at, warn_days, crit_days, parallel,
                            progress_printer("auditing clusters") if len(targets) > 1 else None,
-                           resolve_trust_domain(settings, trust_domain), audit.MeshLayout.of(settings.fleet))
+                           resolve_trust_domain(settings, trust_domain), audit.MeshLayout.of(settings.fleet),
+                           public_only=public_only)
     except InputError:
         raise
     except MeshPKIError as exc:  # the audit could not run: UNKNOWN, not WARNING (exit 1)
@@ -1035,9 +1043,15 @@ def audit_cmd(settings: Settings, contexts: tuple[str, ...], all_contexts: bool,
     text = render_audit(report, OutputFormat(output))
     click.echo(text, nl=not text.endswith("\n"))
     code = report.exit_code
+    exposition = text if output == "prometheus" else audit_prometheus(report)
+    sinks: list[Callable[[], None]] = []
     if textfile is not None:
+        sinks.append(lambda: audit.write_textfile(textfile, exposition))
+    if pushgateway is not None:
+        sinks.append(lambda: audit.push_metrics(pushgateway, exposition))
+    for sink in sinks:
         try:
-            audit.write_textfile(textfile, text if output == "prometheus" else audit_prometheus(report))
+            sink()
         except MeshPKIError as exc:
             say(f"Error: {exc}")
             code = int(audit.worst([report.status, audit.Grade.UNKNOWN]))

@@ -280,8 +280,8 @@ class _Op:
             return f"namespace {self.name}"
         if not self.name:
             return f"{self.resource} in {self.namespace}" if self.namespace else self.resource
-        kind = {"secrets": "secret", "serviceaccounts": "serviceaccount", "clusterroles": "clusterrole",
-                "clusterrolebindings": "clusterrolebinding",
+        kind = {"secrets": "secret", "configmaps": "configmap", "serviceaccounts": "serviceaccount",
+                "clusterroles": "clusterrole", "clusterrolebindings": "clusterrolebinding",
                 "serviceaccounts/token": "a token of serviceaccount"}.get(self.resource, self.resource)
         return f"{kind} {self.namespace}/{self.name}" if self.namespace else f"{kind} {self.name}"
 
@@ -301,7 +301,7 @@ class _Op:
                      "clusterrolebindings": ' (and hold every permission of the bound role, or verbs ["bind"] '
                                             "on clusterroles)"}.get(self.resource, "") if self.verb == "create" else ""
             return f'a ClusterRole with {rule}, verbs ["{self.verb}"] and a ClusterRoleBinding to that user{extra}'
-        if self.verb in ("create", "list") or self.resource != "secrets":
+        if self.verb in ("create", "list") or self.resource not in ("secrets", "configmaps"):
             limit = " (create cannot be limited by resourceNames)" if self.verb == "create" else ""
             return f'a Role in {self.namespace} with {rule}, verbs ["{self.verb}"] and a RoleBinding to that user{limit}'
         verbs = ["get", "update", "patch"]
@@ -309,7 +309,7 @@ class _Op:
             verbs.append(self.verb)
         verb_list = ",".join(f'"{v}"' for v in verbs)
         return (
-            f'a Role in {self.namespace} with apiGroups [""], resources ["secrets"], resourceNames ["{self.name}"], '
+            f'a Role in {self.namespace} with apiGroups [""], resources ["{self.resource}"], resourceNames ["{self.name}"], '
             f"verbs [{verb_list}] and a RoleBinding to that user"
         )
 
@@ -476,6 +476,10 @@ def _q(segment: str) -> str:
     from urllib.parse import quote
 
     return quote(segment, safe="")
+
+
+def _configmap_path(namespace: str, name: str) -> str:
+    return f"/api/v1/namespaces/{_q(namespace)}/configmaps/{_q(name)}"
 
 
 def _secret_path(namespace: str, name: str) -> str:
@@ -869,6 +873,35 @@ class Cluster:
         op = _Op("patch", "secrets", namespace, name)
         return self._request(op, "PATCH", _secret_path(namespace, name), {"metadata": meta},
                              content_type="application/merge-patch+json", parse=answers.parse_secret)
+
+    # -- the public ConfigMap (certificates and CRL only) ---------------------
+    def read_configmap(self, namespace: str, name: str) -> answers.LiveConfigMap | None:
+        """The ConfigMap, or None when it (or its namespace) does not exist."""
+        op = _Op("get", "configmaps", namespace, name)
+        try:
+            found: answers.LiveConfigMap = self._request(op, "GET", _configmap_path(namespace, name),
+                                                         parse=answers.parse_configmap)
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return found
+
+    def write_configmap(self, namespace: str, name: str, data: Mapping[str, str], labels: Mapping[str, str],
+                        annotations: Mapping[str, str], resource_version: str | None) -> answers.LiveConfigMap:
+        """Create the ConfigMap (resource_version None) or replace it only if it
+        is still at `resource_version` (else a KubeError with status 409)."""
+        meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(labels),
+                                "annotations": dict(annotations)}
+        if resource_version is not None:
+            meta["resourceVersion"] = resource_version
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": dict(data)}
+        if resource_version is None:
+            op = _Op("create", "configmaps", namespace, name)
+            return self._request(op, "POST", f"/api/v1/namespaces/{_q(namespace)}/configmaps", body,
+                                 parse=answers.parse_configmap)
+        op = _Op("update", "configmaps", namespace, name)
+        return self._request(op, "PUT", _configmap_path(namespace, name), body, parse=answers.parse_configmap)
 
     # -- remote clusters: service accounts, RBAC, tokens --------------------
     def read_object(self, op: _Op, path: str) -> dict[str, Any] | None:

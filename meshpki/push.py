@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from cryptography import x509
 
@@ -401,7 +401,7 @@ def push(store: Store, target: SecretRef, allow_root_change: bool = False, form:
     """Plan and apply; a 409 (someone wrote in between) gets one re-read and re-plan."""
     plan, conn = plan_push(store, target, allow_root_change, form=form, trust_domain=trust_domain)
     if not plan.writes:
-        return PushResult(plan, False, stored=stored_object(plan.live))
+        return _publish(conn, target, PushResult(plan, False, stored=stored_object(plan.live)))
     try:
         result = apply_plan(conn, plan)
     except KubeError as exc:
@@ -409,7 +409,7 @@ def push(store: Store, target: SecretRef, allow_root_change: bool = False, form:
             raise
         plan, conn = plan_push(store, target, allow_root_change, conn, plan.desired)
         if not plan.writes:
-            return PushResult(plan, False, stored=stored_object(plan.live))
+            return _publish(conn, target, PushResult(plan, False, stored=stored_object(plan.live)))
         try:
             result = apply_plan(conn, plan)
         except KubeError as again:
@@ -418,7 +418,16 @@ def push(store: Store, target: SecretRef, allow_root_change: bool = False, form:
                                 "us (409 Conflict twice); find the other writer and push again") from None
             raise
     rotate.record_push(store, target.cluster, store.load_bundle(target.cluster))
-    return result
+    return _publish(conn, target, result)
+
+
+def _publish(conn: Cluster, target: SecretRef, result: PushResult) -> PushResult:
+    """Then the public ConfigMap beside the secret (public.py): what a keyless audit reads."""
+    from meshpki import public
+
+    desired = result.plan.desired
+    note = public.publish(conn, target.namespace, target.secret_name, desired.data, desired.labels)
+    return replace(result, notes=(*result.notes, note)) if note else result
 
 
 def dry_run_plan(store: Store, target: SecretRef, allow_root_change: bool, desired: Desired | None = None,

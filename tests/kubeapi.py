@@ -268,6 +268,7 @@ class _User:
     verbs: frozenset[str]
     resources: frozenset[str] | None = None  # None: every resource
     service_account: tuple[str, str] | None = None  # (namespace, name): RBAC objects decide
+    names: frozenset[str] | None = None  # None: any object (else RBAC resourceNames: get/update/patch of these)
 
 
 class VirtualCluster:
@@ -309,13 +310,15 @@ class VirtualCluster:
 
     # -- knobs -----------------------------------------------------------
     def add_token(self, token: str, user: str, readonly: bool = False,
-                  resources: Iterable[str] | None = None, verbs: Iterable[str] | None = None) -> None:
+                  resources: Iterable[str] | None = None, verbs: Iterable[str] | None = None,
+                  names: Iterable[str] | None = None) -> None:
         """Accept another bearer token in this cluster only; `resources` limits
         it to those resource kinds (e.g. {"secrets"}: a namespaced Role), `verbs`
         to those verbs (default: every verb, or get/list/watch if readonly)."""
         with self._lock:
             allowed = frozenset(verbs) if verbs is not None else _READ_VERBS if readonly else _ALL_VERBS
-            self.tokens[token] = _User(user, allowed, frozenset(resources) if resources is not None else None)
+            self.tokens[token] = _User(user, allowed, frozenset(resources) if resources is not None else None,
+                                       names=frozenset(names) if names is not None else None)
 
     def fail_next(
         self, status: int = 500, count: int = 1, methods: Iterable[str] | None = None, message: str | None = None,
@@ -586,7 +589,8 @@ class VirtualCluster:
         if user.service_account is not None:
             if self._rbac_allows(user.service_account, verb, group, resource, name, namespace):
                 return
-        elif verb in user.verbs and (user.resources is None or resource in user.resources):
+        elif (verb in user.verbs and (user.resources is None or resource in user.resources)
+              and (user.names is None or name in user.names)):
             return
         subject = f'{resource} "{name}"' if name else resource
         scope = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
@@ -738,6 +742,10 @@ class VirtualCluster:
             self._stamp(obj, None)
             self._objects[(resource, meta.get("namespace", "") if namespaced else "", meta["name"])] = obj
 
+    def delete_object(self, resource: str, namespace: str | None, name: str) -> None:
+        with self._lock:
+            self._objects.pop((resource, namespace or "", name), None)
+
     def get_object(self, resource: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         with self._lock:
             obj = self._objects.get((resource, namespace or "", name))
@@ -780,14 +788,33 @@ class VirtualCluster:
             if user.service_account is not None and group == RBAC_GROUP:
                 self._authorize_grant(user, resource, ns, body)
             return self._create_object(resource, ns, body, query)
-        verb = {"GET": "get", "DELETE": "delete"}.get(method)
+        verb = {"GET": "get", "DELETE": "delete", "PUT": "update"}.get(method)
         self._authorize(user, verb, resource, name, ns, method, group)
         key = (resource, ns or "", name)
         if key not in self._objects:
             raise _not_found(resource, name)
+        if method == "PUT":
+            return self._replace_object(key, body, query)
         if method == "DELETE" and not self._dry_run(query):
             return 200, self._objects.pop(key), {}
         return 200, copy.deepcopy(self._objects[key]), {}
+
+    def _replace_object(self, key: tuple[str, str, str], body: Any,
+                        query: dict[str, list[str]]) -> tuple[int, Any, dict[str, str]]:
+        """PUT: a conditional update (this server requires metadata.resourceVersion, like for secrets)."""
+        current = self._objects[key]
+        meta = (body.get("metadata") if isinstance(body, dict) else None) or {}
+        if meta.get("name") != key[2]:
+            raise _APIError(400, f"the name of the object ({meta.get('name')}) does not match the name on the URL")
+        if meta.get("resourceVersion") != current["metadata"]["resourceVersion"]:
+            raise _conflict(key[0], key[2])
+        obj = copy.deepcopy(body)
+        obj.update(kind=current["kind"], apiVersion=current["apiVersion"])
+        obj["metadata"]["namespace"] = current["metadata"].get("namespace")
+        self._stamp(obj, current)
+        if not self._dry_run(query):
+            self._objects[key] = obj
+        return 200, copy.deepcopy(obj), {}
 
     def _create_object(
         self, resource: str, ns: str | None, body: Any, query: dict[str, list[str]]

@@ -563,28 +563,6 @@ def test_urgency_order_and_exit_codes():
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
 
-def test_cronjob_sample_runs_the_audit_with_get_on_cacerts_only():
-    import yaml
-
-    docs = {d["kind"]: d for d in yaml.safe_load_all((SAMPLES / "audit-cronjob.yaml").read_text())}
-    assert docs["Role"]["metadata"]["namespace"] == "istio-system"
-    assert docs["Role"]["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["cacerts"],
-                                      "verbs": ["get"]}]
-    binding = docs["RoleBinding"]
-    assert binding["roleRef"]["name"] == docs["Role"]["metadata"]["name"]
-    sa = docs["ServiceAccount"]["metadata"]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["name"], "namespace": sa["namespace"]}]
-    pod = docs["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    assert pod["serviceAccountName"] == sa["name"] and docs["CronJob"]["metadata"]["namespace"] == sa["namespace"]
-    [container] = pod["containers"]
-    assert container["args"][0] == "audit" and any(a.startswith("--textfile=") for a in container["args"])
-    from meshpki.cli import cli as meshpki_cli
-
-    known = {opt for p in meshpki_cli.commands["audit"].params for opt in p.opts}
-    assert {a.split("=")[0] for a in container["args"][1:]} <= known
-    assert {e["name"] for e in container["env"]} == {audit.CLUSTER_NAME_ENV}
-
-
 def test_prometheus_rules_alert_on_the_metrics_audit_writes(store_path):
     import re
 

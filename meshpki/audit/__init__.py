@@ -40,7 +40,15 @@ from meshpki.audit.model import (
     parse_at,
     worst,
 )
-from meshpki.audit.read import DEFAULT_PARALLEL, read_all_live, read_live, read_store, write_textfile
+from meshpki.audit.read import (
+    DEFAULT_PARALLEL,
+    push_metrics,
+    read_all_live,
+    read_live,
+    read_live_public,
+    read_store,
+    write_textfile,
+)
 from meshpki.audit.verifier import Verifier
 from meshpki.errors import InputError
 from meshpki.kube import SecretRef
@@ -48,14 +56,15 @@ from meshpki.kube import SecretRef
 __all__ = [
     "CLUSTER_NAME_ENV", "DEFAULT_CRIT_DAYS", "DEFAULT_PARALLEL", "DEFAULT_WARN_DAYS", "AuditReport", "AuditRow",
     "Condition", "Grade", "MeshLayout", "Observation", "StoreView", "Verifier", "build_report", "check_thresholds", "days_left",
-    "grade_expiry", "parse_at", "read_all_live", "read_live", "read_store", "run", "worst", "write_textfile",
+    "grade_expiry", "parse_at", "push_metrics", "read_all_live", "read_live", "read_store", "run", "worst", "write_textfile",
 ]
 
 
 def run(store: Any, targets: Sequence[SecretRef], at: dt.datetime | None = None,
         warn_days: int = DEFAULT_WARN_DAYS, crit_days: int = DEFAULT_CRIT_DAYS, parallel: int = DEFAULT_PARALLEL,
         progress: Callable[[int, int], None] | None = None,
-        trust_domain: str = profiles.DEFAULT_TRUST_DOMAIN, layout: MeshLayout | None = None) -> AuditReport:
+        trust_domain: str = profiles.DEFAULT_TRUST_DOMAIN, layout: MeshLayout | None = None,
+        public_only: bool = False) -> AuditReport:
     """The whole of `meshpki audit`, minus printing: read, verify, grade.
 
     The store is read and its bundles verified in a side thread while the
@@ -77,7 +86,7 @@ def run(store: Any, targets: Sequence[SecretRef], at: dt.datetime | None = None,
             where = f" at {store.path}" if store is not None else ""
             raise InputError(f"nothing to audit: no store{where} and no cluster; pass --store, --context, "
                              "--all-contexts or a fleet file with clusters (--config)")
-        live = read_all_live(targets, parallel, progress)
+        live = read_all_live(targets, parallel, progress, reader=read_live_public if public_only else read_live)
         view = store_future.result()
     verifier.verify_many(o.bundle for o in live if o.bundle is not None)
     return build_report(view, live, at or run_at, warn_days, crit_days, verifier, run_at, layout)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 
-from meshpki import checks, crl, pem, profiles
+from meshpki import checks, crl, pem, profiles, public
 from meshpki.audit.model import (
     DEFAULT_CRIT_DAYS,
     DEFAULT_WARN_DAYS,
@@ -234,7 +234,8 @@ class _Grader:
             self.bundle(obs.cluster, obs.source, obs.context, Condition(
                 Grade.CRITICAL, "fails-verify", f"{what} fails verify: {first.code}: {first.message}{more}"))
         if store_bundle is not None:
-            differ = differing_roles(store_bundle, bundle)
+            ours = public.without_key(store_bundle) if public.is_public(bundle) else store_bundle
+            differ = differing_roles(ours, bundle)
             if differ:
                 self.bundle(obs.cluster, obs.source, obs.context, Condition(
                     Grade.WARNING, "drift", f"live secret differs from the store's bundle ({', '.join(differ)}); "

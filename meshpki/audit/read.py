@@ -100,6 +100,17 @@ def read_live(target: SecretRef) -> Observation:
                        self_signed=ISTIO_GENERATED in secret.data, remote_secrets=remotes, insecure=insecure)
 
 
+def read_live_public(target: SecretRef) -> Observation:
+    """One cluster's public ConfigMap (audit --public-only): certificates and
+    CRL, never a secret; a failure to read it becomes an UNKNOWN observation."""
+    from meshpki import public
+
+    bundle, error, insecure = public.read_public(target)
+    if bundle is None:
+        return Observation(target.cluster, SOURCE_LIVE, target.label, error=error, insecure=insecure)
+    return Observation(target.cluster, SOURCE_LIVE, target.label, bundle=bundle, insecure=insecure)
+
+
 def read_remote_secrets(conn: Any, namespace: str) -> RemoteSecrets:
     """The kubeconfigs istiod here uses to read other clusters (docs/remote-clusters.md),
     each with its token's expiry; a refusal to list is kept for the grader to judge."""
@@ -173,3 +184,22 @@ def write_textfile(path: Path, text: str) -> None:
         replace_file(path, text.encode(), 0o644)
     except OSError as exc:
         raise MeshPKIError(f"cannot write --textfile {path}: {exc.strerror or exc}") from None
+
+
+def push_metrics(url: str, text: str, timeout: float = 10.0) -> None:
+    """PUT the exposition to a Prometheus Pushgateway as job meshpki_audit,
+    replacing the previous run's metrics (a CronJob's pod is gone before any
+    scrape: https://prometheus.io/docs/practices/pushing/)."""
+    import urllib.error
+    import urllib.request
+
+    target = url.rstrip("/") + "/metrics/job/meshpki_audit"
+    request = urllib.request.Request(target, data=text.encode(), method="PUT",
+                                     headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            answer.read(1 << 16)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise MeshPKIError(f"cannot push metrics to --pushgateway {url}: {reason}; check the URL and that the "
+                           "Pushgateway is reachable") from None
