@@ -51,9 +51,10 @@ class MeshGroup(click.Group):
 class Settings:
     """The store and fleet file every command may use, resolved lazily."""
 
-    def __init__(self, store: Path | None, config: Path | None) -> None:
+    def __init__(self, store: Path | None, config: Path | None, store_origin: str = "--store") -> None:
         self._store_path = store
         self._config_path = config
+        self._store_origin = store_origin  # how the user named the store, for messages
 
     @functools.cached_property
     def fleet(self):  # -> config.Fleet
@@ -70,23 +71,30 @@ class Settings:
 
     @functools.cached_property
     def store(self):  # -> store.Store
-        from meshpki.store import Store, default_store_path
+        from meshpki.store import Store, default_store_path, folder_problem
 
-        return Store(self._store_path or default_store_path())
+        path = self._store_path or default_store_path()
+        problem = folder_problem(path)
+        if problem:
+            origin = self._store_origin if self._store_path else "the default store"
+            raise InputError(f"{origin} {path}: {problem}")
+        return Store(path)
 
 
 def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--store and --config on every command, handed over as one `settings`."""
 
-    @click.option("--store", "store_path", envvar="MESHPKI_STORE", metavar="DIR",
-                  type=click.Path(file_okay=False, path_type=Path),
+    @click.option("--store", "store_path", envvar="MESHPKI_STORE", metavar="DIR", type=click.Path(path_type=Path),
                   help="The meshpki store folder [env MESHPKI_STORE; default ~/.local/share/meshpki].")
     @click.option("--config", "config_path", envvar="MESHPKI_CONFIG", metavar="FILE",
                   type=click.Path(dir_okay=False, path_type=Path),
                   help="Fleet file with defaults and clusters, e.g. samples/mesh.yaml [env MESHPKI_CONFIG].")
     @functools.wraps(func)
     def wrapper(*args: Any, store_path: Path | None, config_path: Path | None, **kwargs: Any) -> Any:
-        return func(*args, settings=Settings(store_path, config_path), **kwargs)
+        from_env = click.get_current_context().get_parameter_source("store_path") == \
+            click.core.ParameterSource.ENVIRONMENT
+        return func(*args, settings=Settings(store_path, config_path, "MESHPKI_STORE" if from_env else "--store"),
+                    **kwargs)
 
     return wrapper
 
@@ -414,7 +422,7 @@ def init_root_cmd(settings: Settings, key_type: str | None, days: int | None, or
     """
     from meshpki import ca
     from meshpki.keys import KeyType
-    from meshpki.render import cert_facts
+    from meshpki.render import cert_facts, openssl_serial
 
     if constrain and (import_cert or import_key or import_chain or import_from_context):
         raise BadInput("--constrain makes a new root; an adopted CA keeps the extensions it has")
@@ -445,7 +453,7 @@ def init_root_cmd(settings: Settings, key_type: str | None, days: int | None, or
     kept = (f"in the PKCS#11 token {result.token_uri}" if result.token_uri
             else "encrypted" if result.encrypted else "NOT encrypted")
     text = (f"created root CA {facts['subject']} in {result.path}\n"
-            f"  serial {facts['serial']}, valid until {facts['not_after']}, key {kept}\n"
+            f"  serial {openssl_serial(result.cert)}, valid until {facts['not_after']}, key {kept}\n"
             + (f"  pinned to trust domain {pinned}: only spiffe://{pinned}/... identities verify under it; pass "
                f"--trust-domain {pinned} (or set trust_domain in the fleet file) to verify, push and audit\n"
                if pinned else "")
@@ -458,7 +466,7 @@ def _adopt_root(settings: Settings, passphrase_file: Path | None, insecure_no_pa
                 import_from_context: str | None, kubeconfig: str | None, timeout: float, output: str) -> None:
     """init-root's second door: check an existing CA, then store it like a new root."""
     from meshpki import byo
-    from meshpki.render import cert_facts
+    from meshpki.render import cert_facts, openssl_serial
 
     if import_from_context and (import_cert or import_key or import_chain):
         raise BadInput("--import-from-context adopts istiod's root by itself; leave out --import-cert/-key/-chain")
@@ -482,7 +490,7 @@ def _adopt_root(settings: Settings, passphrase_file: Path | None, insecure_no_pa
     data = {"path": str(result.path), "adopted": True, "kind": kind, "key_type": byo.key_type_name(adopted.key),
             "encrypted": result.encrypted, "certificate": facts, "chain_length": len(adopted.chain_above)}
     text = (f"adopted {kind} {facts['subject']} in {result.path}\n"
-            f"  serial {facts['serial']}, valid until {facts['not_after']}, key "
+            f"  serial {openssl_serial(result.cert)}, valid until {facts['not_after']}, key "
             f"{'encrypted' if result.encrypted else 'NOT encrypted'}")
     if adopted.chain_above:
         text += f"\n  bundles will trust {adopted.chain_above[-1].subject.rfc4514_string()} as root"
@@ -555,7 +563,7 @@ def _issue(settings: Settings, clusters: tuple[str, ...], key_type: str | None, 
 
 
 def _print_issued(results, output: str, verb: str, next_step: str | None = None) -> None:
-    from meshpki.render import cert_facts
+    from meshpki.render import cert_facts, openssl_serial
 
     for result in results:
         for warning in result.warnings:
@@ -566,7 +574,8 @@ def _print_issued(results, output: str, verb: str, next_step: str | None = None)
     lines = []
     for r, entry in zip(results, data["clusters"], strict=False):
         facts = entry["certificate"]
-        lines.append(f"{verb} {r.cluster}: serial {facts['serial']}, valid until {facts['not_after']}, in {r.path}")
+        lines.append(f"{verb} {r.cluster}: serial {openssl_serial(r.cert)}, valid until {facts['not_after']}, "
+                     f"in {r.path}")
         if r.archived:
             lines.append(f"  previous bundle archived in {r.archived}")
     lines.append(next_step or "next: meshpki verify " + " ".join(r.cluster for r in results))
@@ -624,12 +633,25 @@ def _push_hint(settings: Settings, clusters) -> str:
     return "next: " + "; ".join(hints)
 
 
+def _push_every_cluster(settings: Settings) -> str:
+    """How to push every cluster: `push --all` needs a fleet file that lists them;
+    without one, one push command per cluster of the store."""
+    if settings.fleet.clusters:
+        return "meshpki push --all"
+    return "; ".join(f"meshpki push {name} --context {name}" for name in settings.store.clusters()) \
+        + " (each with its kubeconfig context; a fleet file makes this `meshpki push --all`)"
+
+
 @cli.group("rotate-root", cls=MeshGroup)
 def rotate_root_group() -> None:
     """Change the mesh's root with no moment where clusters stop trusting each other.
 
+    Push every cluster after each step that changes bundles: `push --all` with a
+    fleet file that lists the clusters and their contexts (samples/mesh.yaml),
+    else one `push CLUSTER --context CTX` per cluster; each step prints them.
+
     \b
-    The runbook (push after every step that changes bundles):
+    The runbook:
       meshpki rotate-root begin      # new root B; every cluster trusts A+B
       meshpki push --all
       meshpki rotate-root reissue    # intermediates re-issued under B, still trusting A+B
@@ -680,7 +702,8 @@ def rotate_root_begin(settings: Settings, key_type: str | None, days: int | None
         token = token_target(pkcs11, "generating the new root key inside the PKCS#11 token ...")
         new_passphrase = None if token else _new_root_b_passphrase(store, passphrase_file, new_passphrase_file)
     result = rotate.begin(store, chosen, days, passphrase, org=fleet.org, new_passphrase=new_passphrase, token=token)
-    _print_step(result, output, "now trusts old + new root", "meshpki push --all, then meshpki rotate-root reissue")
+    _print_step(result, output, "now trusts old + new root",
+                f"{_push_every_cluster(settings)}, then meshpki rotate-root reissue")
 
 
 def _new_root_b_passphrase(store, passphrase_file: Path | None, new_passphrase_file: Path | None) -> bytes | None:
@@ -723,7 +746,8 @@ def rotate_root_reissue(settings: Settings, clusters: tuple[str, ...], key_type:
         emit({"clusters": [], "unchanged": skipped}, output, "nothing to reissue: every cluster issues under the new root")
         return
     _print_issued(results, output, verb="reissued",
-                  next_step="next: meshpki push --all, wait the grace period, then meshpki rotate-root finish")
+                  next_step=f"next: {_push_every_cluster(settings)}, wait the grace period, "
+                            "then meshpki rotate-root finish")
 
 
 @rotate_root_group.command("finish")
@@ -741,7 +765,7 @@ def rotate_root_finish(settings: Settings, grace: str, force: bool, output: str)
     from meshpki import rotate
 
     result = rotate.finish(settings.store, rotate.parse_duration(grace), force=force)
-    _print_step(result, output, "now trusts the new root only", "meshpki push --all")
+    _print_step(result, output, "now trusts the new root only", _push_every_cluster(settings))
 
 
 @rotate_root_group.command("status")
@@ -754,9 +778,10 @@ def rotate_root_status(settings: Settings, grace: str, output: str) -> None:
     from meshpki.render import table
 
     report = rotate.status(settings.store, rotate.parse_duration(grace))
-    lines = [f"phase: {report.phase}", f"old root: {report.old_root}"]
     if report.new_root:
-        lines.append(f"new root: {report.new_root}")
+        lines = [f"phase: {report.phase}", f"old root: {report.old_root}", f"new root: {report.new_root}"]
+    else:
+        lines = ["no rotation in progress", f"root: {report.old_root}"]
     if report.grace_ends:
         lines.append(f"grace period ends: {report.grace_ends}")
     lines.append(table(["CLUSTER", "ISSUED BY", "TRUSTS"],
@@ -1059,31 +1084,57 @@ def audit_cmd(settings: Settings, contexts: tuple[str, ...], all_contexts: bool,
         click.get_current_context().exit(code)
 
 
-@cli.command("history")
+class DefaultListGroup(MeshGroup):
+    """`meshpki history [CLUSTER]` lists; `meshpki history prune` prunes. A first
+    argument that names no subcommand goes to `list` (a cluster called "prune"
+    is listed with `meshpki history list prune`)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ("-h", "--help")):
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+
+@cli.group("history", cls=DefaultListGroup)
+def history_group() -> None:
+    """Archived bundles, retired roots and finished root rotations; prune them.
+
+    A replaced bundle keeps its certificates, never its key (docs/store.md says
+    how to go back to an older bundle: issue a new one under the same root).
+
+    \b
+    Examples:
+      meshpki history                  # everything, oldest first
+      meshpki history cluster1 -o json
+      meshpki history prune --keep 3   # keep the 3 newest of each cluster, of roots, of rotations
+    """
+
+
+@history_group.command("list")
 @store_options
 @click.argument("cluster", required=False)
 @output_option("text", "json")
-def history_cmd(settings: Settings, cluster: str | None, output: str) -> None:
-    """List archived bundles (replaced by issue --force or rotate) and retired roots."""
-    from meshpki.bundle import parse_certs
-    from meshpki.render import cert_facts, table
-    from meshpki.store import validate_cluster_name
+def history_list(settings: Settings, cluster: str | None, output: str) -> None:
+    """List archived bundles (with why each left), retired roots and rotation records."""
+    from meshpki import history
+    from meshpki.render import history_data, history_text
 
-    if cluster:
-        validate_cluster_name(cluster)
-    rows = []
-    for entry in settings.store.history(cluster):
-        cert_file = entry.cert_file
-        try:
-            facts = cert_facts(parse_certs(cert_file.read_bytes(), str(cert_file))[0])
-        except (OSError, MeshPKIError):
-            facts = {"serial": "?", "not_after": "?", "subject": "?"}
-        rows.append({"kind": entry.kind, "name": entry.name, "archived_at": entry.stamp,
-                     "path": str(entry.path), "serial": facts["serial"], "not_after": facts["not_after"]})
-    text = table(["KIND", "NAME", "ARCHIVED", "SERIAL", "NOT AFTER", "PATH"],
-                 [[r["kind"], r["name"], r["archived_at"], r["serial"], r["not_after"], r["path"]] for r in rows]) \
-        if rows else "no archived bundles or roots"
-    emit({"history": rows}, output, text)
+    rows = history.rows(settings.store, cluster)
+    emit(history_data(rows), output, history_text(rows))
+
+
+@history_group.command("prune")
+@store_options
+@click.option("--keep", type=click.IntRange(min=0), required=True, metavar="N",
+              help="How many of the newest entries to keep for each cluster, for roots and for rotations.")
+@output_option("text", "json")
+def history_prune(settings: Settings, keep: int, output: str) -> None:
+    """Delete all but the N newest archived entries of each kind and cluster."""
+    from meshpki import history
+
+    removed = history.prune(settings.store, keep)
+    emit({"removed": [str(e.path) for e in removed]}, output,
+         "\n".join(f"removed {e.kind} {e.name} {e.stamp}" for e in removed) or "nothing to prune")
 
 
 @cli.command("verify")
@@ -1233,14 +1284,16 @@ def crl_show_cmd(settings: Settings, output: str) -> None:
 
 @cli.command("demo")
 @click.option("--keep", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Build the demo store in this folder and keep it, instead of a throw-away one.")
+              help="Build the demo store in this folder and keep it (its root key is NOT encrypted: for trying "
+                   "things only), instead of a throw-away one that is deleted at the end.")
 @click.option("--key-type", type=key_type_choice(), default="rsa-4096", show_default=True,
               help="Key type for the demo root and intermediates.")
 def demo_cmd(keep: Path | None, key_type: str) -> None:
     """Run the main job end to end on a throw-away store, no cluster needed.
 
     Creates a root, issues cluster1 and cluster2, verifies both bundles and the
-    pair, and prints the cacerts manifest `push --dry-run` would apply.
+    pair, and prints the cacerts manifest `push --dry-run` would apply. The
+    store is deleted at the end unless --keep names a folder for it.
     """
     from meshpki import demo
 
@@ -1335,7 +1388,7 @@ def sign_cmd(settings: Settings, csr_file: Path, cluster: str | None, days: int 
       meshpki sign cluster3.csr --out signed-cluster3/
     """
     from meshpki import byo, ca, profiles, rotate
-    from meshpki.render import cert_facts
+    from meshpki.render import cert_facts, openssl_serial
 
     try:
         pem = csr_file.read_bytes()[: byo.MAX_CSR_BYTES + 1]
@@ -1352,7 +1405,8 @@ def sign_cmd(settings: Settings, csr_file: Path, cluster: str | None, days: int 
         say(f"warning: {warning}")
     facts = cert_facts(result.cert)
     data = {"cluster": result.cluster, "out": str(out), "certificate": facts}
-    emit(data, output, f"signed {result.cluster}: serial {facts['serial']}, valid until {facts['not_after']}; "
+    emit(data, output, f"signed {result.cluster}: serial {openssl_serial(result.cert)}, "
+                       f"valid until {facts['not_after']}; "
                        f"certificates in {out} (no key)\n"
                        f"next: send {out} to the site, which runs meshpki complete {result.cluster} DIR")
 

@@ -18,16 +18,25 @@ DEMO_CLUSTERS = ("cluster1", "cluster2")
 
 
 def run(keep: Path | None, key_type: str, step: Callable[[str], None]) -> str:
-    """Build the demo store (in `keep`, or a temporary folder removed afterwards)."""
+    """Build the demo store (in `keep`, or a temporary folder removed afterwards).
+
+    The demo's root key is never encrypted (no passphrase to ask for), so a
+    kept store says plainly that it is for trying things only.
+    """
     if keep is not None:
-        return _run_in(Store(keep), KeyType.parse(key_type), step)
+        report = _run_in(Store(keep), KeyType.parse(key_type), step,
+                         "UNENCRYPTED: the kept store is for trying things only, never for a real mesh")
+        return report + (f"\n\nkept the demo store in {keep}: its root key is NOT encrypted; use it to try "
+                         "meshpki, never for a real mesh (make one with `meshpki init-root`)")
     with tempfile.TemporaryDirectory(prefix="meshpki-demo-") as tmp:
-        return _run_in(Store(Path(tmp) / "store"), KeyType.parse(key_type), step)
+        report = _run_in(Store(Path(tmp) / "store"), KeyType.parse(key_type), step,
+                         "unencrypted: this store is deleted when the demo ends")
+    return report + "\n\ndeleted the demo store (keep one with `meshpki demo --keep DIR`)"
 
 
-def _run_in(store: Store, key_type: KeyType, step: Callable[[str], None]) -> str:
+def _run_in(store: Store, key_type: KeyType, step: Callable[[str], None], about_key: str) -> str:
     lines = [f"demo store: {store.path}"]
-    step(f"init-root ({key_type.value}, unencrypted: this store is thrown away)")
+    step(f"init-root ({key_type.value}, {about_key})")
     root = ca.init_root(store, key_type, ca.DEFAULT_ROOT_DAYS, "Istio", "Root CA", passphrase=None)
     lines.append(f"root: {root.cert.subject.rfc4514_string()} in {root.path}")
     step(f"issue {' '.join(DEMO_CLUSTERS)}")

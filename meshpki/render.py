@@ -16,6 +16,7 @@ from typing import Any
 from cryptography import x509
 
 from meshpki.bundle import fingerprint, serial_hex, subject_text
+from meshpki.history import HistoryRow
 
 
 class OutputFormat(enum.StrEnum):
@@ -39,6 +40,29 @@ def cert_facts(cert: x509.Certificate) -> dict[str, Any]:
         "not_after": iso(cert.not_valid_after_utc),
         "sha256": fingerprint(cert),
     }
+
+
+def openssl_serial(cert: x509.Certificate) -> str:
+    """The serial as `openssl x509 -serial` prints it (uppercase, whole bytes), so
+    text output can be grepped against openssl's; JSON keeps lowercase hex."""
+    text = format(cert.serial_number, "X")
+    return text if len(text) % 2 == 0 else "0" + text
+
+
+def history_data(rows: Sequence[HistoryRow]) -> dict[str, Any]:
+    return {"history": [{"kind": r.kind, "name": r.name, "archived_at": r.archived_at,
+                         "serial": serial_hex(r.cert) if r.cert else "?",
+                         "not_after": iso(r.cert.not_valid_after_utc) if r.cert else "?",
+                         "subject": r.cert.subject.rfc4514_string() if r.cert else "?",
+                         "note": r.note, "path": str(r.path)} for r in rows]}
+
+
+def history_text(rows: Sequence[HistoryRow]) -> str:
+    if not rows:
+        return "no archived bundles, roots or rotations"
+    return table(["KIND", "NAME", "ARCHIVED", "SERIAL", "NOT AFTER", "NOTE", "PATH"],
+                 [[r.kind, r.name, r.archived_at, openssl_serial(r.cert) if r.cert else "?",
+                   iso(r.cert.not_valid_after_utc) if r.cert else "?", r.note, str(r.path)] for r in rows])
 
 
 def to_json(data: Any) -> str:

@@ -27,6 +27,7 @@ from meshpki.bundle import ROOT_CERT, Bundle, cert_to_pem, fingerprint, parse_ce
 from meshpki.credentials import RootSecret
 from meshpki.errors import InputError, MeshPKIError, PassphraseError
 from meshpki.keys import KeyType
+from meshpki.limits import MAX_NAME_LENGTH
 from meshpki.pathbuild import signed_by
 from meshpki.store import ROOT_CERT_FILE, Store
 
@@ -227,8 +228,16 @@ def begin(store: Store, key_type: KeyType | None, days: int, passphrase: bytes |
 
 
 def _root_cn(old_root: x509.Certificate) -> str:
+    """Root B's common name: A's with a generation, "Root CA" -> "Root CA G2" -> "Root CA G3",
+    so the two roots of a rotation (and audit rows about them) can be told apart."""
+    import re
+
     cns = old_root.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-    return str(cns[0].value) if cns else profiles.ROOT_CN
+    base = str(cns[0].value) if cns else profiles.ROOT_CN
+    found = re.fullmatch(r"(.*) G(\d+)", base)
+    base, generation = (found.group(1), int(found.group(2)) + 1) if found else (base, 2)
+    suffix = f" G{generation}"
+    return base[:MAX_NAME_LENGTH - len(suffix)] + suffix
 
 
 def pending_reissue(store: Store) -> list[str]:

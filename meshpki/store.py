@@ -63,6 +63,16 @@ def default_store_path() -> Path:
     return Path(base) / "meshpki"
 
 
+def folder_problem(path: Path) -> str | None:
+    """Why `path` cannot be a store folder (a file, or under one), else None."""
+    for candidate in [path, *path.parents]:
+        if candidate.exists() or candidate.is_symlink():
+            if candidate.is_dir():
+                return None
+            return "is a file, not a folder" if candidate == path else f"{candidate} is a file, not a folder"
+    return None
+
+
 def is_cluster_name(name: str) -> bool:
     return isinstance(name, str) and _DNS1123_LABEL.fullmatch(name) is not None  # "c5\n" is not a name
 

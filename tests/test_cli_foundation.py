@@ -155,9 +155,20 @@ def test_unwritable_store(cli, tmp_path):
     blocker = tmp_path / "afile"
     blocker.write_text("x")
     result = cli(*PLAIN_ROOT, env={"MESHPKI_STORE": str(blocker / "store")})
-    assert result.exit_code == 1
-    assert result.output.splitlines()[-1].endswith(f"{blocker} is not a folder")
-    assert "Traceback" not in result.output and not (blocker / "store").exists()
+    assert result.exit_code == 2
+    assert one_line_error(result).endswith(f"MESHPKI_STORE {blocker / 'store'}: {blocker} is a file, not a folder")
+    assert not (blocker / "store").exists()
+
+
+@pytest.mark.parametrize("how", ["env", "flag"])
+def test_a_store_that_is_a_file_names_where_it_came_from(cli, tmp_path, how):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    args = ("history",) if how == "env" else ("history", "--store", str(blocker))
+    result = cli(*args, env={"MESHPKI_STORE": str(blocker)} if how == "env" else {})
+    assert result.exit_code == 2
+    origin = "MESHPKI_STORE" if how == "env" else "--store"
+    assert one_line_error(result) == f"Error: {origin} {blocker}: is a file, not a folder"
 
 
 def test_days_capped_at_root_with_warning(cli):
@@ -252,3 +263,13 @@ def test_demo_runs_end_to_end():
     assert done.returncode == 0, done.stderr
     assert "cluster1: ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem" in done.stdout
     assert "cluster2:" in done.stdout
+    assert "deleted the demo store" in done.stdout and "deleted when the demo ends" in done.stderr
+
+
+def test_demo_keep_says_plainly_that_its_root_key_is_unencrypted(cli, tmp_path):
+    kept = tmp_path / "demo"
+    result = cli("demo", "--keep", str(kept), "--key-type", "ecdsa-p256")
+    assert result.exit_code == 0, result.output
+    assert "root key is NOT encrypted" in result.stdout and "UNENCRYPTED" in result.stderr
+    assert "thrown away" not in result.output
+    assert not is_encrypted_pem((kept / "root" / "root-key.pem").read_bytes())

@@ -1,0 +1,119 @@
+"""`meshpki history` and `history prune`, and the rotate-root wording around them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from cryptography import x509
+
+from meshpki import ca, rotate
+from meshpki.bundle import parse_certs
+from meshpki.keys import KeyType
+from meshpki.store import Store
+from tests.conftest import one_line_error, snapshot
+
+
+def make_store(store: Store, clusters=("cluster1",)) -> Store:
+    ca.init_root(store, KeyType.ECDSA_P256, 3650, "Istio", "Root CA", passphrase=None)
+    ca.issue(store, list(clusters), ca.IssueOptions(), ca.store_issuer(store, None))
+    return store
+
+
+def rotate_root(store: Store) -> None:
+    rotate.begin(store, None, 3650, None)
+    rotate.reissue(store, [], ca.IssueOptions(), None)
+    rotate.finish(store, force=True)
+
+
+def test_history_of_an_unknown_cluster_is_a_usage_error(cli, store):
+    make_store(store)
+    before = snapshot(store.path)
+    result = cli("history", "nosuch")
+    assert result.exit_code == 2
+    line = one_line_error(result)
+    assert "no cluster 'nosuch'" in line and "cluster1" in line
+    assert snapshot(store.path) == before
+
+
+def test_history_after_a_root_rotation_explains_the_twin_serial_and_lists_the_record(cli, store):
+    make_store(store)
+    rotate_root(store)
+    result = cli("history", "-o", "json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["history"]
+    clusters = [r for r in rows if r["kind"] == "cluster"]
+    # begin (root B appended), reissue (new intermediate), finish (A dropped)
+    assert len(clusters) == 3
+    assert clusters[0]["serial"] == clusters[1]["serial"]
+    assert clusters[0]["note"] == "same intermediate, trust changed (a rotate-root step)"
+    assert clusters[1]["note"].startswith("replaced by intermediate ")
+    assert [r["kind"] for r in rows if r["kind"] != "cluster"] == ["root", "rotation"]
+    record = next(r for r in rows if r["kind"] == "rotation")
+    assert "G2" in record["subject"]
+    text = cli("history")
+    assert "same intermediate, trust changed" in text.stdout and "rotation" in text.stdout
+
+
+def test_root_b_has_a_subject_of_its_own(store):
+    make_store(store)
+    old = store.root_cert()
+    rotate.begin(store, None, 3650, None)
+    new = rotate.new_root_cert(store)[0]
+    assert new.subject != old.subject
+    assert new.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == "Root CA G2"
+    rotate.reissue(store, [], ca.IssueOptions(), None)
+    rotate.finish(store, force=True)
+    rotate.begin(store, None, 3650, None)
+    assert rotate.new_root_cert(store)[0].subject.get_attributes_for_oid(
+        x509.NameOID.COMMON_NAME)[0].value == "Root CA G3"
+
+
+def test_history_text_prints_serials_as_openssl_does(cli, store):
+    make_store(store)
+    ca.issue(store, ["cluster1"], ca.IssueOptions(), ca.store_issuer(store, None), replace=True)
+    [entry] = store.history("cluster1")
+    cert_file = entry.path / "ca-cert.pem"
+    openssl = subprocess.run(["openssl", "x509", "-noout", "-serial", "-in", str(cert_file)],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    assert openssl.startswith("serial=")
+    result = cli("history", "cluster1")
+    assert openssl.removeprefix("serial=") in result.stdout
+    data = json.loads(cli("history", "cluster1", "-o", "json").stdout)["history"]
+    cert = parse_certs(cert_file.read_bytes(), "x")[0]
+    assert data[0]["serial"] == format(cert.serial_number, "x")  # JSON stays lowercase hex
+
+
+def test_prune_keeps_the_newest(cli, store):
+    make_store(store, ("cluster1", "cluster2"))
+    for _ in range(3):
+        ca.issue(store, ["cluster1"], ca.IssueOptions(), ca.store_issuer(store, None), replace=True)
+    result = cli("history", "prune", "--keep", "1")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("removed cluster cluster1") == 2
+    assert len(store.history("cluster1")) == 1
+    assert cli("history", "prune").exit_code == 2  # --keep is required
+    assert cli("history", "prune", "--keep", "-1").exit_code == 2
+
+
+def test_rotate_root_status_without_a_rotation_says_so(cli, store):
+    make_store(store)
+    result = cli("rotate-root", "status")
+    assert result.exit_code == 0, result.output
+    assert "no rotation in progress" in result.stdout and "old root" not in result.stdout
+    rotate_root(store)
+    after = cli("rotate-root", "status")
+    assert "no rotation in progress" in after.stdout and "old root" not in after.stdout
+
+
+def test_the_rotation_runbook_names_real_push_commands_without_a_fleet_file(cli, store, tmp_path):
+    make_store(store, ("cluster1", "cluster2"))
+    result = cli("rotate-root", "begin", "--key-type", "ecdsa-p256")
+    assert result.exit_code == 0, result.output
+    assert "meshpki push cluster1 --context cluster1; meshpki push cluster2 --context cluster2" in result.stdout
+    assert "push --all," not in result.stdout
+    fleet = tmp_path / "mesh.yaml"
+    fleet.write_text("clusters:\n  - name: cluster1\n    context: kind-c1\n  - name: cluster2\n")
+    reissued = cli("rotate-root", "reissue", "--config", str(fleet))
+    assert reissued.exit_code == 0, reissued.output
+    assert "next: meshpki push --all, wait the grace period" in reissued.stdout
