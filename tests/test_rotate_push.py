@@ -100,7 +100,7 @@ def test_rotation_walk_pushed_to_three_clusters(fleet, kube_api, store):
         assert live(kube_api, cluster)["root-cert.pem"] == new_root_pem
     assert fleet("verify", "--all").exit_code == 0
     assert_live_mesh_works(kube_api)
-    assert "phase: none" in fleet("rotate-root", "status").output
+    assert "no rotation in progress" in fleet("rotate-root", "status").output
 
 
 REISSUE = "from meshpki.cli import main; main()"
