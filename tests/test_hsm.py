@@ -411,3 +411,19 @@ def test_pin_prompt_on_a_terminal_is_not_echoed(store_path, softhsm: SoftHSM):
     assert "PKCS#11 token user PIN" in screen and softhsm.pin not in screen
     code, screen = _on_a_terminal(["issue", "cluster1"], env, ["not-the-pin"])
     assert code == 1 and "wrong PIN" in screen and "not-the-pin" not in screen
+
+
+def test_whole_workflow_to_push_with_the_key_only_in_the_token(cli, store_path, softhsm: SoftHSM, kube_api,
+                                                               kubeconfig):
+    """What issue 13 promises: init-root to push and audit, the root key never in a file."""
+    assert cli("init-root", "--pkcs11", softhsm.uri(labels()), "--key-type", "ecdsa-p256",
+               env=softhsm.env()).exit_code == 0
+    assert cli("issue", "cluster1", "cluster2", env=softhsm.env()).exit_code == 0
+    for cluster in ("cluster1", "cluster2"):
+        pushed = cli("push", cluster, "--context", cluster, "--kubeconfig", str(kubeconfig))
+        assert pushed.exit_code == 0, pushed.output
+        live = kube_api.cluster(cluster).get_secret("istio-system", "cacerts")
+        assert live is not None and "root-key.pem" not in live["data"]
+    verified = cli("verify", "--context", "cluster1", "--context", "cluster2", "--kubeconfig", str(kubeconfig))
+    assert verified.exit_code == 0, verified.output
+    assert not list(store_path.rglob("root-key.pem"))
