@@ -275,7 +275,7 @@ class TokenKey:
     _mechanisms: frozenset[Any] = field(repr=False, default=frozenset())
 
     def __post_init__(self) -> None:
-        weakref.finalize(self, _close_quietly, self._session)
+        weakref.finalize(self, _close_in, os.getpid(), self._session)
 
     def public_key(self) -> rsa.RSAPublicKey | ec.EllipticCurvePublicKey:
         return self._public
@@ -324,6 +324,14 @@ def _closed_on_error(session: Any, failure: str) -> Iterator[None]:
     except BaseException:
         _close_quietly(session)
         raise
+
+
+def _close_in(owner_pid: int, session: Any) -> None:
+    """Close at exit, but only in the process that opened the session: a forked
+    key-generation worker must not end its parent's session (with a network
+    HSM the handle is the server's, shared by both)."""
+    if os.getpid() == owner_pid:
+        _close_quietly(session)
 
 
 def _close_quietly(session: Any) -> None:
