@@ -24,7 +24,7 @@ import json
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -291,20 +291,30 @@ def remote_secret(t: RemoteTarget, rotate: bool = False, dry_run: bool = False,
             raise
         old = run.live.annotations.get(ANN_TOKEN_SECRET) if run.live else None
         if old and old != token_secret and result.action != UNCHANGED:
-            try:
-                remote.delete_secret(t.namespace, old)
-            except KubeError as exc:
-                raise RemoteError(f"{t.label}: the primary holds the new token, but the old token Secret "
-                                  f"{t.namespace}/{old} could not be deleted ({exc}); delete it by hand: "
-                                  f"kubectl --context {remote.context} -n {t.namespace} delete secret {old}") from None
-            result = _replace(result, deleted=f"{t.namespace}/{old}")
+            result = _retire(run, result, old)
         return result
 
 
-def _replace(result: RemoteResult, **changes: Any) -> RemoteResult:
-    from dataclasses import replace
-
-    return replace(result, **changes)
+def _retire(run: _Run, result: RemoteResult, old: str) -> RemoteResult:
+    """Delete the token Secret the primary used before, once it holds the new
+    token; only if it is a token Secret meshpki made for this account (the
+    annotation naming it could have been edited to name any secret)."""
+    t, remote = run.t, run.remote
+    try:
+        secret = remote.read_secret(t.namespace, old)
+        if secret is None:
+            return result
+        if (secret.type != SA_TOKEN_TYPE or secret.labels.get(MANAGED_BY_LABEL) != MANAGED_BY
+                or secret.annotations.get(SA_NAME_ANNOTATION) != t.service_account):
+            return replace(result, warnings=(*result.warnings, (
+                f"{t.namespace}/{old} in context {remote.context}, named as the old token Secret, is not a token "
+                f"Secret meshpki made for {t.service_account}: left alone")))
+        remote.delete_secret(t.namespace, old)
+    except KubeError as exc:
+        raise RemoteError(f"{t.label}: the primary holds the new token, but the old token Secret "
+                          f"{t.namespace}/{old} could not be deleted ({exc}); delete it by hand: "
+                          f"kubectl --context {remote.context} -n {t.namespace} delete secret {old}") from None
+    return replace(result, deleted=f"{t.namespace}/{old}")
 
 
 def _reusable_token(run: _Run) -> tuple[str, str | None, bytes | None] | None:

@@ -422,3 +422,16 @@ def test_without_escalate_the_role_cannot_be_created(cli, mesh, kubeconfig, tmp_
     assert "may not create clusterrole meshpki-istio-reader" in line and 'cannot escalate' in line
     assert 'or verbs ["escalate"]' in line
     assert mesh.cluster("cluster2").get_object("serviceaccounts", NS, SA) is None, "checked before any write"
+
+
+def test_rotate_never_deletes_a_secret_that_is_not_its_token(rs, mesh):
+    assert rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1").exit_code == 0
+    remote, primary = mesh.cluster("cluster2"), mesh.cluster("cluster1")
+    remote.put_secret(NS, "cacerts", {"ca-cert.pem": b"precious"})
+    live = primary.get_secret(NS, SECRET)
+    primary.put_secret(NS, SECRET, live["data"], live["metadata"]["labels"],
+                       {**live["metadata"]["annotations"], ANN_TOKEN_SECRET: "cacerts"})  # an edited annotation
+    result = rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1", "--rotate")
+    assert result.exit_code == 0, result.output
+    assert remote.get_secret(NS, "cacerts") is not None
+    assert "is not a token Secret meshpki made" in result.stderr
