@@ -232,7 +232,14 @@ def files_with_crl(store: Store, files: Mapping[str, bytes], key: PrivateKey) ->
     state = load_state(store)
     result = {k: v for k, v in files.items() if k != CA_CRL}
     if state is not None:
-        result[CA_CRL] = bundle_crl(state, root_crls(store), files, key)
+        crls = root_crls(store)
+        for above in parse_certs(files[CERT_CHAIN], "cert-chain.pem")[1:]:
+            if root_crl_name(above) not in crls:  # istiod would refuse the bundle: write none
+                raise RevocationError(
+                    f"the store holds no CRL of {above.subject.rfc4514_string()} (sha256 "
+                    f"{fingerprint(above)[:16]}), which signs this bundle's chain; run `meshpki rotate-root begin` "
+                    "again (it resumes and makes the new root's CRL), then retry")
+        result[CA_CRL] = bundle_crl(state, crls, files, key)
     return result
 
 

@@ -423,3 +423,20 @@ def test_pair_where_one_side_revokes_the_other_fails_statically_and_in_the_hands
     assert result.exit_code == 1, result.output
     [pair_json] = json.loads(result.stdout)["pairs"]
     assert {f["code"] for f in pair_json["findings"]} >= {"peer-revoked", "handshake-failed"}
+
+
+def test_a_chain_whose_root_has_no_crl_is_refused_not_written(store, monkeypatch):
+    """rotate-root begin killed before it signed B's CRL: reissue must not write
+    a bundle istiod would refuse (missing CRL signed by B); begin again fixes it."""
+    make_fleet(store, ("cluster1", "cluster2"))
+    crl.revoke(store, "cluster2", None)
+    with monkeypatch.context() as patched:
+        patched.setattr(crl, "after_root_added", lambda *_: [])
+        rotate.begin(store, None, 3650, None)
+    before = snapshot(store.cluster_dir("cluster1"))
+    with pytest.raises(crl.RevocationError, match="rotate-root begin"):
+        rotate.reissue(store, [], ca.IssueOptions(), None)
+    assert snapshot(store.cluster_dir("cluster1")) == before
+    rotate.begin(store, None, 3650, None)  # resumes: B's CRL now
+    rotate.reissue(store, [], ca.IssueOptions(), None)
+    assert_all_members_sound(store)
