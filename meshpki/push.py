@@ -425,8 +425,8 @@ def _publish(conn: Cluster, target: SecretRef, result: PushResult) -> PushResult
     """Then the public ConfigMap beside the secret (public.py): what a keyless audit reads."""
     from meshpki import public
 
-    desired = result.plan.desired
-    note = public.publish(conn, target.namespace, target.secret_name, desired.data, desired.labels)
+    plan = result.plan  # plan.data: what the secret holds, live keys kept (a ca-crl.pem) included
+    note = public.publish(conn, target.namespace, target.secret_name, plan.data, plan.desired.labels)
     return replace(result, notes=(*result.notes, note)) if note else result
 
 

@@ -183,6 +183,11 @@ secret_like = st.fixed_dictionaries({}, optional={
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=400) | secret_like.map(lambda d: json.dumps(d).encode()))
 def test_fuzz_answer_parsing_raises_only_bad_answer(raw):
+    try:  # the same answer as a ConfigMap (what audit --public-only reads)
+        found = answers.parse_configmap(answers.parse_json(raw.replace(b'"Secret"', b'"ConfigMap"')))
+        assert all(isinstance(k, str) and isinstance(v, str) for k, v in found.data.items())
+    except answers.BadAnswer as exc:
+        assert "\n" not in str(exc)
     try:
         secret = answers.parse_secret(answers.parse_json(raw, "application/json"))
     except answers.BadAnswer as exc:
@@ -220,3 +225,4 @@ def test_an_unexpected_error_on_one_cluster_is_that_clusters_unknown():
 
     odd, fine = audit.read_all_live([SecretRef("odd", "odd"), SecretRef("fine", "fine")], reader=reader)
     assert odd.error and "TypeError: unexpected shape" in odd.error and fine.missing
+
