@@ -32,6 +32,12 @@ class BadInput(click.ClickException):
     exit_code = 2
 
 
+def _printable(text: str) -> str:
+    from meshpki.render import printable
+
+    return printable(text)
+
+
 class MeshGroup(click.Group):
     """Turns library errors into click's own, so exit codes stay uniform."""
 
@@ -39,9 +45,9 @@ class MeshGroup(click.Group):
         try:
             return super().invoke(ctx)
         except InputError as exc:
-            raise BadInput(str(exc)) from None
+            raise BadInput(_printable(str(exc))) from None
         except MeshPKIError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(_printable(str(exc))) from None
         except KeyboardInterrupt:
             raise click.ClickException("interrupted; nothing half-written was left behind") from None
 
@@ -305,7 +311,9 @@ def signing_secret(store, passphrase_file: Path | None) -> bytes | None:
 
 def say(message: str) -> None:
     """Messages go to stderr; stdout is for data."""
-    click.echo(message, err=True)
+    from meshpki.render import printable
+
+    click.echo(printable(message), err=True)
 
 
 def progress_printer(label: str) -> Callable[[int, int], None] | None:
@@ -336,9 +344,9 @@ def for_each(targets: list[Any], work: Callable[[Any], None], what: str) -> None
 
 
 def emit(data: Any, output: str, text: str) -> None:
-    from meshpki.render import OutputFormat, render_data
+    from meshpki.render import OutputFormat, printable, render_data
 
-    click.echo(render_data(data, OutputFormat(output), text))
+    click.echo(render_data(data, OutputFormat(output), printable(text)))
 
 
 # -- commands ----------------------------------------------------------------
@@ -858,13 +866,14 @@ def _dry_run_one(settings: Settings, target, allow_root_change: bool, output: st
                  trust_domain: str) -> None:
     from meshpki import push as pushmod
     from meshpki.errors import KubeError
-    from meshpki.render import to_json, to_yaml
+    from meshpki.render import printable, to_json, to_yaml
 
     store = settings.store
     desired = pushmod.desired_secret(pushmod.verified_bundle(store, target.cluster, trust_domain), form)
     if output == "text":
         text_plan = pushmod.dry_run_plan(store, target, allow_root_change, desired)
-        click.echo("\n".join(pushmod.describe_plan(text_plan) + [f"  note: {w}" for w in text_plan.warnings]))
+        click.echo(printable("\n".join(pushmod.describe_plan(text_plan)
+                                     + [f"  note: {w}" for w in text_plan.warnings])))
         click.echo(f"{target.cluster}: dry run, nothing written")
         return
     unreachable: KubeError | None = None
@@ -874,7 +883,8 @@ def _dry_run_one(settings: Settings, target, allow_root_change: bool, output: st
     except KubeError as exc:
         unreachable = exc
     manifest = desired.manifest(target.namespace, target.secret_name, plan)
-    click.echo(to_yaml(manifest) if output == "yaml" else to_json(manifest))
+    manifest_text = to_yaml(manifest) if output == "yaml" else to_json(manifest)
+    click.echo(manifest_text, nl=not manifest_text.endswith("\n"))  # no blank line after the manifest
     keys = [k for k in pushmod.PRIVATE_KEY_FILES if k in desired.data]
     if keys:
         say(pushmod.CLEAR_KEY_WARNING.format(cluster=target.cluster, key=", ".join(keys)))
@@ -889,7 +899,7 @@ def _dry_run_one(settings: Settings, target, allow_root_change: bool, output: st
 def _push_one(settings: Settings, target, allow_root_change: bool, output: str, form: str,
               trust_domain: str) -> None:
     from meshpki import push as pushmod
-    from meshpki.render import to_json, to_yaml
+    from meshpki.render import printable, to_json, to_yaml
 
     result = pushmod.push(settings.store, target, allow_root_change, form, trust_domain)
     plan = result.plan
@@ -901,11 +911,12 @@ def _push_one(settings: Settings, target, allow_root_change: bool, output: str, 
     lines.append(f"{target.cluster}: {verdicts[plan.action]}" + (", read back and identical" if result.written else ""))
     notes = [f"note: {n}" for n in result.notes]
     if output == "text":
-        click.echo("\n".join(lines + notes))
+        click.echo(printable("\n".join(lines + notes)))
         return
     for line in lines + notes:
         say(line)
-    click.echo(to_yaml(result.stored) if output == "yaml" else to_json(result.stored))
+    stored_text = to_yaml(result.stored) if output == "yaml" else to_json(result.stored)
+    click.echo(stored_text, nl=not stored_text.endswith("\n"))
 
 
 @cli.command("export-root-key")
@@ -1044,7 +1055,7 @@ def audit_cmd(settings: Settings, contexts: tuple[str, ...], all_contexts: bool,
       meshpki audit --public-only --pushgateway http://pushgateway.monitoring:9091   # in-cluster CronJob
     """
     from meshpki import audit
-    from meshpki.render import OutputFormat, audit_prometheus, render_audit
+    from meshpki.render import OutputFormat, audit_prometheus, printable, render_audit
 
     at = audit.parse_at(at_text) if at_text else None
     audit.check_thresholds(warn_days, crit_days)
@@ -1066,6 +1077,8 @@ def audit_cmd(settings: Settings, contexts: tuple[str, ...], all_contexts: bool,
         say(f"Error: {exc}")
         click.get_current_context().exit(int(audit.Grade.UNKNOWN))
     text = render_audit(report, OutputFormat(output))
+    if output == "text":
+        text = printable(text)
     click.echo(text, nl=not text.endswith("\n"))
     code = report.exit_code
     exposition = text if output == "prometheus" else audit_prometheus(report)
@@ -1179,14 +1192,14 @@ def verify_cmd(settings: Settings, targets: tuple[str, ...], all_clusters: bool,
       meshpki verify --trust-domain prod.example   # a mesh whose root is pinned to prod.example
     """
     from meshpki import verify
-    from meshpki.render import OutputFormat, render_data, verify_text
+    from meshpki.render import OutputFormat, printable, render_data, verify_text
 
     store = settings.store
     resolver = settings.resolver(kubeconfig, namespace, secret_name, timeout)
     live = [resolver.context(ctx) for ctx in contexts]
     report = verify.run(store, targets, all_clusters=all_clusters, warn_days=warn_days, live=live,
                         trust_domain=resolve_trust_domain(settings, trust_domain))
-    click.echo(render_data(report.to_dict(), OutputFormat(output), verify_text(report, strict=strict)))
+    click.echo(render_data(report.to_dict(), OutputFormat(output), printable(verify_text(report, strict=strict))))
     code = report.exit_code(strict)
     if code:
         click.get_current_context().exit(code)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,6 +41,15 @@ def cert_facts(cert: x509.Certificate) -> dict[str, Any]:
         "not_after": iso(cert.not_valid_after_utc),
         "sha256": fingerprint(cert),
     }
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Text for a terminal: control characters (a certificate subject may carry
+    terminal escape sequences) are shown as \\x1b and the like, never sent."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def openssl_serial(cert: x509.Certificate) -> str:

@@ -117,3 +117,38 @@ def test_the_rotation_runbook_names_real_push_commands_without_a_fleet_file(cli,
     reissued = cli("rotate-root", "reissue", "--config", str(fleet))
     assert reissued.exit_code == 0, reissued.output
     assert "next: meshpki push --all, wait the grace period" in reissued.stdout
+
+
+def test_terminal_escapes_in_a_subject_never_reach_the_terminal(cli, tmp_path):
+    """A bundle made elsewhere whose subject carries an escape sequence: verify's
+    text shows it as \\x1b, never as the byte itself."""
+    import datetime as dt
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "evil\x1b[2J\x1b]0;owned\x07")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    folder = tmp_path / "bundle"
+    folder.mkdir()
+    for name in ("ca-cert.pem", "cert-chain.pem", "root-cert.pem"):
+        (folder / name).write_bytes(pem)
+    (folder / "ca-key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                           serialization.NoEncryption()))
+    result = cli("verify", str(folder))
+    assert "\x1b" not in result.output and "\x07" not in result.output
+    assert "\\x1b" in result.output
+
+
+def test_dry_run_manifest_ends_without_a_blank_line(cli, store):
+    make_store(store)
+    result = cli("push", "cluster1", "--context", "nowhere", "--dry-run", "-o", "yaml",
+                 env={"KUBECONFIG": "/nonexistent"})
+    assert result.stdout.startswith("apiVersion: v1") and result.stdout.endswith("\n")
+    assert not result.stdout.endswith("\n\n")
