@@ -29,8 +29,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from meshpki import ca, keys, profiles
-from meshpki.bundle import CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT, cert_to_pem, parse_certs
+from meshpki import ca, crl, keys, profiles
+from meshpki.bundle import CA_CERT, CA_CRL, CA_KEY, CERT_CHAIN, ROOT_CERT, cert_to_pem, parse_certs
 from meshpki.errors import BundleError, InputError, MeshPKIError, StoreError
 from meshpki.keys import KeyType
 from meshpki.pathbuild import signed_by
@@ -104,9 +104,10 @@ def complete(store: Store, cluster: str, folder: Path) -> Path | None:
         chain = parse_certs(files[CERT_CHAIN], str(folder / CERT_CHAIN))
         roots = parse_certs(files[ROOT_CERT], str(folder / ROOT_CERT))
         check_chain(cert, chain, roots, str(folder))
-        archived = store.write_bundle(cluster, {CA_CERT: files[CA_CERT], CA_KEY: key_pem,
-                                                CERT_CHAIN: files[CERT_CHAIN], ROOT_CERT: files[ROOT_CERT]},
-                                      replace=True)
+        bundle = {CA_CERT: files[CA_CERT], CA_KEY: key_pem, CERT_CHAIN: files[CERT_CHAIN], ROOT_CERT: files[ROOT_CERT]}
+        if (folder / CA_CRL).exists():  # the mesh revokes: the roots' CRLs plus one of our own (istiod's rule)
+            bundle[CA_CRL] = crl.site_bundle_crl(_read_signed(folder, CA_CRL), cert, key)
+        archived = store.write_bundle(cluster, bundle, replace=True)
         store.drop_pending(cluster)
     return archived
 
@@ -220,9 +221,10 @@ def sign_csr(store: Store, csr_pem: bytes, what: str, issuer: ca.Issuer, out: Pa
         issuer.cert, issuer.key, public_key, name, days,
         org=ca.organization_of(issuer.cert), san_dns=san_dns)
     files = ca.certificate_files(issuer, issued.cert)
+    roots_part = crl.roots_part_for(store, files)  # once the mesh revokes, the site must ship its roots' CRLs
     with store.locked():
         store.write_signed(name, files)
-        _write_out(out, files)
+        _write_out(out, {**files, CA_CRL: roots_part} if roots_part else files)
     return SignResult(name, out, issued.cert, issued.warnings)
 
 
@@ -234,13 +236,13 @@ def _refuse_unwritable_out(out: Path) -> None:
 
 
 def _write_out(out: Path, files: dict[str, bytes]) -> None:
-    """The three certificate files, each written atomically (public data: 0644)."""
+    """The certificate files (and the roots' CRLs), each written atomically (public data: 0644)."""
     from meshpki.publish import replace_file
 
     try:
         out.mkdir(parents=True, exist_ok=True)
-        for name in SIGNED_FILES:
-            replace_file(out / name, files[name], 0o644)
+        for name, data in files.items():
+            replace_file(out / name, data, 0o644)
     except OSError as exc:
         raise StoreError(f"cannot write to {out}: {exc.strerror or exc}") from None
 

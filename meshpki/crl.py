@@ -232,15 +232,43 @@ def files_with_crl(store: Store, files: Mapping[str, bytes], key: PrivateKey) ->
     state = load_state(store)
     result = {k: v for k, v in files.items() if k != CA_CRL}
     if state is not None:
-        crls = root_crls(store)
-        for above in parse_certs(files[CERT_CHAIN], "cert-chain.pem")[1:]:
-            if root_crl_name(above) not in crls:  # istiod would refuse the bundle: write none
-                raise RevocationError(
-                    f"the store holds no CRL of {above.subject.rfc4514_string()} (sha256 "
-                    f"{fingerprint(above)[:16]}), which signs this bundle's chain; run `meshpki rotate-root begin` "
-                    "again (it resumes and makes the new root's CRL), then retry")
+        crls = _crls_for_chain(store, files)
         result[CA_CRL] = bundle_crl(state, crls, files, key)
     return result
+
+
+def _crls_for_chain(store: Store, files: Mapping[str, bytes]) -> dict[str, bytes]:
+    """The store's root CRLs, after proving there is one for every CA above the
+    cluster CA in cert-chain.pem (else istiod would refuse the bundle)."""
+    crls = root_crls(store)
+    for above in parse_certs(files[CERT_CHAIN], "cert-chain.pem")[1:]:
+        if root_crl_name(above) not in crls:
+            raise RevocationError(
+                f"the store holds no CRL of {above.subject.rfc4514_string()} (sha256 "
+                f"{fingerprint(above)[:16]}), which signs this bundle's chain; run `meshpki rotate-root begin` "
+                "again (it resumes and makes the new root's CRL), then retry")
+    return crls
+
+
+def roots_part_for(store: Store, files: Mapping[str, bytes]) -> bytes | None:
+    """For a cluster CA signed from a CSR (byo.py): the root CRLs its site must
+    ship, or None while the mesh has revoked nothing."""
+    if load_state(store) is None:
+        return None
+    return _roots_part(files, _crls_for_chain(store, files))
+
+
+def site_bundle_crl(roots_part: bytes, cert: x509.Certificate, key: SigningKey) -> bytes:
+    """ca-crl.pem made at a cluster's site: the root holder's CRLs, then one
+    signed by the site's own intermediate with the same number and window,
+    so it falls due together with them (and audit watches both)."""
+    received = parse_crls(roots_part, "ca-crl.pem from the root holder")
+    if not received:
+        raise BundleError("ca-crl.pem from the root holder holds no CRL; ask for a new `meshpki sign`")
+    number = max(crl_number(c) or 0 for c in received)
+    this_update = max(c.last_update_utc for c in received)
+    next_update = min(c.next_update_utc or this_update for c in received)
+    return roots_part + crl_pem(make_crl(cert, key, number, this_update, next_update))
 
 
 def _crl_is_current(bundle: Bundle, state: CrlState, crls: Mapping[str, bytes]) -> bool:
@@ -276,7 +304,11 @@ def reconcile(store: Store) -> list[str]:
         pending = _load_pending(store)
         for item in pending.get("evict", []):
             cluster, serial = item["cluster"], item["serial"]
-            if store.has_cluster(cluster) and _serial_of(store.load_bundle(cluster)) == serial:
+            if item.get("kind") == "signed":
+                if cluster in store.signed_clusters() and _serial_of_pem(store.signed_file(cluster, CA_CERT)) == serial:
+                    archived = store.evict_signed(cluster)
+                    notes.append(f"{cluster}: evicted from the signed inventory; kept in {archived}")
+            elif store.has_cluster(cluster) and _serial_of(store.load_bundle(cluster)) == serial:
                 archived = store.evict(cluster)
                 notes.append(f"{cluster}: evicted; its bundle is kept in {archived}")
         crls = root_crls(store)
@@ -330,9 +362,13 @@ def _load_pending(store: Store) -> dict[str, list[dict[str, str]]]:
 
 
 def _serial_of(bundle: Bundle) -> str | None:
+    return _serial_of_pem(bundle.files.get(CA_CERT, b""))
+
+
+def _serial_of_pem(cert_pem: bytes) -> str | None:
     try:
-        return format(parse_certs(bundle.files[CA_CERT], "ca-cert.pem")[0].serial_number, "x")
-    except (MeshPKIError, KeyError):
+        return format(parse_certs(cert_pem, "ca-cert.pem")[0].serial_number, "x")
+    except MeshPKIError:
         return None
 
 
@@ -423,16 +459,18 @@ def revoke(store: Store, cluster: str, passphrase: bytes | None, reason: str = D
     now = _now_seconds(now)
     with store.locked():
         state = load_state(store)
-        if not store.has_cluster(cluster):
+        site = cluster in store.signed_clusters()  # signed from a CSR; its key lives at its site (byo.py)
+        if not store.has_cluster(cluster) and not site:
             earlier = state.evicted_entry(cluster) if state else None
             if earlier is not None:
                 raise RevocationError(f"cluster {cluster!r} was already revoked on {earlier.revoked_at} "
                                       f"(serial {earlier.serial}); nothing to do (`meshpki crl show` lists it)")
-            known = ", ".join(store.clusters()) or "none"
+            known = ", ".join(store.clusters() + store.signed_clusters()) or "none"
             raise InputError(f"unknown cluster {cluster!r}: not a member of store {store.path} (members: {known})")
         signers = root_signers(store, passphrase)  # proves the passphrase before anything is written
         roots = [root for root, _ in signers]
-        certs = [parse_certs(store.load_bundle(cluster).files[CA_CERT], f"{cluster}: ca-cert.pem")[0]]
+        current_pem = store.signed_file(cluster, CA_CERT) if site else store.load_bundle(cluster).files[CA_CERT]
+        certs = [parse_certs(current_pem, f"{cluster}: ca-cert.pem")[0]]
         if all_history:
             certs += _archived_valid(store, cluster, now)
         done = {r.serial for r in state.revoked} if state else set()
@@ -447,7 +485,8 @@ def revoke(store: Store, cluster: str, passphrase: bytes | None, reason: str = D
                 done.add(entry.serial)
         current = format(certs[0].serial_number, "x")
         new_state = _next_state(state, (state.revoked if state else ()) + tuple(new), None, now)
-        _commit(store, new_state, signers, evict=[{"cluster": cluster, "serial": current}])
+        _commit(store, new_state, signers,
+                evict=[{"cluster": cluster, "serial": current, "kind": "signed" if site else "member"}])
         notes += reconcile(store)
     return RevokeResult(tuple(new), new_state.number, new_state.next_update, tuple(notes))
 

@@ -379,6 +379,23 @@ class Store:
         target = self._inside(self.signed_dir / validate_cluster_name(cluster))
         return self._publish(target, dict(files), archive_to=self.history_dir / "signed" / cluster)
 
+    def signed_file(self, cluster: str, name: str) -> bytes:
+        return self._read(self._inside(self.signed_dir / validate_cluster_name(cluster)) / name)
+
+    def evict_signed(self, cluster: str) -> Path:
+        """`meshpki revoke` of a CSR-signed cluster: its inventory copy goes to history in one rename."""
+        folder = self._inside(self.signed_dir / validate_cluster_name(cluster))
+        archive = self.history_dir / "signed" / cluster
+        self._ensure_dirs(archive)
+        target = archive / publish.unique_stamp(archive)
+        try:
+            os.rename(folder, target)
+            publish.fsync_dir(self.signed_dir)
+            publish.fsync_dir(archive)
+        except OSError as exc:
+            raise StoreError(f"cannot move {folder} to {target}: {exc.strerror or exc}") from None
+        return target
+
     def signed_clusters(self) -> list[str]:
         """Clusters whose CA this store signed from a CSR (their keys live at their sites)."""
         if not self.signed_dir.is_dir():

@@ -16,6 +16,7 @@ from cryptography.x509.oid import NameOID
 
 from meshpki.bundle import CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT, parse_certs
 from meshpki.keys import KeyType, is_encrypted_pem, to_pem
+from meshpki.pem import read_crls
 from tests import factories as f
 from tests.conftest import one_line_error, snapshot
 
@@ -378,3 +379,39 @@ def test_the_root_holder_audits_what_it_signed(cli, root_store, tmp_path):
     rows = [r for r in json.loads(result.stdout)["rows"] if r["source"] == "signed"]
     assert [(r["cluster"], r["role"], r["grade"]) for r in rows] == [("cluster2", "intermediate", "WARNING")]
     assert result.exit_code == 1  # WARNING: due within --warn-days 30
+
+
+def test_revocation_reaches_site_clusters_and_evicts_them(cli, root_store, tmp_path):
+    # the mesh has revoked something: every bundle, a site's too, must carry CRLs istiod accepts
+    assert cli("issue", "cluster4", env=at(root_store)).exit_code == 0
+    assert cli("revoke", "cluster4", env=at(root_store)).exit_code == 0
+    site, signed = tmp_path / "site", tmp_path / "signed"
+    make_request(cli, site, tmp_path / "r.csr")
+    assert cli("sign", str(tmp_path / "r.csr"), "--out", str(signed), env=at(root_store)).exit_code == 0
+    assert (signed / "ca-crl.pem").is_file()
+    assert cli("complete", "cluster2", str(signed), env=at(site)).exit_code == 0
+    bundle = site / "clusters" / "cluster2"
+    crls, error = read_crls((bundle / "ca-crl.pem").read_bytes())
+    assert error is None
+    chain = parse_certs((bundle / CERT_CHAIN).read_bytes(), "chain")
+    # istiod's rule: a CRL signed by every certificate of cert-chain.pem
+    for cert in chain:
+        assert any(c.issuer == cert.subject and c.is_signature_valid(cert.public_key()) for c in crls)
+    member = root_store / "clusters" / "cluster1"
+    verify = cli("verify", str(member), str(bundle))
+    assert verify.exit_code == 0, verify.output
+
+    # evicting the site cluster: its CA goes on the root CRL, its inventory copy to history
+    serial = parse_certs((bundle / CA_CERT).read_bytes(), "ca")[0].serial_number
+    result = cli("revoke", "cluster2", env=at(root_store))
+    assert result.exit_code == 0, result.output
+    assert not (root_store / "signed" / "cluster2").exists()
+    assert (root_store / "history" / "signed" / "cluster2").is_dir()
+    member_crls, _ = read_crls((member / "ca-crl.pem").read_bytes())
+    assert any(c.get_revoked_certificate_by_serial_number(serial) is not None for c in member_crls)
+    verify = cli("verify", str(member), str(bundle), "-o", "json")
+    assert verify.exit_code == 1
+    codes = {f["code"] for p in json.loads(verify.stdout)["pairs"] for f in p["findings"]}
+    assert "peer-revoked" in codes
+    again = cli("revoke", "cluster2", env=at(root_store))
+    assert again.exit_code == 1 and "already revoked" in one_line_error(again)
