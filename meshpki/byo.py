@@ -43,7 +43,7 @@ CSR_FILE = "request.csr"
 # What `sign` writes for the site: the certificate files of a bundle, never a key.
 SIGNED_FILES = (CA_CERT, CERT_CHAIN, ROOT_CERT)
 MAX_CSR_BYTES = 64 * 1024
-# istiod's own CA secret (ISTIO.md "The secret", docs/istio.md).
+# istiod's own CA secret (docs/istio.md, "The secret").
 ISTIOD_CA_SECRET = "istio-ca-secret"
 
 
@@ -344,7 +344,7 @@ def key_type_name(key: keys.PrivateKey) -> str:
 def read_istiod_ca(ref: SecretRef) -> tuple[bytes, bytes]:
     """istiod's self-signed root (certificate, key) from a live `istio-ca-secret`.
 
-    ISTIO.md's "The secret" (docs/istio.md): type istio.io/ca-root with
+    docs/istio.md, "The secret": type istio.io/ca-root with
     ca-cert.pem and ca-key.pem. Adopting it keeps every workload certificate
     istiod already signed valid, so the mesh never loses trust.
     """

@@ -1,7 +1,7 @@
 """Rotation: new intermediates (`rotate`) and a root change with no outage
 (`rotate-root begin | reissue | finish | status`).
 
-The root sequence is Istio's (ISTIO.md): A -> trust A+B everywhere ->
+The root sequence is Istio's (docs/istio.md): A -> trust A+B everywhere ->
 re-issue every intermediate under B (still trusting A+B) -> wait one
 workload certificate lifetime -> trust B alone. istiod (up to 1.30) takes a
 root change live only when the new root-cert.pem contains the old one byte

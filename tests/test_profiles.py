@@ -1,5 +1,5 @@
 """The root and intermediate profiles, for every key type, judged three ways:
-istiod's load-time checks (ISTIO.md), `openssl verify`, and pkilint (RFC 5280)."""
+istiod's load-time checks (docs/istio.md), `openssl verify`, and pkilint (RFC 5280)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def assert_is_ca(cert: x509.Certificate, path_length: int | None) -> None:
     assert bc.critical and bc.value.ca and bc.value.path_length == path_length
     ku = cert.extensions.get_extension_for_class(x509.KeyUsage)
     assert ku.critical and ku.value.key_cert_sign and ku.value.crl_sign and ku.value.digital_signature
-    # Go verifies CA certs for serverAuth: the safest CA has no EKU at all (ISTIO.md)
+    # Go verifies CA certs for serverAuth: the safest CA has no EKU at all (docs/istio.md)
     with pytest.raises(x509.ExtensionNotFound):
         cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
     cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)

@@ -1,7 +1,7 @@
 """`meshpki audit`: expiry, drift and presence of every CA certificate, for cron.
 
 istiod reports the expiry of its own first certificate only, per cluster
-(ISTIO.md); nothing compares clusters with each other or with the operator's
+(docs/istio.md); nothing compares clusters with each other or with the operator's
 store. The audit reads the store (every root, every cluster's bundle) and each
 named cluster's live `cacerts` secret, then grades every certificate as of
 one moment (`--at`, else now) with monitoring codes: 0 OK, 1 WARNING,

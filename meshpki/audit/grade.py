@@ -280,7 +280,7 @@ class _Grader:
                 Grade.WARNING, "outlives-root",
                 f"outlives its root '{subject_text(anchor)}' (root ends {_date(root_end)}); it is useless after "
                 "that: plan the root rotation (meshpki rotate-root begin)"))
-        # DESIGN.md: a root that expires less than --warn-days after one of its
+        # docs/design.md: a root that expires less than --warn-days after one of its
         # intermediates would be due for rotation (that is, enters --warn-days).
         due = ca_end - self.warn_days * DAY
         if root_end - due < self.warn_days * DAY:
