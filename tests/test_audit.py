@@ -83,6 +83,16 @@ BOUNDARIES = [
 ]
 
 
+@pytest.mark.parametrize(("left", "days", "words"), [
+    (-4.5 * DAY, -5, "expired 5 days ago"), (-SECOND, -1, "expired 1 day ago"),
+    (4.5 * DAY, 4, "expires in 4 days"), (SECOND, 0, "expires in less than a day"),
+])
+def test_the_reason_counts_days_like_the_days_column(left, days, words):
+    at = t0()
+    assert audit.days_left(at + left, at) == days
+    assert audit.grade_expiry(at + left, at, 30, 7).reason.startswith(words)
+
+
 @pytest.mark.parametrize("left, grade, codes", BOUNDARIES, ids=[str(b[0]) for b in BOUNDARIES])
 def test_grade_expiry_boundaries_pure(left, grade, codes):
     at = t0()

@@ -55,7 +55,8 @@ def days_left(not_after: dt.datetime, at: dt.datetime) -> int:
 
 
 def _span(delta: dt.timedelta) -> str:
-    days = abs(delta) // DAY
+    """Whole days, counted like the DAYS column: 4.5 days ago is -5 there, so "5 days ago" here."""
+    days = delta // DAY if delta >= dt.timedelta(0) else -(delta // DAY)
     if days == 0:
         return "less than a day"
     return f"{days} day{'s' if days != 1 else ''}"
