@@ -38,12 +38,37 @@ def _printable(text: str) -> str:
     return printable(text)
 
 
+# click 8.2+ raises this UsageError for a group called without a command; it must stay the help page.
+_HELP_PAGE: tuple[type[Exception], ...] = tuple(
+    e for e in (getattr(click.exceptions, "NoArgsIsHelpError", None),) if e is not None)
+
+
+def _one_line(exc: click.UsageError, ctx: click.Context) -> BadInput:
+    """click's three-line usage error (Usage/Try/Error) as one line that names the help to read."""
+    where = exc.ctx or ctx
+    return BadInput(f"{_printable(exc.format_message()).rstrip('.')} (see {where.command_path} --help)")
+
+
 class MeshGroup(click.Group):
-    """Turns library errors into click's own, so exit codes stay uniform."""
+    """Turns library errors into click's own, so exit codes stay uniform, and
+    usage errors into one line, as the README promises."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except _HELP_PAGE:
+            raise
+        except click.UsageError as exc:
+            raise _one_line(exc, click.Context(self, info_name=info_name, parent=parent)) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except _HELP_PAGE:
+            raise
+        except click.UsageError as exc:
+            raise _one_line(exc, ctx) from None
         except InputError as exc:
             raise BadInput(_printable(str(exc))) from None
         except MeshPKIError as exc:
@@ -351,7 +376,8 @@ def emit(data: Any, output: str, text: str) -> None:
 
 # -- commands ----------------------------------------------------------------
 
-@click.group(cls=MeshGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group("meshpki", cls=MeshGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="meshpki")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
