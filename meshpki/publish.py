@@ -52,8 +52,15 @@ def write_file(path: Path, data: bytes, mode: int) -> None:
 
 
 def make_dir(path: Path, mode: int = PRIVATE_DIR_MODE) -> None:
-    """mkdir with exactly `mode`, whatever the umask."""
-    os.mkdir(path, mode)
+    """mkdir with exactly `mode`, whatever the umask. A folder another meshpki
+    made in the meantime is fine (two first commands racing on a new store);
+    its mode is the store's permission check's business."""
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        if path.is_dir() and not path.is_symlink():
+            return
+        raise
     os.chmod(path, mode, follow_symlinks=False)
 
 

@@ -273,3 +273,15 @@ def test_a_reader_finishes_a_committed_write_a_killed_writer_left(store):
     assert reader.clusters() == ["cluster1"]
     assert reader.load_bundle("cluster1").ca_cert == before
     assert not list(store.clusters_dir.glob(".ready-*"))
+
+
+def test_make_dir_accepts_a_folder_another_process_just_made(tmp_path):
+    """Two first commands on a new store both find it missing; the slower mkdir must not fail."""
+    from meshpki import publish
+
+    folder = tmp_path / "raced"
+    folder.mkdir()
+    publish.make_dir(folder)  # already there: fine
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError):
+        publish.make_dir(tmp_path / "file")
