@@ -11,6 +11,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -209,13 +210,11 @@ def insecure_tls_option(func: Callable[..., Any]) -> Callable[..., Any]:
                              "whose server is http:// (refused without it: anyone in between could read it).")(func)
 
 
-def trusted_transport(context: str | None, kubeconfig: str | None, allow_insecure: bool, what: str) -> None:
-    """Refuse (or, when allowed, warn about) an untrusted connection before `what` is sent over it."""
+def transport_note(context: str | None, kubeconfig: str | None, allow_insecure: bool, what: str) -> str | None:
+    """Refuse (or, when allowed, return a warning about) an untrusted connection before `what` is sent over it."""
     from meshpki import kube
 
-    note = kube.require_trusted_transport(context, kubeconfig, allow_insecure, what)
-    if note:
-        say(note)
+    return kube.require_trusted_transport(context, kubeconfig, allow_insecure, what)
 
 
 def kube_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -352,20 +351,77 @@ def progress_printer(label: str) -> Callable[[int, int], None] | None:
     return show
 
 
-def for_each(targets: list[Any], work: Callable[[Any], None], what: str) -> None:
-    """Do `work` for every target, going on past a failing one (exit 1 at the end);
-    a single target's error is the command's error."""
-    failures = 0
-    for target in targets:
-        try:
-            work(target)
-        except MeshPKIError as exc:
-            if len(targets) == 1:
-                raise
-            failures += 1
-            say(f"Error: {exc}")
-    if failures:
-        raise click.ClickException(f"{failures} of {len(targets)} {what} failed (see above)")
+DEFAULT_FLEET_PARALLEL = 16
+
+
+def parallel_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--parallel", type=click.IntRange(min=1, max=256), default=DEFAULT_FLEET_PARALLEL,
+                        show_default=True, metavar="N",
+                        help="Clusters worked on at the same time with --all (1: one after another).")(func)
+
+
+@dataclass
+class Block:
+    """What one cluster's work prints: text for stdout, messages for stderr,
+    and its data for -o json/yaml. Kept whole so that clusters worked on at
+    once still print one readable block each, in fleet order."""
+
+    out: list[str] = field(default_factory=list)
+    err: list[str] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def show(self) -> None:
+        for line in self.err:
+            say(line)
+        if self.out:
+            from meshpki.render import printable
+
+            click.echo(printable("\n".join(self.out)))
+
+
+def for_each(targets: list[Any], work: Callable[[Any], Block], what: str, output: str = "text",
+             parallel: int = 1) -> None:
+    """Do `work` for every target, `parallel` at a time, going on past a failing
+    one: blocks print in fleet order; exit 1 at the end naming the failed ones.
+    A single target's block is printed as it is and its error is the command's.
+    With several targets, -o json|yaml prints one document with a result per target."""
+    from meshpki.fanout import fan_out
+    from meshpki.render import to_json, to_yaml
+
+    if len(targets) == 1:
+        block = work(targets[0])
+        block.show()
+        if output != "text" and "object" in block.data:
+            text = to_yaml(block.data["object"]) if output == "yaml" else to_json(block.data["object"])
+            click.echo(text, nl=not text.endswith("\n"))  # no blank line after the manifest
+        return
+    counter = progress_printer(what)
+    results: list[dict[str, Any]] = []
+    failed: list[str] = []
+
+    def ready(outcome: Any) -> None:
+        target = targets[outcome.index]
+        if counter is not None:
+            click.echo("\r\x1b[K", err=True, nl=False)  # clear the progress line before a block
+        result = {"cluster": target.cluster, "context": getattr(target, "context", None), "ok": outcome.ok}
+        if outcome.ok:
+            outcome.value.show()  # with -o json|yaml only messages: the data comes in one document below
+            result.update({k: v for k, v in outcome.value.data.items()}, error=None)
+        else:
+            say(f"Error: {outcome.error}")
+            failed.append(target.cluster)
+            result["error"] = str(outcome.error)
+        results.append(result)
+
+    fan_out(targets, work, parallel, on_ready=ready,
+            progress=(lambda done, total: counter(done, total)) if counter is not None else None)
+    if output != "text":
+        document = {"results": results, "failed": len(failed), "total": len(targets)}
+        text = to_yaml(document) if output == "yaml" else to_json(document)
+        click.echo(text, nl=not text.endswith("\n"))
+    if failed:
+        named = ", ".join(failed[:10]) + (f" and {len(failed) - 10} more" if len(failed) > 10 else "")
+        raise click.ClickException(f"{len(failed)} of {len(targets)} {what} failed: {named} (see above)")
 
 
 def emit(data: Any, output: str, text: str) -> None:
@@ -847,11 +903,12 @@ def _print_step(result, output: str, changed_text: str, next_step: str) -> None:
               help="Push even when the live secret trusts roots that share nothing with ours (splits the mesh).")
 @trust_domain_option
 @insecure_tls_option
+@parallel_option
 @output_option("text", "yaml", "json")
 def push_cmd(settings: Settings, cluster: str | None, context: str | None, kubeconfig: str | None,
              timeout: float, push_all: bool, namespace: str | None, secret_name: str | None, form: str,
              dry_run: bool, allow_root_change: bool, trust_domain: str | None, insecure_tls: bool,
-             output: str) -> None:
+             parallel: int, output: str) -> None:
     """Write a cluster's bundle as the `cacerts` secret, safely and idempotently.
 
     Verifies the bundle (for --trust-domain), reads the live secret, refuses a
@@ -859,13 +916,16 @@ def push_cmd(settings: Settings, cluster: str | None, context: str | None, kubec
     superset of the live ones), keeps the live secret's type and a live
     ca-crl.pem that still fits the new chain (refuses one that does not),
     writes with optimistic concurrency, reads back and compares byte for byte.
-    An unchanged bundle writes nothing.
+    An unchanged bundle writes nothing. With --all, --parallel clusters are
+    pushed at once; each prints one block, in fleet order, and a failing
+    cluster does not stop the others (exit 1 at the end).
 
     \b
     Examples:
       meshpki push --context cluster1                 # bundle "cluster1" to context cluster1
       meshpki push cluster2 --context kind-cluster2
       meshpki push --all --config samples/mesh.yaml
+      meshpki push --all --parallel 1 -o json         # one cluster after another, a result each
       meshpki push cluster1 --dry-run -o yaml > cacerts.yaml   # GitOps, no cluster needed
     """
 
@@ -877,57 +937,51 @@ def push_cmd(settings: Settings, cluster: str | None, context: str | None, kubec
         for note in notes:
             say(note)
     domain = resolve_trust_domain(settings, trust_domain)
+    store = settings.store  # resolved once, before clusters are worked on in threads
 
-    def one(target: Any) -> None:
+    def one(target: Any) -> Block:
         if dry_run:
-            _dry_run_one(settings, target, allow_root_change, output, form, domain)
-        else:
-            trusted_transport(target.context, target.kubeconfig, insecure_tls, "the CA private key")
-            _push_one(settings, target, allow_root_change, output, form, domain)
+            return _dry_run_one(store, target, allow_root_change, output, form, domain)
+        note = transport_note(target.context, target.kubeconfig, insecure_tls, "the CA private key")
+        block = _push_one(store, target, allow_root_change, output, form, domain)
+        block.err[:0] = [note] if note else []
+        return block
 
-    for_each(targets, one, "pushes")
+    for_each(targets, one, "pushes", output, parallel)
 
 
-def _dry_run_one(settings: Settings, target, allow_root_change: bool, output: str, form: str,
-                 trust_domain: str) -> None:
+def _dry_run_one(store, target, allow_root_change: bool, output: str, form: str, trust_domain: str) -> Block:
     from meshpki import push as pushmod
     from meshpki.errors import KubeError
-    from meshpki.render import printable, to_json, to_yaml
 
-    store = settings.store
     desired = pushmod.desired_secret(pushmod.verified_bundle(store, target.cluster, trust_domain), form)
+    done = f"{target.cluster}: dry run, nothing written"
     if output == "text":
         text_plan = pushmod.dry_run_plan(store, target, allow_root_change, desired)
-        click.echo(printable("\n".join(pushmod.describe_plan(text_plan)
-                                     + [f"  note: {w}" for w in text_plan.warnings])))
-        click.echo(f"{target.cluster}: dry run, nothing written")
-        return
+        return Block(out=pushmod.describe_plan(text_plan) + [f"  note: {w}" for w in text_plan.warnings] + [done])
     unreachable: KubeError | None = None
     plan = None
     try:
         plan = pushmod.dry_run_plan(store, target, allow_root_change, desired)
     except KubeError as exc:
         unreachable = exc
-    manifest = desired.manifest(target.namespace, target.secret_name, plan)
-    manifest_text = to_yaml(manifest) if output == "yaml" else to_json(manifest)
-    click.echo(manifest_text, nl=not manifest_text.endswith("\n"))  # no blank line after the manifest
+    block = Block(data={"action": plan.action if plan else None,
+                        "object": desired.manifest(target.namespace, target.secret_name, plan)})
     keys = [k for k in pushmod.PRIVATE_KEY_FILES if k in desired.data]
     if keys:
-        say(pushmod.CLEAR_KEY_WARNING.format(cluster=target.cluster, key=", ".join(keys)))
+        block.err.append(pushmod.CLEAR_KEY_WARNING.format(cluster=target.cluster, key=", ".join(keys)))
     if plan is None:
-        say(f"{target.cluster}: cluster not reachable, no plan computed ({unreachable})")
-        return
-    for line in pushmod.describe_plan(plan) + [f"  note: {w}" for w in plan.warnings]:
-        say(line)
-    say(f"{target.cluster}: dry run, nothing written")
+        block.err.append(f"{target.cluster}: cluster not reachable, no plan computed ({unreachable})")
+        return block
+    block.err += pushmod.describe_plan(plan) + [f"  note: {w}" for w in plan.warnings] + [done]
+    block.data.update(changes=list(plan.changes), notes=list(plan.warnings))
+    return block
 
 
-def _push_one(settings: Settings, target, allow_root_change: bool, output: str, form: str,
-              trust_domain: str) -> None:
+def _push_one(store, target, allow_root_change: bool, output: str, form: str, trust_domain: str) -> Block:
     from meshpki import push as pushmod
-    from meshpki.render import printable, to_json, to_yaml
 
-    result = pushmod.push(settings.store, target, allow_root_change, form, trust_domain)
+    result = pushmod.push(store, target, allow_root_change, form, trust_domain)
     plan = result.plan
     lines = pushmod.describe_plan(plan)
     if result.namespace_created:
@@ -937,12 +991,9 @@ def _push_one(settings: Settings, target, allow_root_change: bool, output: str, 
     lines.append(f"{target.cluster}: {verdicts[plan.action]}" + (", read back and identical" if result.written else ""))
     notes = [f"note: {n}" for n in result.notes]
     if output == "text":
-        click.echo(printable("\n".join(lines + notes)))
-        return
-    for line in lines + notes:
-        say(line)
-    stored_text = to_yaml(result.stored) if output == "yaml" else to_json(result.stored)
-    click.echo(stored_text, nl=not stored_text.endswith("\n"))
+        return Block(out=lines + notes)
+    return Block(err=lines + notes, data={"action": plan.action, "changes": list(plan.changes),
+                                          "notes": list(result.notes), "object": result.stored})
 
 
 @cli.command("export-root-key")
@@ -1502,11 +1553,12 @@ def complete_cmd(settings: Settings, cluster: str, folder: Path, output: str) ->
 @click.option("--dry-run", is_flag=True,
               help="Write nowhere (needs a token that already exists); with -o yaml|json print the secret.")
 @insecure_tls_option
+@parallel_option
 @output_option("text", "yaml", "json")
 def remote_secret_cmd(settings: Settings, cluster: str | None, context: str | None, primary_context: str | None,
                       kubeconfig: str | None, timeout: float, all_remotes: bool, service_account: str,
                       namespace: str, token_ttl: str | None, rotate: bool, token_wait: float, dry_run: bool,
-                      insecure_tls: bool, output: str) -> None:
+                      insecure_tls: bool, parallel: int, output: str) -> None:
     """Give a primary's istiod read access to a remote cluster.
 
     In the remote: a service account, a ClusterRole that may only get, list
@@ -1532,33 +1584,36 @@ def remote_secret_cmd(settings: Settings, cluster: str | None, context: str | No
     targets = remote.resolve_targets(settings.resolver(kubeconfig, timeout=timeout), cluster, context,
                                      primary_context, all_remotes, timeout=timeout, service_account=service_account,
                                      namespace=namespace, token_ttl=ttl, token_wait=token_wait)
-    def one(target: Any) -> None:
-        for ctx, cfg in ((target.context, target.kubeconfig), (target.primary_context, target.primary_kubeconfig)):
-            trusted_transport(ctx, cfg, insecure_tls, "a service-account token")
-        _remote_secret_one(target, rotate, dry_run, output)
+    # step-by-step progress only for one cluster on a terminal: several at once would interleave
+    live_progress = len(targets) == 1 and sys.stderr.isatty()
 
-    for_each(targets, one, "remote secrets")
+    def one(target: Any) -> Block:
+        notes = [transport_note(ctx, cfg, insecure_tls, "a service-account token")
+                 for ctx, cfg in ((target.context, target.kubeconfig), (target.primary_context, target.primary_kubeconfig))]
+        block = _remote_secret_one(target, rotate, dry_run, output, live_progress)
+        block.err[:0] = [n for n in notes if n]
+        return block
+
+    for_each(targets, one, "remote secrets", output, parallel)
 
 
-def _remote_secret_one(target, rotate: bool, dry_run: bool, output: str) -> None:
+def _remote_secret_one(target, rotate: bool, dry_run: bool, output: str, live_progress: bool) -> Block:
     from meshpki import remote
-    from meshpki.render import to_json, to_yaml
 
+    block = Block()
     result = remote.remote_secret(target, rotate=rotate, dry_run=dry_run,
-                                  progress=say if sys.stderr.isatty() else None)  # progress: terminals only
-    for warning in result.warnings:
-        say(f"warning: {warning}")
+                                  progress=say if live_progress else None)
+    block.err += [f"warning: {warning}" for warning in result.warnings]
     lines = remote.describe(result)
     if output == "text":
-        click.echo("\n".join(lines + ([f"{target.label}: dry run, nothing written"] if dry_run else [])))
-        return
-    for line in lines:
-        say(line)
-    data = result.secret.manifest() if dry_run else result.summary()
-    click.echo(to_yaml(data) if output == "yaml" else to_json(data))
+        block.out = lines + ([f"{target.label}: dry run, nothing written"] if dry_run else [])
+        return block
+    block.err += lines
+    block.data["object"] = result.secret.manifest() if dry_run else result.summary()
     if dry_run:
-        say(f"{target.label}: dry run, nothing written; the manifest above holds a bearer token for "
-            f"{target.cluster}: keep it out of logs and git")
+        block.err.append(f"{target.label}: dry run, nothing written; the manifest holds a bearer token for "
+                         f"{target.cluster}: keep it out of logs and git")
+    return block
 
 
 def main() -> None:

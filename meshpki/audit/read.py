@@ -9,7 +9,6 @@ has to cut a hanging cluster loose.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from cryptography import x509
 from meshpki.audit.model import SOURCE_LIVE, SOURCE_STORE, Observation, RemoteSecrets, RemoteToken, StoreView
 from meshpki.bundle import Bundle, fingerprint
 from meshpki.errors import KubeError, MeshPKIError
+from meshpki.fanout import fan_out
 from meshpki.kube import SecretRef
 from meshpki.publish import replace_file
 from meshpki.verify import ISTIO_GENERATED
@@ -141,18 +141,15 @@ def read_all_live(targets: Sequence[SecretRef], parallel: int = DEFAULT_PARALLEL
                   progress: Callable[[int, int], None] | None = None,
                   reader: Callable[[SecretRef], Observation] = read_live) -> list[Observation]:
     """Read every cluster in a bounded pool, so 100 clusters cost about
-    100/parallel times one; results in the order of `targets`."""
-    if not targets:
-        return []
-    total = len(targets)
-    results: list[Observation | None] = [None] * total
-    with ThreadPoolExecutor(max_workers=max(1, min(parallel, total)), thread_name_prefix="meshpki-audit") as pool:
-        futures = {pool.submit(_guarded, reader, target): i for i, target in enumerate(targets)}
-        for done, future in enumerate(as_completed(futures), 1):
-            results[futures[future]] = future.result()
-            if progress is not None:
-                progress(done, total)
-    return [r for r in results if r is not None]
+    100/parallel times one; results in the order of `targets`. A cluster
+    that cannot be read (read_live's own failures, or a MeshPKIError from
+    another reader) is an UNKNOWN observation."""
+    outcomes = fan_out(targets, reader, parallel, progress=progress)
+    return [o.value if o.value is not None else _failed(targets[o.index], o.error) for o in outcomes]
+
+
+def _failed(target: SecretRef, error: Exception | None) -> Observation:
+    return Observation(target.cluster, SOURCE_LIVE, target.label, error=str(error))
 
 
 def _guarded(reader: Callable[[SecretRef], Observation], target: SecretRef) -> Observation:
