@@ -154,6 +154,7 @@ class Kubeconfigs:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._merged: dict[tuple[tuple[str, ...], bool], _Kubeconfig | None] = {}
+        self._load_locks: dict[tuple[tuple[str, ...], bool], threading.Lock] = {}
         self._credentials: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._credential_locks: dict[tuple[str, str, str], threading.Lock] = {}
 
@@ -165,15 +166,22 @@ class Kubeconfigs:
         with self._lock:
             if key in self._merged:
                 return self._merged[key]
-        existing = [p for p in paths if os.path.exists(p)]
-        if explicit and not existing:
-            raise KubeError(
-                f"kubeconfig {_display(paths[0])} does not exist; pass --kubeconfig with an existing file "
-                "(or leave it out to use KUBECONFIG or ~/.kube/config)"
-            )
-        merged = _Kubeconfig.merge(existing, [_read_kubeconfig(p) for p in existing]) if existing else None
-        with self._lock:
-            return self._merged.setdefault(key, merged)
+            lock = self._load_locks.setdefault(key, threading.Lock())
+        # One thread parses, the others wait for it: 32 threads connecting at
+        # once must not parse a 1,000-context file 32 times (CPU and memory).
+        with lock:
+            if key in self._merged:
+                return self._merged[key]
+            existing = [p for p in paths if os.path.exists(p)]
+            if explicit and not existing:
+                raise KubeError(
+                    f"kubeconfig {_display(paths[0])} does not exist; pass --kubeconfig with an existing file "
+                    "(or leave it out to use KUBECONFIG or ~/.kube/config)"
+                )
+            merged = _Kubeconfig.merge(existing, [_read_kubeconfig(p) for p in existing]) if existing else None
+            with self._lock:
+                self._merged[key] = merged
+            return merged
 
     def config_node(self, config: _Kubeconfig, context: str) -> Any:
         """A kubeconfig for the kubernetes loader holding only `context` and the

@@ -554,3 +554,10 @@ def test_a_run_parses_each_kubeconfig_file_once(kube_api: KubeAPIServer, kubecon
     assert Cluster.connect("cluster2", str(kubeconfig), configs=configs).context == "cluster2"
     with pytest.raises(KubeError, match="is not valid YAML"):  # a new run reads the file again
         Kubeconfigs().load(str(kubeconfig))
+
+
+def test_threads_connecting_at_once_share_one_parse(kube_api: KubeAPIServer, kubeconfig: Path) -> None:
+    configs = Kubeconfigs()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+        loaded = list(pool.map(lambda _: configs.load(str(kubeconfig)), range(64)))
+    assert all(c is loaded[0] for c in loaded)
