@@ -141,15 +141,9 @@ def read_all_live(targets: Sequence[SecretRef], parallel: int = DEFAULT_PARALLEL
                   progress: Callable[[int, int], None] | None = None,
                   reader: Callable[[SecretRef], Observation] = read_live) -> list[Observation]:
     """Read every cluster in a bounded pool, so 100 clusters cost about
-    100/parallel times one; results in the order of `targets`. A cluster
-    that cannot be read (read_live's own failures, or a MeshPKIError from
-    another reader) is an UNKNOWN observation."""
-    outcomes = fan_out(targets, reader, parallel, progress=progress)
-    return [o.value if o.value is not None else _failed(targets[o.index], o.error) for o in outcomes]
-
-
-def _failed(target: SecretRef, error: Exception | None) -> Observation:
-    return Observation(target.cluster, SOURCE_LIVE, target.label, error=str(error))
+    100/parallel times one; results in the order of `targets`."""
+    outcomes = fan_out(targets, lambda target: _guarded(reader, target), parallel, progress=progress)
+    return [o.value for o in outcomes if o.value is not None]
 
 
 def _guarded(reader: Callable[[SecretRef], Observation], target: SecretRef) -> Observation:
