@@ -2,11 +2,14 @@
 
 Only this module imports click. Library code raises MeshPKIError subclasses;
 `MeshGroup.invoke` turns them into one clear line and exit 1 (InputError:
-exit 2), so no traceback ever reaches a user.
+exit 2), so no traceback ever reaches a user. Usage errors are one line too.
+Text output is built in render.py; the fleet file fills option defaults
+through click's `default_map`.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import os
 import sys
@@ -17,14 +20,18 @@ from typing import Any
 
 import click
 
-from meshpki import __version__
+from meshpki import __version__, dates
+from meshpki.ca import DEFAULT_INTERMEDIATE_DAYS, DEFAULT_ROOT_DAYS
 from meshpki.credentials import NEW_PASSPHRASE_ENV, PASSPHRASE_ENV, PIN_ENV
 from meshpki.errors import InputError, MeshPKIError, PassphraseError
 from meshpki.limits import MAX_DAYS
+from meshpki.profiles import DEFAULT_ORG
 
 ENV_SECRETS = "meshpki.env_secrets"  # ctx.meta: secrets taken out of os.environ at start-up
 PIN_FILE = "meshpki.pin_file"  # ctx.meta: --pin-file, shared by every command that may unlock a root
 PIN_VALUE = "meshpki.pin"  # ctx.meta: the PIN once read, so a rotation between two token keys asks once
+# Commands whose --days is the root's validity (the fleet file's root_days), not an intermediate's.
+ROOT_COMMANDS = frozenset({"init-root", "begin"})
 
 
 class BadInput(click.ClickException):
@@ -78,21 +85,36 @@ class MeshGroup(click.Group):
             raise click.ClickException("interrupted; nothing half-written was left behind") from None
 
 
+# -- option types ----------------------------------------------------------
+
+class Parsed(click.ParamType):
+    """An option value that a meshpki parser turns into a typed value (its errors: one usage line)."""
+
+    def __init__(self, name: str, parse: Callable[[str], Any], kind: type) -> None:
+        self.name, self.parse, self.kind = name, parse, kind
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, self.kind):
+            return value
+        try:
+            return self.parse(str(value))
+        except InputError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DURATION = Parsed("duration", dates.parse_duration, dt.timedelta)  # 24h, 90m, 2d, 1d12h or seconds
+MOMENT = Parsed("date", dates.parse_moment, dt.datetime)  # ISO date or date-time, UTC unless it says otherwise
+
+
 # -- shared options --------------------------------------------------------
 
 class Settings:
-    """The store and fleet file every command may use, resolved lazily."""
+    """The store and fleet file every command may use; the store is opened lazily."""
 
-    def __init__(self, store: Path | None, config: Path | None, store_origin: str = "--store") -> None:
+    def __init__(self, store: Path | None, fleet: Any, store_origin: str = "--store") -> None:
         self._store_path = store
-        self._config_path = config
+        self.fleet = fleet  # config.Fleet
         self._store_origin = store_origin  # how the user named the store, for messages
-
-    @functools.cached_property
-    def fleet(self):  # -> config.Fleet
-        from meshpki.config import load_fleet
-
-        return load_fleet(self._config_path)
 
     def resolver(self, kubeconfig: str | None = None, namespace: str | None = None,
                  secret_name: str | None = None, timeout: float = 10.0):  # -> locate.Resolver
@@ -113,19 +135,37 @@ class Settings:
         return Store(path)
 
 
+def _fleet_defaults(ctx: click.Context, param: click.Parameter, path: Path | None):  # -> config.Fleet
+    """Load the fleet file first (eager) and make its values the defaults of this command's options.
+
+    click's precedence then does the rest: command line, then env var, then
+    the fleet file (default_map), then the option's own default.
+    """
+    from meshpki.config import Fleet, load_fleet
+
+    if ctx.resilient_parsing:
+        return Fleet()
+    fleet = load_fleet(path)
+    values = {"key_type": fleet.key_type.value if fleet.key_type else None,
+              "days": fleet.root_days if ctx.info_name in ROOT_COMMANDS else fleet.days,
+              "org": fleet.org}
+    ctx.default_map = {**{k: v for k, v in values.items() if v is not None}, **(ctx.default_map or {})}
+    return fleet
+
+
 def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--store and --config on every command, handed over as one `settings`."""
 
     @click.option("--store", "store_path", envvar="MESHPKI_STORE", metavar="DIR", type=click.Path(path_type=Path),
                   help="The meshpki store folder [env MESHPKI_STORE; default ~/.local/share/meshpki].")
-    @click.option("--config", "config_path", envvar="MESHPKI_CONFIG", metavar="FILE",
-                  type=click.Path(dir_okay=False, path_type=Path),
+    @click.option("--config", "fleet", envvar="MESHPKI_CONFIG", metavar="FILE", is_eager=True,
+                  type=click.Path(dir_okay=False, path_type=Path), callback=_fleet_defaults,
                   help="Fleet file with defaults and clusters, e.g. samples/mesh.yaml [env MESHPKI_CONFIG].")
     @functools.wraps(func)
-    def wrapper(*args: Any, store_path: Path | None, config_path: Path | None, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, store_path: Path | None, fleet: Any, **kwargs: Any) -> Any:
         from_env = click.get_current_context().get_parameter_source("store_path") == \
             click.core.ParameterSource.ENVIRONMENT
-        return func(*args, settings=Settings(store_path, config_path, "MESHPKI_STORE" if from_env else "--store"),
+        return func(*args, settings=Settings(store_path, fleet, "MESHPKI_STORE" if from_env else "--store"),
                     **kwargs)
 
     return wrapper
@@ -167,8 +207,9 @@ def profile_options(func: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed([
         click.option("--key-type", type=key_type_choice(), default=None,
                      help="Intermediate key type [default: fleet file, else the signing root's]."),
-        click.option("--days", type=int, default=None,
-                     help="Validity in days, capped at the root's expiry [default: fleet file, else 730]."),
+        click.option("--days", type=int, default=DEFAULT_INTERMEDIATE_DAYS,
+                     help=f"Validity in days, capped at the root's expiry [default: fleet file, else "
+                          f"{DEFAULT_INTERMEDIATE_DAYS}]."),
         click.option("--org", default=None, help="Subject organization [default: fleet file, else the root's]."),
         click.option("--san-dns", multiple=True, metavar="NAME",
                      help="DNS SAN of the intermediate (repeatable) [default: istiod.istio-system.svc]."),
@@ -190,6 +231,16 @@ def resolve_trust_domain(settings: Settings, flag: str | None) -> str:
     from meshpki.profiles import DEFAULT_TRUST_DOMAIN, validate_trust_domain
 
     return validate_trust_domain(flag or settings.fleet.trust_domain or DEFAULT_TRUST_DOMAIN)
+
+
+def secret_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Where the cacerts secret lives in a cluster; None leaves it to locate.Resolver (fleet file, else default)."""
+    from meshpki.kube import DEFAULT_NAMESPACE, DEFAULT_SECRET
+
+    func = click.option("--secret-name", default=None,
+                        help=f"Name of the secret [default: fleet file, else {DEFAULT_SECRET}].")(func)
+    return click.option("--namespace", default=None,
+                        help=f"Namespace of the secret [default: fleet file, else {DEFAULT_NAMESPACE}].")(func)
 
 
 def connection_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -424,7 +475,8 @@ def for_each(targets: list[Any], work: Callable[[Any], Block], what: str, output
         raise click.ClickException(f"{len(failed)} of {len(targets)} {what} failed: {named} (see above)")
 
 
-def emit(data: Any, output: str, text: str) -> None:
+def emit(data: Any, text: str, output: str) -> None:
+    """Print a command's data in the chosen format; `text` is its pre-rendered text form."""
     from meshpki.render import OutputFormat, printable, render_data
 
     click.echo(render_data(data, OutputFormat(output), printable(text)))
@@ -459,10 +511,11 @@ def cli(ctx: click.Context) -> None:
 
 @cli.command("init-root")
 @store_options
-@click.option("--key-type", type=key_type_choice(), default=None,
+@click.option("--key-type", type=key_type_choice(), default="rsa-4096",
               help="Root key type [default: fleet file, else rsa-4096 as in Istio's recipe].")
-@click.option("--days", type=int, default=None, help="Validity in days [default: fleet file, else 3650].")
-@click.option("--org", default=None, help="Subject organization (O=) [default: fleet file, else Istio].")
+@click.option("--days", type=int, default=DEFAULT_ROOT_DAYS,
+              help=f"Validity in days [default: fleet file, else {DEFAULT_ROOT_DAYS}].")
+@click.option("--org", default=DEFAULT_ORG, help=f"Subject organization (O=) [default: fleet file, else {DEFAULT_ORG}].")
 @click.option("--cn", default="Root CA", show_default=True, help="Subject common name (CN=).")
 @passphrase_option
 @click.option("--insecure-no-passphrase", is_flag=True,
@@ -482,7 +535,7 @@ def cli(ctx: click.Context) -> None:
 @connection_options
 @pkcs11_option("Generate the root key inside this PKCS#11 token instead of a file")
 @output_option("text", "json")
-def init_root_cmd(settings: Settings, key_type: str | None, days: int | None, org: str | None, cn: str,
+def init_root_cmd(settings: Settings, key_type: str, days: int, org: str, cn: str,
                   passphrase_file: Path | None, insecure_no_passphrase: bool, import_cert: Path | None,
                   import_key: Path | None, import_chain: Path | None, import_from_context: str | None,
                   trust_domain: str | None, constrain: bool, kubeconfig: str | None, timeout: float,
@@ -510,9 +563,8 @@ def init_root_cmd(settings: Settings, key_type: str | None, days: int | None, or
         meshpki init-root --pkcs11 'pkcs11:token=meshpki;object=mesh-root' --pin-file pin.txt
       meshpki init-root --trust-domain prod.example --constrain   # root valid only for spiffe://prod.example
     """
-    from meshpki import ca
+    from meshpki import ca, render
     from meshpki.keys import KeyType
-    from meshpki.render import cert_facts, openssl_serial
 
     if constrain and (import_cert or import_key or import_chain or import_from_context):
         raise BadInput("--constrain makes a new root; an adopted CA keeps the extensions it has")
@@ -523,10 +575,7 @@ def init_root_cmd(settings: Settings, key_type: str | None, days: int | None, or
         _adopt_root(settings, passphrase_file, insecure_no_passphrase, import_cert, import_key, import_chain,
                     import_from_context, kubeconfig, timeout, output)
         return
-    fleet = settings.fleet
-    chosen = KeyType.parse(key_type) if key_type else (fleet.key_type or KeyType.RSA_4096)
-    days = days if days is not None else (fleet.root_days or ca.DEFAULT_ROOT_DAYS)
-    org = org or fleet.org or "Istio"
+    chosen = KeyType.parse(key_type)
     ca.check_root_options(days, org, cn)
     settings.store.refuse_existing_root()
     if pkcs11 and (passphrase_file or insecure_no_passphrase):
@@ -537,26 +586,14 @@ def init_root_cmd(settings: Settings, key_type: str | None, days: int | None, or
     if not token:
         say(f"generating the {chosen.value} root key{' and encrypting it' if passphrase else ''} ...")
     result = ca.init_root(settings.store, chosen, days, org, cn, passphrase, token, constrain_to=pinned)
-    facts = cert_facts(result.cert)
-    data = {"path": str(result.path), "key_type": chosen.value, "encrypted": result.encrypted,
-            "pkcs11_uri": result.token_uri, "certificate": facts, "trust_domain": pinned}
-    kept = (f"in the PKCS#11 token {result.token_uri}" if result.token_uri
-            else "encrypted" if result.encrypted else "NOT encrypted")
-    text = (f"created root CA {facts['subject']} in {result.path}\n"
-            f"  serial {openssl_serial(result.cert)}, valid until {facts['not_after']}, key {kept}\n"
-            + (f"  pinned to trust domain {pinned}: only spiffe://{pinned}/... identities verify under it; pass "
-               f"--trust-domain {pinned} (or set trust_domain in the fleet file) to verify, push and audit\n"
-               if pinned else "")
-            + "  next: meshpki issue CLUSTER...")
-    emit(data, output, text)
+    emit(*render.root_view(result, chosen.value, pinned), output)
 
 
 def _adopt_root(settings: Settings, passphrase_file: Path | None, insecure_no_passphrase: bool,
                 import_cert: Path | None, import_key: Path | None, import_chain: Path | None,
                 import_from_context: str | None, kubeconfig: str | None, timeout: float, output: str) -> None:
     """init-root's second door: check an existing CA, then store it like a new root."""
-    from meshpki import byo
-    from meshpki.render import cert_facts, openssl_serial
+    from meshpki import byo, render
 
     if import_from_context and (import_cert or import_key or import_chain):
         raise BadInput("--import-from-context adopts istiod's root by itself; leave out --import-cert/-key/-chain")
@@ -574,17 +611,7 @@ def _adopt_root(settings: Settings, passphrase_file: Path | None, insecure_no_pa
         chain_pem, what = (import_chain.read_bytes() if import_chain else None), str(import_cert)
     passphrase = new_root_passphrase(passphrase_file, insecure_no_passphrase)
     adopted = byo.check_import(cert_pem, key_pem, chain_pem, what, key_passphrase=passphrase)
-    result = byo.adopt(store, adopted, passphrase)
-    facts = cert_facts(result.cert)
-    kind = "intermediate mesh CA" if adopted.chain_above else "root CA"
-    data = {"path": str(result.path), "adopted": True, "kind": kind, "key_type": byo.key_type_name(adopted.key),
-            "encrypted": result.encrypted, "certificate": facts, "chain_length": len(adopted.chain_above)}
-    text = (f"adopted {kind} {facts['subject']} in {result.path}\n"
-            f"  serial {openssl_serial(result.cert)}, valid until {facts['not_after']}, key "
-            f"{'encrypted' if result.encrypted else 'NOT encrypted'}")
-    if adopted.chain_above:
-        text += f"\n  bundles will trust {adopted.chain_above[-1].subject.rfc4514_string()} as root"
-    emit(data, output, text + "\n  next: meshpki issue CLUSTER...")
+    emit(*render.adopted_view(byo.adopt(store, adopted, passphrase), adopted), output)
 
 
 def token_target(uri: str | None, progress: str):  # -> ca.TokenTarget | None
@@ -604,7 +631,7 @@ def token_target(uri: str | None, progress: str):  # -> ca.TokenTarget | None
 @click.option("--force", is_flag=True, help="Replace an existing bundle (the old one goes to history).")
 @passphrase_option
 @output_option("text", "json")
-def issue_cmd(settings: Settings, clusters: tuple[str, ...], key_type: str | None, days: int | None,
+def issue_cmd(settings: Settings, clusters: tuple[str, ...], key_type: str | None, days: int,
               org: str | None, san_dns: tuple[str, ...], force: bool, passphrase_file: Path | None,
               output: str) -> None:
     """Make one intermediate CA bundle per cluster, signed by the store's root.
@@ -619,57 +646,35 @@ def issue_cmd(settings: Settings, clusters: tuple[str, ...], key_type: str | Non
       meshpki issue cluster3 --key-type ecdsa-p256 --days 365
       meshpki issue cluster1 --force         # replace; old bundle kept in history
     """
-    results = _issue(settings, clusters, key_type, days, org, san_dns, force, passphrase_file)
-    _print_issued(results, output, verb="issued")
-
-
-def issue_options(settings: Settings, key_type: str | None, days: int | None, org: str | None,
-                  san_dns: tuple[str, ...]):  # -> ca.IssueOptions
-    from meshpki import ca, profiles
-    from meshpki.keys import KeyType
-
-    fleet = settings.fleet
-    return ca.IssueOptions(
-        key_type=KeyType.parse(key_type) if key_type else fleet.key_type,
-        days=days if days is not None else (fleet.days or ca.DEFAULT_INTERMEDIATE_DAYS),
-        org=org or fleet.org,
-        san_dns=san_dns or (profiles.DEFAULT_ISTIOD_SAN,),
-    )
-
-
-def _issue(settings: Settings, clusters: tuple[str, ...], key_type: str | None, days: int | None,
-           org: str | None, san_dns: tuple[str, ...], replace: bool, passphrase_file: Path | None):
     from meshpki import rotate
     from meshpki.store import validate_cluster_name
 
-    options = issue_options(settings, key_type, days, org, san_dns)
+    options = issue_options(key_type, days, org, san_dns)
     store = settings.store
     for name in clusters:
         validate_cluster_name(name)
-        if not replace:
+        if not force:
             store.refuse_existing_bundle(name)
-    return rotate.issue_now(store, clusters, options, signing_secret(store, passphrase_file), replace=replace,
-                            progress=progress_printer("generating keys"))
+    results = rotate.issue_now(store, clusters, options, signing_secret(store, passphrase_file), replace=force,
+                               progress=progress_printer("generating keys"))
+    print_issued(results, output, verb="issued")
 
 
-def _print_issued(results, output: str, verb: str, next_step: str | None = None) -> None:
-    from meshpki.render import cert_facts, openssl_serial
+def issue_options(key_type: str | None, days: int, org: str | None, san_dns: tuple[str, ...]):  # -> ca.IssueOptions
+    from meshpki import ca, profiles
+    from meshpki.keys import KeyType
+
+    return ca.IssueOptions(key_type=KeyType.parse(key_type) if key_type else None, days=days, org=org,
+                           san_dns=san_dns or (profiles.DEFAULT_ISTIOD_SAN,))
+
+
+def print_issued(results, output: str, verb: str, next_step: str | None = None) -> None:
+    from meshpki import render
 
     for result in results:
         for warning in result.warnings:
             say(f"warning: {warning}")
-    data = {"clusters": [{"cluster": r.cluster, "path": str(r.path),
-                          "archived": str(r.archived) if r.archived else None,
-                          "certificate": cert_facts(r.cert)} for r in results]}
-    lines = []
-    for r, entry in zip(results, data["clusters"], strict=False):
-        facts = entry["certificate"]
-        lines.append(f"{verb} {r.cluster}: serial {openssl_serial(r.cert)}, valid until {facts['not_after']}, "
-                     f"in {r.path}")
-        if r.archived:
-            lines.append(f"  previous bundle archived in {r.archived}")
-    lines.append(next_step or "next: meshpki verify " + " ".join(r.cluster for r in results))
-    emit(data, output, "\n".join(lines))
+    emit(*render.issued_view(results, verb, next_step), output)
 
 
 @cli.command("rotate")
@@ -680,7 +685,7 @@ def _print_issued(results, output: str, verb: str, next_step: str | None = None)
               help="Also put the replaced intermediate on the root's CRL (reason superseded), in the same step.")
 @passphrase_option
 @output_option("text", "json")
-def rotate_cmd(settings: Settings, clusters: tuple[str, ...], key_type: str | None, days: int | None,
+def rotate_cmd(settings: Settings, clusters: tuple[str, ...], key_type: str | None, days: int,
                org: str | None, san_dns: tuple[str, ...], revoke_previous: bool, passphrase_file: Path | None,
                output: str) -> None:
     """Give clusters a new key and intermediate under the current root.
@@ -703,15 +708,15 @@ def rotate_cmd(settings: Settings, clusters: tuple[str, ...], key_type: str | No
     for name in clusters:
         validate_cluster_name(name)
     store = settings.store
-    options = issue_options(settings, key_type, days, org, san_dns)
+    options = issue_options(key_type, days, org, san_dns)
     # revoking signs the roots' CRLs (both roots during a rotation); issuing needs only the signing root
     secret = root_passphrase(store, passphrase_file) if revoke_previous else signing_secret(store, passphrase_file)
     results = rotate.rotate(store, clusters, options, secret,
                             progress=progress_printer("generating keys"), revoke_previous=revoke_previous)
     if revoke_previous:
         say(f"revoked the replaced intermediate(s) of {', '.join(clusters)}; every bundle carries the new ca-crl.pem")
-    _print_issued(results, output, verb="rotated",
-                  next_step="next: meshpki push --all" if revoke_previous else _push_hint(settings, clusters))
+    print_issued(results, output, verb="rotated",
+                 next_step="next: meshpki push --all" if revoke_previous else _push_hint(settings, clusters))
 
 
 def _push_hint(settings: Settings, clusters) -> str:
@@ -756,14 +761,15 @@ def rotate_root_group() -> None:
 @store_options
 @click.option("--key-type", type=key_type_choice(), default=None,
               help="New root key type [default: fleet file, else the current root's].")
-@click.option("--days", type=int, default=None, help="New root validity in days [default: fleet file, else 3650].")
+@click.option("--days", type=int, default=DEFAULT_ROOT_DAYS,
+              help=f"New root validity in days [default: fleet file, else {DEFAULT_ROOT_DAYS}].")
 @passphrase_option
 @click.option("--new-passphrase-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help=f"Encrypt the new root's key with the passphrase in this file [else env {NEW_PASSPHRASE_ENV}, "
                    "else the current root's passphrase].")
 @pkcs11_option("Generate the new root's key inside this PKCS#11 token")
 @output_option("text", "json")
-def rotate_root_begin(settings: Settings, key_type: str | None, days: int | None,
+def rotate_root_begin(settings: Settings, key_type: str | None, days: int,
                       passphrase_file: Path | None, new_passphrase_file: Path | None, pkcs11: str | None,
                       output: str) -> None:
     """Make the new root B; every cluster's root-cert.pem becomes A + B.
@@ -782,18 +788,17 @@ def rotate_root_begin(settings: Settings, key_type: str | None, days: int | None
     from meshpki.keys import KeyType
 
     store = settings.store
-    fleet = settings.fleet
-    days = ca.check_days(days if days is not None else (fleet.root_days or ca.DEFAULT_ROOT_DAYS))
-    chosen = KeyType.parse(key_type) if key_type else fleet.key_type
+    ca.check_days(days)
     # resuming may re-sign the CRLs with both roots; a new rotation has only A so far
     passphrase = (root_passphrase if store.has_rotation() else old_root_secret)(store, passphrase_file)
     token = new_passphrase = None
     if not store.has_rotation():  # only a rotation not yet begun makes a key
         token = token_target(pkcs11, "generating the new root key inside the PKCS#11 token ...")
         new_passphrase = None if token else _new_root_b_passphrase(store, passphrase_file, new_passphrase_file)
-    result = rotate.begin(store, chosen, days, passphrase, org=fleet.org, new_passphrase=new_passphrase, token=token)
-    _print_step(result, output, "now trusts old + new root",
-                f"{_push_every_cluster(settings)}, then meshpki rotate-root reissue")
+    result = rotate.begin(store, KeyType.parse(key_type) if key_type else None, days, passphrase,
+                          org=settings.fleet.org, new_passphrase=new_passphrase, token=token)
+    print_step(result, output, "now trusts old + new root",
+               f"{_push_every_cluster(settings)}, then meshpki rotate-root reissue")
 
 
 def _new_root_b_passphrase(store, passphrase_file: Path | None, new_passphrase_file: Path | None) -> bytes | None:
@@ -814,7 +819,7 @@ def _new_root_b_passphrase(store, passphrase_file: Path | None, new_passphrase_f
 @profile_options
 @passphrase_option
 @output_option("text", "json")
-def rotate_root_reissue(settings: Settings, clusters: tuple[str, ...], key_type: str | None, days: int | None,
+def rotate_root_reissue(settings: Settings, clusters: tuple[str, ...], key_type: str | None, days: int,
                         org: str | None, san_dns: tuple[str, ...], passphrase_file: Path | None,
                         output: str) -> None:
     """New intermediates under the new root (default: every cluster not yet done).
@@ -827,26 +832,29 @@ def rotate_root_reissue(settings: Settings, clusters: tuple[str, ...], key_type:
     for name in clusters:
         validate_cluster_name(name)
     store = settings.store
-    options = issue_options(settings, key_type, days, org, san_dns)
-    results, skipped = rotate.reissue(store, clusters, options, signing_secret(store, passphrase_file),
+    results, skipped = rotate.reissue(store, clusters, issue_options(key_type, days, org, san_dns),
+                                      signing_secret(store, passphrase_file),
                                       progress=progress_printer("generating keys"))
     for name in skipped:
         say(f"{name}: already issues under the new root; unchanged")
     if not results:
-        emit({"clusters": [], "unchanged": skipped}, output, "nothing to reissue: every cluster issues under the new root")
+        emit({"clusters": [], "unchanged": skipped}, "nothing to reissue: every cluster issues under the new root", output)
         return
-    _print_issued(results, output, verb="reissued",
-                  next_step=f"next: {_push_every_cluster(settings)}, wait the grace period, "
-                            "then meshpki rotate-root finish")
+    print_issued(results, output, verb="reissued",
+                 next_step=f"next: {_push_every_cluster(settings)}, wait the grace period, "
+                           "then meshpki rotate-root finish")
+
+
+def grace_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option("--grace", type=DURATION, default="24h", show_default=True, help=help)
 
 
 @rotate_root_group.command("finish")
 @store_options
-@click.option("--grace", default="24h", show_default=True,
-              help="How long after the last reissue (or its push) workloads may still hold old-chain certs.")
+@grace_option("How long after the last reissue (or its push) workloads may still hold old-chain certs.")
 @click.option("--force", is_flag=True, help="Skip the grace period wait (workloads with old certs lose mTLS).")
 @output_option("text", "json")
-def rotate_root_finish(settings: Settings, grace: str, force: bool, output: str) -> None:
+def rotate_root_finish(settings: Settings, grace: dt.timedelta, force: bool, output: str) -> None:
     """Trust the new root alone; it becomes the store's root, the old one goes to history.
 
     Refused while any cluster still issues under the old root, and until the
@@ -854,39 +862,28 @@ def rotate_root_finish(settings: Settings, grace: str, force: bool, output: str)
     """
     from meshpki import rotate
 
-    result = rotate.finish(settings.store, rotate.parse_duration(grace), force=force)
-    _print_step(result, output, "now trusts the new root only", _push_every_cluster(settings))
+    result = rotate.finish(settings.store, grace, force=force)
+    print_step(result, output, "now trusts the new root only", _push_every_cluster(settings))
 
 
 @rotate_root_group.command("status")
 @store_options
-@click.option("--grace", default="24h", show_default=True, help="Grace period used to compute when finish may run.")
+@grace_option("Grace period used to compute when finish may run.")
 @output_option("text", "json")
-def rotate_root_status(settings: Settings, grace: str, output: str) -> None:
+def rotate_root_status(settings: Settings, grace: dt.timedelta, output: str) -> None:
     """The rotation's phase, and per cluster which root issues it and which it trusts."""
-    from meshpki import rotate
-    from meshpki.render import table
+    from meshpki import render, rotate
 
-    report = rotate.status(settings.store, rotate.parse_duration(grace))
-    if report.new_root:
-        lines = [f"phase: {report.phase}", f"old root: {report.old_root}", f"new root: {report.new_root}"]
-    else:
-        lines = ["no rotation in progress", f"root: {report.old_root}"]
-    if report.grace_ends:
-        lines.append(f"grace period ends: {report.grace_ends}")
-    lines.append(table(["CLUSTER", "ISSUED BY", "TRUSTS"],
-                       [[c.cluster, c.issuer, "+".join(c.trusts)] for c in report.clusters]))
-    emit(report.to_dict(), output, "\n".join(lines))
+    report = rotate.status(settings.store, grace)
+    emit(report.to_dict(), render.rotation_status_text(report), output)
 
 
-def _print_step(result, output: str, changed_text: str, next_step: str) -> None:
+def print_step(result, output: str, changed_text: str, next_step: str) -> None:
+    from meshpki import render
+
     for note in result.notes:
         say(note)
-    lines = [f"{c}: {changed_text}" for c in result.changed]
-    lines += [f"{c}: unchanged (already done)" for c in result.unchanged]
-    lines.append(f"next: {next_step}")
-    emit({"changed": list(result.changed), "unchanged": list(result.unchanged), "notes": list(result.notes)},
-         output, "\n".join(lines))
+    emit(*render.step_view(result, changed_text, next_step), output)
 
 
 @cli.command("push")
@@ -894,8 +891,7 @@ def _print_step(result, output: str, changed_text: str, next_step: str) -> None:
 @click.argument("cluster", required=False)
 @kube_options
 @click.option("--all", "push_all", is_flag=True, help="Push every cluster of the fleet file, each to its context.")
-@click.option("--namespace", default=None, help="Namespace of the secret [default: fleet file, else istio-system].")
-@click.option("--secret-name", default=None, help="Name of the secret [default: fleet file, else cacerts].")
+@secret_options
 @click.option("--format", "form", type=click.Choice(["files", "tls"]), default="files", show_default=True,
               help="files: ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem; tls: tls.crt, tls.key, ca.crt.")
 @click.option("--dry-run", is_flag=True, help="Plan only; with -o yaml print the manifest (works offline too).")
@@ -928,7 +924,6 @@ def push_cmd(settings: Settings, cluster: str | None, context: str | None, kubec
       meshpki push --all --parallel 1 -o json         # one cluster after another, a result each
       meshpki push cluster1 --dry-run -o yaml > cacerts.yaml   # GitOps, no cluster needed
     """
-
     targets = settings.resolver(kubeconfig, namespace, secret_name, timeout).for_push(cluster, context, push_all)
     if push_all:
         from meshpki.crl import skip_evicted
@@ -952,13 +947,14 @@ def push_cmd(settings: Settings, cluster: str | None, context: str | None, kubec
 
 def _dry_run_one(store, target, allow_root_change: bool, output: str, form: str, trust_domain: str) -> Block:
     from meshpki import push as pushmod
+    from meshpki import render
     from meshpki.errors import KubeError
 
     desired = pushmod.desired_secret(pushmod.verified_bundle(store, target.cluster, trust_domain), form)
     done = f"{target.cluster}: dry run, nothing written"
     if output == "text":
         text_plan = pushmod.dry_run_plan(store, target, allow_root_change, desired)
-        return Block(out=pushmod.describe_plan(text_plan) + [f"  note: {w}" for w in text_plan.warnings] + [done])
+        return Block(out=[*render.plan_lines(text_plan), done])
     unreachable: KubeError | None = None
     plan = None
     try:
@@ -973,27 +969,22 @@ def _dry_run_one(store, target, allow_root_change: bool, output: str, form: str,
     if plan is None:
         block.err.append(f"{target.cluster}: cluster not reachable, no plan computed ({unreachable})")
         return block
-    block.err += pushmod.describe_plan(plan) + [f"  note: {w}" for w in plan.warnings] + [done]
+    block.err += [*render.plan_lines(plan), done]
     block.data.update(changes=list(plan.changes), notes=list(plan.warnings))
     return block
 
 
 def _push_one(store, target, allow_root_change: bool, output: str, form: str, trust_domain: str) -> Block:
     from meshpki import push as pushmod
+    from meshpki import render
 
     result = pushmod.push(store, target, allow_root_change, form, trust_domain)
     plan = result.plan
-    lines = pushmod.describe_plan(plan)
-    if result.namespace_created:
-        lines.append(f"  created namespace {target.namespace}")
-    verdicts = {pushmod.CREATE: "created", pushmod.UPDATE: "updated", pushmod.ADOPT: "adopted (metadata only)",
-                pushmod.UNCHANGED: "unchanged, nothing written"}
-    lines.append(f"{target.cluster}: {verdicts[plan.action]}" + (", read back and identical" if result.written else ""))
-    notes = [f"note: {n}" for n in result.notes]
+    lines = render.push_result_lines(result)
     if output == "text":
-        return Block(out=lines + notes)
-    return Block(err=lines + notes, data={"action": plan.action, "changes": list(plan.changes),
-                                          "notes": list(result.notes), "object": result.stored})
+        return Block(out=lines)
+    return Block(err=lines, data={"action": plan.action, "changes": list(plan.changes),
+                                  "notes": list(result.notes), "object": result.stored})
 
 
 @cli.command("export-root-key")
@@ -1018,7 +1009,7 @@ def export_root_key_cmd(settings: Settings, out: Path, new_root: bool, passphras
       meshpki export-root-key --out /media/offline/mesh-root-key.pem
       openssl pkey -in /media/offline/mesh-root-key.pem -passin file:pw.txt -noout
     """
-    from meshpki import rootkey
+    from meshpki import render, rootkey
 
     store = settings.store
     rootkey.check_exportable(store, new_root)
@@ -1029,10 +1020,7 @@ def export_root_key_cmd(settings: Settings, out: Path, new_root: bool, passphras
     result = rootkey.export_root_key(store, out, secret, export_pw, new_root=new_root)
     say(f"warning: {result.path} holds the mesh's {result.which} key: whoever has it and the passphrase can "
         "sign CAs every cluster trusts; keep it offline and delete copies you no longer need")
-    emit({"path": str(result.path), "which": result.which, "kdf": "pbkdf2-hmac-sha256",
-          "iterations": result.iterations, "cipher": "aes-256-cbc"}, output,
-         f"exported the {result.which} key to {result.path} (PKCS#8, PBKDF2-HMAC-SHA256 x{result.iterations}, "
-         f"AES-256-CBC, mode 0600)")
+    emit(*render.exported_key_view(result), output)
 
 
 @cli.command("change-passphrase")
@@ -1056,7 +1044,7 @@ def change_passphrase_cmd(settings: Settings, passphrase_file: Path | None, new_
     Examples:
       meshpki change-passphrase --passphrase-file old.txt --new-passphrase-file new.txt
     """
-    from meshpki import rootkey
+    from meshpki import render, rootkey
 
     store = settings.store
     rootkey.check_changeable(store)
@@ -1067,8 +1055,7 @@ def change_passphrase_cmd(settings: Settings, passphrase_file: Path | None, new_
     result = rootkey.change_passphrase(store, old, new)
     for note in result.notes:
         say(note)
-    emit({"changed": [str(p) for p in result.keys], "notes": list(result.notes)}, output,
-         "\n".join(f"re-encrypted {p} under the new passphrase" for p in result.keys))
+    emit(*render.passphrase_changed_view(result), output)
 
 
 @cli.command("audit")
@@ -1078,8 +1065,7 @@ def change_passphrase_cmd(settings: Settings, passphrase_file: Path | None, new_
                    "file's contexts].")
 @click.option("--all-contexts", is_flag=True, help="Audit every context of the kubeconfig.")
 @connection_options
-@click.option("--namespace", default=None, help="Namespace of the live secret [default: fleet file, else istio-system].")
-@click.option("--secret-name", default=None, help="Name of the live secret [default: fleet file, else cacerts].")
+@secret_options
 @click.option("--cluster-name", envvar="MESHPKI_CLUSTER_NAME", default=None,
               help="Cluster name when running in a pod with its service account [env MESHPKI_CLUSTER_NAME; "
                    "default: in-cluster].")
@@ -1087,7 +1073,7 @@ def change_passphrase_cmd(settings: Settings, passphrase_file: Path | None, new_
               help="WARNING when a certificate has fewer than this many days left.")
 @click.option("--crit-days", type=click.IntRange(min=0, max=MAX_DAYS), default=7, show_default=True,
               help="CRITICAL when a certificate has fewer than this many days left (or has expired).")
-@click.option("--at", "at_text", metavar="DATE", default=None,
+@click.option("--at", type=MOMENT, metavar="DATE", default=None,
               help="Grade as of this date instead of now, e.g. 2026-06-01 or 2026-06-01T12:00:00Z.")
 @click.option("--parallel", type=click.IntRange(min=1, max=256), default=32, show_default=True,
               help="Clusters read at the same time.")
@@ -1104,7 +1090,7 @@ def change_passphrase_cmd(settings: Settings, passphrase_file: Path | None, new_
 @output_option("text", "json", "prometheus")
 def audit_cmd(settings: Settings, contexts: tuple[str, ...], all_contexts: bool, kubeconfig: str | None,
               timeout: float, namespace: str | None, secret_name: str | None, cluster_name: str | None,
-              warn_days: int, crit_days: int, at_text: str | None, parallel: int, textfile: Path | None,
+              warn_days: int, crit_days: int, at: dt.datetime | None, parallel: int, textfile: Path | None,
               pushgateway: str | None, public_only: bool, trust_domain: str | None, output: str) -> None:
     """Grade expiry, drift and presence of every CA certificate, for cron and Prometheus.
 
@@ -1134,7 +1120,6 @@ def audit_cmd(settings: Settings, contexts: tuple[str, ...], all_contexts: bool,
     from meshpki import audit
     from meshpki.render import OutputFormat, audit_prometheus, printable, render_audit
 
-    at = audit.parse_at(at_text) if at_text else None
     audit.check_thresholds(warn_days, crit_days)
     try:
         targets = settings.resolver(kubeconfig, namespace, secret_name, timeout).for_audit(
@@ -1210,7 +1195,7 @@ def history_list(settings: Settings, cluster: str | None, output: str) -> None:
     from meshpki.render import history_data, history_text
 
     rows = history.rows(settings.store, cluster)
-    emit(history_data(rows), output, history_text(rows))
+    emit(history_data(rows), history_text(rows), output)
 
 
 @history_group.command("prune")
@@ -1223,8 +1208,8 @@ def history_prune(settings: Settings, keep: int, output: str) -> None:
     from meshpki import history
 
     removed = history.prune(settings.store, keep)
-    emit({"removed": [str(e.path) for e in removed]}, output,
-         "\n".join(f"removed {e.kind} {e.name} {e.stamp}" for e in removed) or "nothing to prune")
+    emit({"removed": [str(e.path) for e in removed]},
+         "\n".join(f"removed {e.kind} {e.name} {e.stamp}" for e in removed) or "nothing to prune", output)
 
 
 @cli.command("verify")
@@ -1239,8 +1224,7 @@ def history_prune(settings: Settings, keep: int, output: str) -> None:
               help="Also verify the live cacerts secret of this kubeconfig context, and compare it with the "
                    "store (repeatable).")
 @connection_options
-@click.option("--namespace", default=None, help="Namespace of the live secret [default: fleet file, else istio-system].")
-@click.option("--secret-name", default=None, help="Name of the live secret [default: fleet file, else cacerts].")
+@secret_options
 @trust_domain_option
 @output_option("text", "json")
 def verify_cmd(settings: Settings, targets: tuple[str, ...], all_clusters: bool, strict: bool, warn_days: int,
@@ -1269,14 +1253,13 @@ def verify_cmd(settings: Settings, targets: tuple[str, ...], all_clusters: bool,
       meshpki verify --trust-domain prod.example   # a mesh whose root is pinned to prod.example
     """
     from meshpki import verify
-    from meshpki.render import OutputFormat, printable, render_data, verify_text
+    from meshpki.render import verify_text
 
-    store = settings.store
     resolver = settings.resolver(kubeconfig, namespace, secret_name, timeout)
     live = [resolver.context(ctx) for ctx in contexts]
-    report = verify.run(store, targets, all_clusters=all_clusters, warn_days=warn_days, live=live,
+    report = verify.run(settings.store, targets, all_clusters=all_clusters, warn_days=warn_days, live=live,
                         trust_domain=resolve_trust_domain(settings, trust_domain))
-    click.echo(render_data(report.to_dict(), OutputFormat(output), printable(verify_text(report, strict=strict))))
+    emit(report.to_dict(), verify_text(report, strict=strict), output)
     code = report.exit_code(strict)
     if code:
         click.get_current_context().exit(code)
@@ -1312,8 +1295,7 @@ def revoke_cmd(settings: Settings, cluster: str, reason: str, all_history: bool,
       meshpki audit                            # CRLs' nextUpdate is graded from now on
       meshpki crl renew && meshpki push --all  # before nextUpdate passes (audit warns in time)
     """
-    from meshpki import crl
-    from meshpki.render import crl_revoked_text
+    from meshpki import crl, render
 
     store = settings.store
     store.cluster_dir(cluster)  # a bad name is a usage error before any prompt
@@ -1321,9 +1303,7 @@ def revoke_cmd(settings: Settings, cluster: str, reason: str, all_history: bool,
                         all_history=all_history)
     for note in result.notes:
         say(note)
-    data = {"cluster": cluster, "revoked": [r.to_dict() for r in result.revoked], "crl_number": result.number,
-            "next_update": result.next_update}
-    emit(data, output, crl_revoked_text(result, "next: meshpki push --all, then meshpki verify and meshpki audit"))
+    emit(*render.revoked_view(cluster, result), output)
 
 
 @cli.group("crl", cls=MeshGroup)
@@ -1349,15 +1329,13 @@ def crl_renew_cmd(settings: Settings, days: int | None, passphrase_file: Path | 
       meshpki crl renew && meshpki push --all
       meshpki crl renew --days 30
     """
-    from meshpki import crl
-    from meshpki.render import crl_revoked_text
+    from meshpki import crl, render
 
     store = settings.store
     result = crl.renew(store, root_passphrase(store, passphrase_file), days=days)
     for note in result.notes:
         say(note)
-    emit({"crl_number": result.number, "next_update": result.next_update}, output,
-         crl_revoked_text(result, "next: meshpki push --all"))
+    emit(*render.renewed_view(result), output)
 
 
 @crl_group.command("show")
@@ -1369,7 +1347,7 @@ def crl_show_cmd(settings: Settings, output: str) -> None:
     from meshpki.render import crl_show_text
 
     report = crl.show(settings.store)
-    emit(report.to_dict(), output, crl_show_text(report))
+    emit(report.to_dict(), crl_show_text(report), output)
 
 
 @cli.command("demo")
@@ -1385,28 +1363,28 @@ def demo_cmd(keep: Path | None, key_type: str) -> None:
     pair, and prints the cacerts manifest `push --dry-run` would apply. The
     store is deleted at the end unless --keep names a folder for it.
     """
-    from meshpki import demo
+    from meshpki import demo, render
 
     def step(message: str) -> None:
         say(f"==> {message}")
 
-    report = demo.run(keep, key_type, step)
-    click.echo(report)
+    click.echo(render.demo_text(demo.run(keep, key_type, step)))
+
 
 # -- bring your own PKI ------------------------------------------------------
 
 @cli.command("csr")
 @store_options
 @click.argument("cluster")
-@click.option("--key-type", type=key_type_choice(), default=None,
+@click.option("--key-type", type=key_type_choice(), default="rsa-4096",
               help="Key type of the cluster CA [default: fleet file, else rsa-4096].")
-@click.option("--org", default=None, help="Subject organization [default: fleet file, else Istio].")
+@click.option("--org", default=DEFAULT_ORG, help=f"Subject organization [default: fleet file, else {DEFAULT_ORG}].")
 @click.option("--san-dns", multiple=True, metavar="NAME",
               help="DNS SAN asked for (repeatable) [default: istiod.istio-system.svc]; the signer decides.")
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True, metavar="FILE",
               help="Where to write the PEM certificate request ('-' for stdout).")
 @click.option("--force", is_flag=True, help="Replace a request that is already pending (its key is dropped).")
-def csr_cmd(settings: Settings, cluster: str, key_type: str | None, org: str | None, san_dns: tuple[str, ...],
+def csr_cmd(settings: Settings, cluster: str, key_type: str, org: str, san_dns: tuple[str, ...],
             out: Path, force: bool) -> None:
     """At a cluster's site: make its CA key here and a request for the root holder.
 
@@ -1425,12 +1403,11 @@ def csr_cmd(settings: Settings, cluster: str, key_type: str | None, org: str | N
     from meshpki import byo, profiles
     from meshpki.keys import KeyType
 
-    fleet = settings.fleet
-    chosen = KeyType.parse(key_type) if key_type else (fleet.key_type or KeyType.RSA_4096)
+    chosen = KeyType.parse(key_type)
     if not force:
         settings.store.refuse_pending(cluster)  # before a word about keys
     say(f"generating the {chosen.value} key of {cluster}'s CA ...")
-    result = byo.make_csr(settings.store, cluster, chosen, org or fleet.org or profiles.DEFAULT_ORG,
+    result = byo.make_csr(settings.store, cluster, chosen, org,
                           san_dns or (profiles.DEFAULT_ISTIOD_SAN,), replace=force)
     if str(out) == "-":
         click.echo(result.csr_pem.decode(), nl=False)
@@ -1456,15 +1433,16 @@ def _write_public_file(path: Path, data: bytes) -> None:
 @store_options
 @click.argument("csr_file", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--cluster", default=None, help="Cluster name [default: the L= of the request's subject].")
-@click.option("--days", type=int, default=None,
-              help="Validity in days, capped at the signer's expiry [default: fleet file, else 730].")
+@click.option("--days", type=int, default=DEFAULT_INTERMEDIATE_DAYS,
+              help=f"Validity in days, capped at the signer's expiry [default: fleet file, else "
+                   f"{DEFAULT_INTERMEDIATE_DAYS}].")
 @click.option("--san-dns", multiple=True, metavar="NAME",
               help="DNS SAN of the cluster CA (repeatable) [default: istiod.istio-system.svc]; never the CSR's.")
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True, metavar="DIR",
               help="Folder for ca-cert.pem, cert-chain.pem and root-cert.pem (made if missing; must hold none).")
 @passphrase_option
 @output_option("text", "json")
-def sign_cmd(settings: Settings, csr_file: Path, cluster: str | None, days: int | None, san_dns: tuple[str, ...],
+def sign_cmd(settings: Settings, csr_file: Path, cluster: str | None, days: int, san_dns: tuple[str, ...],
              out: Path, passphrase_file: Path | None, output: str) -> None:
     """At the root holder: sign a cluster's certificate request.
 
@@ -1477,8 +1455,7 @@ def sign_cmd(settings: Settings, csr_file: Path, cluster: str | None, days: int 
     Example:
       meshpki sign cluster3.csr --out signed-cluster3/
     """
-    from meshpki import byo, ca, profiles, rotate
-    from meshpki.render import cert_facts, openssl_serial
+    from meshpki import byo, profiles, render, rotate
 
     try:
         pem = csr_file.read_bytes()[: byo.MAX_CSR_BYTES + 1]
@@ -1487,18 +1464,11 @@ def sign_cmd(settings: Settings, csr_file: Path, cluster: str | None, days: int 
     store = settings.store
     byo.read_csr(pem, str(csr_file))  # a bad request is refused before the passphrase is asked
     issuer = rotate.current_issuer(store, signing_secret(store, passphrase_file))
-    fleet = settings.fleet
-    result = byo.sign_csr(store, pem, str(csr_file), issuer, out, cluster=cluster,
-                          days=days if days is not None else (fleet.days or ca.DEFAULT_INTERMEDIATE_DAYS),
+    result = byo.sign_csr(store, pem, str(csr_file), issuer, out, cluster=cluster, days=days,
                           san_dns=san_dns or (profiles.DEFAULT_ISTIOD_SAN,))
     for warning in result.warnings:
         say(f"warning: {warning}")
-    facts = cert_facts(result.cert)
-    data = {"cluster": result.cluster, "out": str(out), "certificate": facts}
-    emit(data, output, f"signed {result.cluster}: serial {openssl_serial(result.cert)}, "
-                       f"valid until {facts['not_after']}; "
-                       f"certificates in {out} (no key)\n"
-                       f"next: send {out} to the site, which runs meshpki complete {result.cluster} DIR")
+    emit(*render.signed_view(result), output)
 
 
 @cli.command("complete")
@@ -1517,15 +1487,10 @@ def complete_cmd(settings: Settings, cluster: str, folder: Path, output: str) ->
     Example:
       meshpki complete cluster3 signed-cluster3/ && meshpki verify cluster3
     """
-    from meshpki import byo
+    from meshpki import byo, render
 
     archived = byo.complete(settings.store, cluster, folder)
-    path = settings.store.cluster_dir(cluster)
-    data = {"cluster": cluster, "path": str(path), "archived": str(archived) if archived else None}
-    text = f"completed {cluster}: bundle in {path}"
-    if archived:
-        text += f"\n  previous bundle archived in {archived}"
-    emit(data, output, text + f"\nnext: meshpki verify {cluster}, then meshpki push {cluster} --context CTX")
+    emit(*render.completed_view(cluster, settings.store.cluster_dir(cluster), archived), output)
 
 
 @cli.command("remote-secret")
@@ -1543,7 +1508,7 @@ def complete_cmd(settings: Settings, cluster: str, folder: Path, output: str) ->
               help="Service account in the remote that istiod reads as.")
 @click.option("--namespace", default="istio-system", show_default=True,
               help="Namespace of the service account (remote) and of the secret (primary).")
-@click.option("--token-ttl", default=None, metavar="DURATION",
+@click.option("--token-ttl", type=DURATION, default=None, metavar="DURATION",
               help="Use a TokenRequest token that expires after DURATION (e.g. 30d, 12h; at least 10m) "
                    "instead of a long-lived token Secret.")
 @click.option("--rotate", is_flag=True,
@@ -1557,7 +1522,7 @@ def complete_cmd(settings: Settings, cluster: str, folder: Path, output: str) ->
 @output_option("text", "yaml", "json")
 def remote_secret_cmd(settings: Settings, cluster: str | None, context: str | None, primary_context: str | None,
                       kubeconfig: str | None, timeout: float, all_remotes: bool, service_account: str,
-                      namespace: str, token_ttl: str | None, rotate: bool, token_wait: float, dry_run: bool,
+                      namespace: str, token_ttl: dt.timedelta | None, rotate: bool, token_wait: float, dry_run: bool,
                       insecure_tls: bool, parallel: int, output: str) -> None:
     """Give a primary's istiod read access to a remote cluster.
 
@@ -1576,11 +1541,10 @@ def remote_secret_cmd(settings: Settings, cluster: str | None, context: str | No
       meshpki remote-secret cluster2 --context c2 --primary-context c1 --dry-run -o yaml
     """
     from meshpki import remote
-    from meshpki.rotate import parse_duration
 
-    ttl = parse_duration(token_ttl) if token_ttl is not None else None
+    ttl = token_ttl
     if ttl is not None and ttl.total_seconds() < 600:
-        raise InputError(f"--token-ttl {token_ttl} is shorter than 10 minutes, the least Kubernetes issues")
+        raise InputError(f"--token-ttl ({ttl}) is shorter than 10 minutes, the least Kubernetes issues")
     targets = remote.resolve_targets(settings.resolver(kubeconfig, timeout=timeout), cluster, context,
                                      primary_context, all_remotes, timeout=timeout, service_account=service_account,
                                      namespace=namespace, token_ttl=ttl, token_wait=token_wait)
@@ -1599,12 +1563,13 @@ def remote_secret_cmd(settings: Settings, cluster: str | None, context: str | No
 
 def _remote_secret_one(target, rotate: bool, dry_run: bool, output: str, live_progress: bool) -> Block:
     from meshpki import remote
+    from meshpki.render import remote_secret_lines
 
     block = Block()
     result = remote.remote_secret(target, rotate=rotate, dry_run=dry_run,
                                   progress=say if live_progress else None)
     block.err += [f"warning: {warning}" for warning in result.warnings]
-    lines = remote.describe(result)
+    lines = remote_secret_lines(result)
     if output == "text":
         block.out = lines + ([f"{target.label}: dry run, nothing written"] if dry_run else [])
         return block

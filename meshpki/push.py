@@ -30,6 +30,7 @@ from meshpki.bundle import (
     parse_certs,
     serial_hex,
 )
+from meshpki.dates import iso
 from meshpki.errors import KubeError, MeshPKIError
 from meshpki.kube import (  # noqa: F401 (DEFAULT_*: cli, demo)
     DEFAULT_NAMESPACE,
@@ -38,7 +39,6 @@ from meshpki.kube import (  # noqa: F401 (DEFAULT_*: cli, demo)
     LiveSecret,
     SecretRef,
 )
-from meshpki.render import iso
 from meshpki.store import Store
 
 TLS_SECRET_TYPE = "kubernetes.io/tls"
@@ -436,9 +436,4 @@ def dry_run_plan(store: Store, target: SecretRef, allow_root_change: bool, desir
     plan, _ = plan_push(store, target, allow_root_change, desired=desired, form=form, trust_domain=trust_domain)
     return plan
 
-
-def describe_plan(plan: Plan) -> list[str]:
-    t = plan.target
-    head = f"{t.cluster}: {t.namespace}/{t.secret_name} via context {t.context}: {plan.action}"
-    return [head] + [f"  {line}" for line in plan.changes]
 

@@ -29,10 +29,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from meshpki import kube
+from meshpki.dates import iso
 from meshpki.errors import InputError, KubeError, MeshPKIError
 from meshpki.kube import DEFAULT_NAMESPACE, DEFAULT_TIMEOUT, Cluster, LiveSecret
 from meshpki.push import MANAGED_BY, MANAGED_BY_LABEL
-from meshpki.render import iso
 
 DEFAULT_SERVICE_ACCOUNT = "istio-reader-service-account"
 READER_ROLE = "meshpki-istio-reader"
@@ -489,23 +489,6 @@ def _plan_from(run: _Run, missing: list[tuple[kube._Op, str, dict[str, Any]]],
         raise RemoteError(f"{t.label}: --dry-run writes nowhere, but {why} and making one (a token Secret or a "
                           "TokenRequest) is a write; run without --dry-run")
     return _planned(run, *reuse, [o[0].what for o in missing], warnings, dry_run)
-
-
-def describe(result: RemoteResult) -> list[str]:
-    """Lines for the operator (stderr with -o json|yaml); warnings are separate (always stderr)."""
-    t = result.target
-    verbs = {CREATE: "created", UPDATE: "updated", UNCHANGED: "unchanged, nothing written"}
-    if result.dry_run:
-        verbs = {CREATE: "would create", UPDATE: "would update", UNCHANGED: "unchanged"}
-    expires = f", expires {iso(result.token_expires)}" if result.token_expires else ", never expires"
-    lines = [f"{t.label}: {t.namespace}/{t.secret_name} in context {t.primary_context}: {verbs[result.action]}"
-             + (", read back and identical" if result.action != UNCHANGED and not result.dry_run else ""),
-             f"  token: {result.token_source}{expires}"]
-    made = "would create" if result.dry_run else "created"
-    lines += [f"  {made} in context {t.context}: {what}" for what in result.created]
-    if result.deleted:
-        lines.append(f"  deleted the old token Secret {result.deleted} in context {t.context}")
-    return lines
 
 
 # -- which remotes ---------------------------------------------------------------

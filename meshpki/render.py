@@ -2,22 +2,40 @@
 
 Data goes to stdout; messages and progress go to stderr (cli.py decides
 where). Every command that prints data offers the formats it can honour,
-each mapped to one formatter here.
+each mapped to one formatter here. This module knows the domain's result
+types; no domain module imports it.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import enum
 import json
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
 from meshpki.bundle import fingerprint, serial_hex, subject_text
+from meshpki.dates import iso
 from meshpki.history import HistoryRow
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from meshpki.audit import AuditReport
+    from meshpki.byo import Adopted, SignResult
+    from meshpki.ca import IssueResult, RootResult
+    from meshpki.crl import CrlReport, RevokeResult
+    from meshpki.demo import DemoReport
+    from meshpki.push import Plan, PushResult
+    from meshpki.remote import RemoteResult
+    from meshpki.rootkey import Changed, Exported
+    from meshpki.rotate import RotationStatus, StepResult
+    from meshpki.verify import VerifyReport
+
+View = tuple[dict[str, Any], str]
+"""What a command prints: its data (for -o json/yaml) and the same as text."""
 
 
 class OutputFormat(enum.StrEnum):
@@ -25,10 +43,6 @@ class OutputFormat(enum.StrEnum):
     JSON = "json"
     YAML = "yaml"
     PROMETHEUS = "prometheus"
-
-
-def iso(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def cert_facts(cert: x509.Certificate) -> dict[str, Any]:
@@ -104,6 +118,139 @@ def render_data(data: Any, fmt: OutputFormat, text: str) -> str:
     return formatters[fmt]()
 
 
+# -- init-root, issue, rotate, rotate-root -------------------------------------
+
+def root_view(result: RootResult, key_type: str, pinned: str | None = None) -> View:
+    """A new root: where its key is kept, and the trust domain it is pinned to (--constrain)."""
+    facts = cert_facts(result.cert)
+    data = {"path": str(result.path), "key_type": key_type, "encrypted": result.encrypted,
+            "pkcs11_uri": result.token_uri, "certificate": facts, "trust_domain": pinned}
+    kept = (f"in the PKCS#11 token {result.token_uri}" if result.token_uri
+            else "encrypted" if result.encrypted else "NOT encrypted")
+    text = (f"created root CA {facts['subject']} in {result.path}\n"
+            f"  serial {openssl_serial(result.cert)}, valid until {facts['not_after']}, key {kept}\n"
+            + (f"  pinned to trust domain {pinned}: only spiffe://{pinned}/... identities verify under it; pass "
+               f"--trust-domain {pinned} (or set trust_domain in the fleet file) to verify, push and audit\n"
+               if pinned else "")
+            + "  next: meshpki issue CLUSTER...")
+    return data, text
+
+
+def adopted_view(result: RootResult, adopted: Adopted) -> View:
+    from meshpki.byo import key_type_name
+
+    facts = cert_facts(result.cert)
+    kind = "intermediate mesh CA" if adopted.chain_above else "root CA"
+    data = {"path": str(result.path), "adopted": True, "kind": kind, "key_type": key_type_name(adopted.key),
+            "encrypted": result.encrypted, "certificate": facts, "chain_length": len(adopted.chain_above)}
+    text = (f"adopted {kind} {facts['subject']} in {result.path}\n"
+            f"  serial {openssl_serial(result.cert)}, valid until {facts['not_after']}, key "
+            f"{'encrypted' if result.encrypted else 'NOT encrypted'}")
+    if adopted.chain_above:
+        text += f"\n  bundles will trust {adopted.chain_above[-1].subject.rfc4514_string()} as root"
+    return data, text + "\n  next: meshpki issue CLUSTER..."
+
+
+def issued_view(results: Sequence[IssueResult], verb: str, next_step: str | None = None) -> View:
+    """One line per new bundle (and where the old one went), then what to run next."""
+    clusters = [{"cluster": r.cluster, "path": str(r.path), "archived": str(r.archived) if r.archived else None,
+                 "certificate": cert_facts(r.cert)} for r in results]
+    lines = []
+    for r, entry in zip(results, clusters, strict=True):
+        facts = entry["certificate"]
+        assert isinstance(facts, dict)
+        lines.append(f"{verb} {r.cluster}: serial {openssl_serial(r.cert)}, valid until {facts['not_after']}, "
+                     f"in {r.path}")
+        if r.archived:
+            lines.append(f"  previous bundle archived in {r.archived}")
+    lines.append(next_step or "next: meshpki verify " + " ".join(r.cluster for r in results))
+    return {"clusters": clusters}, "\n".join(lines)
+
+
+def step_view(result: StepResult, changed_text: str, next_step: str) -> View:
+    """A rotate-root step: which clusters it changed, which were already done."""
+    lines = [f"{c}: {changed_text}" for c in result.changed]
+    lines += [f"{c}: unchanged (already done)" for c in result.unchanged]
+    lines.append(f"next: {next_step}")
+    data = {"changed": list(result.changed), "unchanged": list(result.unchanged), "notes": list(result.notes)}
+    return data, "\n".join(lines)
+
+
+def rotation_status_text(report: RotationStatus) -> str:
+    if report.new_root:
+        lines = [f"phase: {report.phase}", f"old root: {report.old_root}", f"new root: {report.new_root}"]
+    else:
+        lines = ["no rotation in progress", f"root: {report.old_root}"]
+    if report.grace_ends:
+        lines.append(f"grace period ends: {report.grace_ends}")
+    lines.append(table(["CLUSTER", "ISSUED BY", "TRUSTS"],
+                       [[c.cluster, c.issuer, "+".join(c.trusts)] for c in report.clusters]))
+    return "\n".join(lines)
+
+
+def exported_key_view(result: Exported) -> View:
+    data = {"path": str(result.path), "which": result.which, "kdf": "pbkdf2-hmac-sha256",
+            "iterations": result.iterations, "cipher": "aes-256-cbc"}
+    return data, (f"exported the {result.which} key to {result.path} (PKCS#8, PBKDF2-HMAC-SHA256 "
+                  f"x{result.iterations}, AES-256-CBC, mode 0600)")
+
+
+def passphrase_changed_view(result: Changed) -> View:
+    return ({"changed": [str(p) for p in result.keys], "notes": list(result.notes)},
+            "\n".join(f"re-encrypted {p} under the new passphrase" for p in result.keys))
+
+
+# -- push -----------------------------------------------------------------------
+
+def _plan_summary(plan: Plan) -> list[str]:
+    t = plan.target
+    head = f"{t.cluster}: {t.namespace}/{t.secret_name} via context {t.context}: {plan.action}"
+    return [head] + [f"  {line}" for line in plan.changes]
+
+
+def plan_lines(plan: Plan) -> list[str]:
+    """The plan's head line, what changes, and the notes an operator must read."""
+    return _plan_summary(plan) + [f"  note: {w}" for w in plan.warnings]
+
+
+def push_result_lines(result: PushResult) -> list[str]:
+    """What a push did: the plan, a created namespace, the verdict, then notes."""
+    from meshpki import push
+
+    plan = result.plan
+    t = plan.target
+    lines = _plan_summary(plan)
+    if result.namespace_created:
+        lines.append(f"  created namespace {t.namespace}")
+    verdicts = {push.CREATE: "created", push.UPDATE: "updated", push.ADOPT: "adopted (metadata only)",
+                push.UNCHANGED: "unchanged, nothing written"}
+    lines.append(f"{t.cluster}: {verdicts[plan.action]}" + (", read back and identical" if result.written else ""))
+    return lines + [f"note: {n}" for n in result.notes]
+
+
+# -- demo -----------------------------------------------------------------------
+
+def demo_text(report: DemoReport) -> str:
+    lines = [f"demo store: {report.store}",
+             f"root: {report.root.cert.subject.rfc4514_string()} in {report.root.path}"]
+    for result in report.issued:
+        lines.append(f"{result.cluster}: {', '.join(report.files[result.cluster])}")
+    manifest = dict(report.manifest)
+    data: dict[str, str] = manifest["data"]  # type: ignore[assignment]
+    manifest["data"] = {k: v[:24] + "..." for k, v in data.items()}
+    lines += ["", verify_text(report.verify),
+              "", f"# the cacerts secret for {report.pushed} (data shortened; "
+                  f"`meshpki push {report.pushed} --dry-run -o yaml` prints it whole):",
+              to_yaml(manifest).rstrip(),
+              "", f"next, with a real cluster: meshpki push {report.pushed} --context <your kubeconfig context>"]
+    if report.kept is not None:
+        lines += ["", f"kept the demo store in {report.kept}: its root key is NOT encrypted; use it to try "
+                      "meshpki, never for a real mesh (make one with `meshpki init-root`)"]
+    else:
+        lines += ["", "deleted the demo store (keep one with `meshpki demo --keep DIR`)"]
+    return "\n".join(lines)
+
+
 # -- meshpki verify ------------------------------------------------------------
 
 def _finding_line(finding: Any) -> str:
@@ -116,7 +263,7 @@ def _finding_line(finding: Any) -> str:
     return f"  {finding.severity.value:<8} {'[' + finding.by.value + ']':<9} {finding.code:<21} {text}"
 
 
-def verify_text(report: Any, verbose: bool = True, strict: bool = False) -> str:
+def verify_text(report: VerifyReport, verbose: bool = True, strict: bool = False) -> str:
     """The verify report for people: per target and per pair a header with
     OK/FAIL, one line per finding with its fix, then a summary line that
     agrees with the exit code (FAIL (strict) when only warnings fail it).
@@ -147,7 +294,7 @@ def verify_text(report: Any, verbose: bool = True, strict: bool = False) -> str:
 AUDIT_FORMATS = (OutputFormat.TEXT, OutputFormat.JSON, OutputFormat.PROMETHEUS)
 
 
-def audit_text(report: Any) -> str:
+def audit_text(report: AuditReport) -> str:
     """One row per certificate, most urgent first, then the verdict: what a
     cron mail should say at a glance."""
     headers = ["CLUSTER", "SOURCE", "ROLE", "SUBJECT", "SERIAL", "NOT AFTER", "DAYS", "GRADE", "REASON"]
@@ -164,7 +311,7 @@ def audit_text(report: Any) -> str:
 class _AuditCollector:
     """The audit as Prometheus metric families, for prometheus_client to expose."""
 
-    def __init__(self, report: Any) -> None:
+    def __init__(self, report: AuditReport) -> None:
         self.report = report
 
     def collect(self) -> Any:
@@ -219,7 +366,7 @@ class _AuditCollector:
         return [not_after, expiry, *crls, status, roots, tokens, last_run]
 
 
-def audit_prometheus(report: Any) -> str:
+def audit_prometheus(report: AuditReport) -> str:
     """Prometheus text exposition (also what --textfile writes for node_exporter)."""
     from prometheus_client import CollectorRegistry, generate_latest
 
@@ -228,7 +375,7 @@ def audit_prometheus(report: Any) -> str:
     return generate_latest(registry).decode()
 
 
-def render_audit(report: Any, fmt: OutputFormat) -> str:
+def render_audit(report: AuditReport, fmt: OutputFormat) -> str:
     """The one dispatch for `meshpki audit -o`."""
     formatters = {
         OutputFormat.TEXT: lambda: audit_text(report),
@@ -240,7 +387,7 @@ def render_audit(report: Any, fmt: OutputFormat) -> str:
     return formatters[fmt]()
 
 
-def crl_revoked_text(result: Any, next_step: str) -> str:
+def crl_revoked_text(result: RevokeResult, next_step: str) -> str:
     """What revoke / rotate --revoke-previous / crl renew changed."""
     lines = [f"revoked {r.cluster}: serial {r.serial} ({r.reason})" for r in result.revoked]
     lines.append(f"CRL number {result.number}, next update {result.next_update}")
@@ -248,7 +395,7 @@ def crl_revoked_text(result: Any, next_step: str) -> str:
     return "\n".join(lines)
 
 
-def crl_show_text(report: Any) -> str:
+def crl_show_text(report: CrlReport) -> str:
     """`meshpki crl show`: the revoked intermediates, then every CRL's window."""
     if report.state is None:
         return "nothing revoked; bundles carry no ca-crl.pem"
@@ -259,3 +406,53 @@ def crl_show_text(report: Any) -> str:
                  [[c.where, c.number, iso(c.this_update), iso(c.next_update) if c.next_update else "-", c.entries]
                   for c in report.crls])
     return f"{revoked}\n\n{crls}"
+
+
+def revoked_view(cluster: str, result: RevokeResult) -> View:
+    data = {"cluster": cluster, "revoked": [r.to_dict() for r in result.revoked], "crl_number": result.number,
+            "next_update": result.next_update}
+    return data, crl_revoked_text(result, "next: meshpki push --all, then meshpki verify and meshpki audit")
+
+
+def renewed_view(result: RevokeResult) -> View:
+    return ({"crl_number": result.number, "next_update": result.next_update},
+            crl_revoked_text(result, "next: meshpki push --all"))
+
+
+# -- bring your own PKI ---------------------------------------------------------
+
+def signed_view(result: SignResult) -> View:
+    facts = cert_facts(result.cert)
+    data = {"cluster": result.cluster, "out": str(result.out), "certificate": facts}
+    return data, (f"signed {result.cluster}: serial {openssl_serial(result.cert)}, valid until {facts['not_after']}; "
+                  f"certificates in {result.out} (no key)\n"
+                  f"next: send {result.out} to the site, which runs meshpki complete {result.cluster} DIR")
+
+
+def completed_view(cluster: str, path: Path, archived: Path | None) -> View:
+    data = {"cluster": cluster, "path": str(path), "archived": str(archived) if archived else None}
+    text = f"completed {cluster}: bundle in {path}"
+    if archived:
+        text += f"\n  previous bundle archived in {archived}"
+    return data, text + f"\nnext: meshpki verify {cluster}, then meshpki push {cluster} --context CTX"
+
+
+# -- remote-secret --------------------------------------------------------------
+
+def remote_secret_lines(result: RemoteResult) -> list[str]:
+    """Lines for the operator (stderr with -o json|yaml); warnings are separate (always stderr)."""
+    from meshpki.remote import CREATE, UNCHANGED, UPDATE
+
+    t = result.target
+    verbs = {CREATE: "created", UPDATE: "updated", UNCHANGED: "unchanged, nothing written"}
+    if result.dry_run:
+        verbs = {CREATE: "would create", UPDATE: "would update", UNCHANGED: "unchanged"}
+    expires = f", expires {iso(result.token_expires)}" if result.token_expires else ", never expires"
+    lines = [f"{t.label}: {t.namespace}/{t.secret_name} in context {t.primary_context}: {verbs[result.action]}"
+             + (", read back and identical" if result.action != UNCHANGED and not result.dry_run else ""),
+             f"  token: {result.token_source}{expires}"]
+    made = "would create" if result.dry_run else "created"
+    lines += [f"  {made} in context {t.context}: {what}" for what in result.created]
+    if result.deleted:
+        lines.append(f"  deleted the old token Secret {result.deleted} in context {t.context}")
+    return lines

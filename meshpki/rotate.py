@@ -32,7 +32,7 @@ from meshpki.pathbuild import signed_by
 from meshpki.store import ROOT_CERT_FILE, Store
 
 STATE_FILE = "state.json"
-DEFAULT_GRACE = dt.timedelta(hours=24)  # istiod's default workload certificate lifetime
+DEFAULT_GRACE = profiles.WORKLOAD_TTL  # a workload cert signed just before the reissue lives this long
 
 
 class RotationError(MeshPKIError):
@@ -394,25 +394,3 @@ def status(store: Store, grace: dt.timedelta = DEFAULT_GRACE, now: dt.datetime |
         phase = "ready-to-finish"
     return RotationStatus(phase, tuple(rows), fingerprint(old), fingerprint(new),
                           grace_ends.isoformat(timespec="seconds") if grace_ends else None)
-
-
-def parse_duration(text: str) -> dt.timedelta:
-    """'24h', '90m', '2d', '1d12h', or plain seconds."""
-    import re
-
-    from meshpki.limits import MAX_DAYS
-
-    if text.isdigit():
-        d, h, m, s = 0, 0, 0, int(text)
-    else:
-        parts = re.fullmatch(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", text.strip())
-        if not text.strip() or not parts or not any(parts.groups()):
-            raise InputError(f"invalid duration {text!r}; use e.g. 24h, 90m, 2d or 1d12h")
-        d, h, m, s = (int(g) if g else 0 for g in parts.groups())
-    try:
-        duration = dt.timedelta(days=d, hours=h, minutes=m, seconds=s)
-    except OverflowError:
-        duration = dt.timedelta.max
-    if duration > dt.timedelta(days=MAX_DAYS):
-        raise InputError(f"duration {text!r} is more than 30 years; that is surely a typo")
-    return duration

@@ -39,7 +39,7 @@ from meshpki import bundle as bundlemod
 from meshpki import publish
 from meshpki.bundle import Bundle
 from meshpki.credentials import RootSecret
-from meshpki.errors import InputError, StoreError
+from meshpki.errors import InputError, MeshPKIError, StoreError
 from meshpki.keys import is_encrypted_pem, load_private_key
 
 if TYPE_CHECKING:
@@ -99,6 +99,13 @@ class HistoryEntry:
     @property
     def cert_file(self) -> Path:
         return self.path / (bundlemod.CA_CERT if self.kind == "cluster" else ROOT_CERT_FILE)
+
+    def certificate(self) -> x509.Certificate | None:
+        """The archived CA certificate (the root, or the cluster's intermediate); None when unreadable."""
+        try:
+            return bundlemod.parse_certs(self.cert_file.read_bytes(), str(self.cert_file))[0]
+        except (OSError, MeshPKIError):
+            return None
 
 
 def is_key_file(name: str) -> bool:

@@ -12,7 +12,7 @@ from cryptography.x509.verification import PolicyBuilder
 from cryptography.x509.verification import Store as TrustStore
 from freezegun import freeze_time
 
-from meshpki import ca, keys, profiles, rotate
+from meshpki import ca, dates, keys, profiles, rotate
 from meshpki.bundle import parse_certs
 from meshpki.errors import InputError
 from meshpki.keys import KeyType
@@ -210,13 +210,13 @@ def test_encrypted_root_rotation_needs_the_passphrase(store):
 @pytest.mark.parametrize("text,expected", [("24h", dt.timedelta(hours=24)), ("90m", dt.timedelta(minutes=90)),
                                            ("1d12h", dt.timedelta(hours=36)), ("3600", dt.timedelta(hours=1))])
 def test_parse_duration(text, expected):
-    assert rotate.parse_duration(text) == expected
+    assert dates.parse_duration(text) == expected
 
 
 @pytest.mark.parametrize("bad", ["", "soon", "12x", "-1h"])
 def test_parse_duration_refuses(bad):
     with pytest.raises(Exception, match="invalid duration"):
-        rotate.parse_duration(bad)
+        dates.parse_duration(bad)
 
 
 def test_cli_runbook_and_refusals(cli, store_path):
@@ -259,4 +259,4 @@ def test_cli_runbook_and_refusals(cli, store_path):
 @pytest.mark.parametrize("huge", ["999999999999d", "99999999999999999999", "11000d"])
 def test_parse_duration_refuses_what_overflows(huge):
     with pytest.raises(InputError, match="more than 30 years"):
-        rotate.parse_duration(huge)
+        dates.parse_duration(huge)

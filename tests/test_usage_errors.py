@@ -17,7 +17,9 @@ from tests.conftest import one_line_error
     (("push", "c1", "--format", "pkcs12"), "Invalid value for '--format'", "meshpki push"),
     (("no-such-command",), "No such command 'no-such-command'", "meshpki"),
     (("--bogus",), "--bogus", "meshpki"),
+    (("rotate-root", "finish", "--grace", "soon"), "invalid duration 'soon'", "meshpki rotate-root finish"),
     (("rotate-root", "nope"), "No such command 'nope'", "meshpki rotate-root"),
+    (("audit", "--at", "next june"), "'next june' is not a date", "meshpki audit"),
     (("audit", "--warn-days", "-1"), "Invalid value for '--warn-days'", "meshpki audit"),
 ])
 def test_usage_errors_are_one_line_naming_the_help(cli, args, needle, command):

@@ -37,7 +37,6 @@ from meshpki.audit.model import (
     Observation,
     StoreView,
     check_thresholds,
-    parse_at,
     worst,
 )
 from meshpki.audit.read import (
@@ -56,7 +55,7 @@ from meshpki.kube import SecretRef
 __all__ = [
     "CLUSTER_NAME_ENV", "DEFAULT_CRIT_DAYS", "DEFAULT_PARALLEL", "DEFAULT_WARN_DAYS", "AuditReport", "AuditRow",
     "Condition", "Grade", "MeshLayout", "Observation", "StoreView", "Verifier", "build_report", "check_thresholds", "days_left",
-    "grade_expiry", "parse_at", "push_metrics", "read_all_live", "read_live", "read_store", "run", "worst", "write_textfile",
+    "grade_expiry", "push_metrics", "read_all_live", "read_live", "read_store", "run", "worst", "write_textfile",
 ]
 
 

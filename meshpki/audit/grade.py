@@ -38,15 +38,11 @@ from meshpki.audit.model import (
 )
 from meshpki.audit.verifier import Verifier
 from meshpki.bundle import Bundle, differing_roles, fingerprint, serial_hex, subject_text
+from meshpki.dates import DAY, readable
 from meshpki.errors import MeshPKIError
 from meshpki.kube import IN_CLUSTER_CONTEXT
 
-DAY = dt.timedelta(days=1)
 _MAX_NAMES = 5  # clusters named in one reason before "and N more"
-
-
-def _date(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def days_left(not_after: dt.datetime, at: dt.datetime) -> int:
@@ -72,13 +68,13 @@ def grade_expiry(not_after: dt.datetime, at: dt.datetime, warn_days: int, crit_d
     """
     left = not_after - at
     if left < dt.timedelta(0):
-        return Condition(Grade.CRITICAL, "expired", f"expired {_span(left)} ago ({_date(not_after)})")
+        return Condition(Grade.CRITICAL, "expired", f"expired {_span(left)} ago ({readable(not_after)})")
     if left < crit_days * DAY:
         return Condition(Grade.CRITICAL, "expires-critical",
-                         f"expires in {_span(left)} ({_date(not_after)}), within --crit-days {crit_days}")
+                         f"expires in {_span(left)} ({readable(not_after)}), within --crit-days {crit_days}")
     if left < warn_days * DAY:
         return Condition(Grade.WARNING, "expires-soon",
-                         f"expires in {_span(left)} ({_date(not_after)}), within --warn-days {warn_days}")
+                         f"expires in {_span(left)} ({readable(not_after)}), within --warn-days {warn_days}")
     return Condition(Grade.OK, "ok", "")
 
 
@@ -279,7 +275,7 @@ class _Grader:
         if ca_end > root_end and ca_key in self.certs:
             self.certs[ca_key].conditions.append(Condition(
                 Grade.WARNING, "outlives-root",
-                f"outlives its root '{subject_text(anchor)}' (root ends {_date(root_end)}); it is useless after "
+                f"outlives its root '{subject_text(anchor)}' (root ends {readable(root_end)}); it is useless after "
                 "that: plan the root rotation (meshpki rotate-root begin)"))
         # docs/design.md: a root that expires less than --warn-days after one of its
         # intermediates would be due for rotation (that is, enters --warn-days).
@@ -362,8 +358,8 @@ class _Grader:
             first_due = min(d for _, d in dues)
             due_cert.conditions.append(Condition(
                 Grade.WARNING, "root-before-rotation",
-                f"expires {_date(due_cert.cert.not_valid_after_utc)}, less than --warn-days {self.warn_days} after "
-                f"the intermediate of {_names(clusters)} is due for rotation ({_date(first_due)}); rotate the "
+                f"expires {readable(due_cert.cert.not_valid_after_utc)}, less than --warn-days {self.warn_days} after "
+                f"the intermediate of {_names(clusters)} is due for rotation ({readable(first_due)}); rotate the "
                 "root first (meshpki rotate-root begin)"))
         rows = []
         for (_, _, fp), entry in self.certs.items():

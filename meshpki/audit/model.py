@@ -12,8 +12,8 @@ from typing import Any
 from cryptography import x509
 
 from meshpki.bundle import Bundle
+from meshpki.dates import iso
 from meshpki.errors import InputError
-from meshpki.render import iso
 
 DEFAULT_WARN_DAYS = 30
 DEFAULT_CRIT_DAYS = 7
@@ -220,15 +220,6 @@ class StoreView:
     signed: tuple[tuple[str, x509.Certificate], ...] = ()  # (cluster, its CA) from the CSR inventory
     crls: tuple[x509.CertificateRevocationList, ...] = ()  # the roots' CRLs in crl/ (revocation)
 
-
-
-def parse_at(text: str) -> dt.datetime:
-    """--at: an ISO date (midnight UTC) or date-time; without an offset it is UTC."""
-    try:
-        moment = dt.datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise InputError(f"--at {text!r} is not a date; use YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS][Z|+HH:MM]") from None
-    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
 
 
 def check_thresholds(warn_days: int, crit_days: int) -> None:
