@@ -919,12 +919,16 @@ def push_cmd(settings: Settings, cluster: str | None, context: str | None, kubec
     \b
     Examples:
       meshpki push --context cluster1                 # bundle "cluster1" to context cluster1
+      meshpki push                                    # the kubeconfig's current context
       meshpki push cluster2 --context kind-cluster2
       meshpki push --all --config samples/mesh.yaml
       meshpki push --all --parallel 1 -o json         # one cluster after another, a result each
       meshpki push cluster1 --dry-run -o yaml > cacerts.yaml   # GitOps, no cluster needed
     """
     targets = settings.resolver(kubeconfig, namespace, secret_name, timeout).for_push(cluster, context, push_all)
+    if not (cluster or context or push_all):
+        say(f"no CLUSTER or --context: using the kubeconfig's current context {targets[0].context} "
+            f"(cluster {targets[0].cluster})")
     if push_all:
         from meshpki.crl import skip_evicted
 

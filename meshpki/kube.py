@@ -260,6 +260,16 @@ def _missing_kubeconfig_message(kubeconfig: str | os.PathLike[str] | None) -> st
     )
 
 
+def current_context(kubeconfig: str | os.PathLike[str] | None = None, configs: Kubeconfigs | None = None) -> str:
+    """The (merged) kubeconfig's current-context, as kubectl would use it."""
+    config = (configs or Kubeconfigs()).load(kubeconfig)
+    if config is None:
+        raise KubeError(_missing_kubeconfig_message(kubeconfig))
+    if config.current_context is None:
+        raise KubeError(f"kubeconfig {config.where} sets no current-context; name a CLUSTER or a --context")
+    return config.current_context
+
+
 def list_contexts(kubeconfig: str | os.PathLike[str] | None = None, configs: Kubeconfigs | None = None) -> list[str]:
     """The context names of the (merged) kubeconfig, in file order."""
     config = (configs or Kubeconfigs()).load(kubeconfig)

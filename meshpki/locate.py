@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from meshpki.config import Fleet, FleetCluster
-from meshpki.errors import InputError
+from meshpki.errors import InputError, KubeError
 from meshpki.kube import DEFAULT_NAMESPACE, DEFAULT_SECRET, DEFAULT_TIMEOUT, IN_CLUSTER_CONTEXT, Kubeconfigs, SecretRef
 from meshpki.store import validate_cluster_name
 
@@ -112,7 +112,8 @@ class Resolver:
 
     # -- per command -------------------------------------------------------------
     def for_push(self, cluster: str | None, context: str | None, push_all: bool) -> list[SecretRef]:
-        """One CLUSTER and/or --context, or every cluster of the fleet file (--all)."""
+        """One CLUSTER and/or --context, or every cluster of the fleet file (--all);
+        neither: the kubeconfig's current context, as kubectl users expect."""
         if push_all:
             if cluster or context:
                 raise InputError("--all pushes every cluster of the fleet file; do not name a CLUSTER or --context too")
@@ -122,11 +123,16 @@ class Resolver:
             return self.fleet_clusters()
         if cluster:
             return [self.cluster(cluster, context)]
-        if context:
-            ref = self.context(context)
-            validate_cluster_name(ref.cluster)
-            return [ref]
-        raise InputError("name a CLUSTER, a --context, or --all")
+        if not context:  # like kubectl: the kubeconfig's current context
+            from meshpki import kube
+
+            try:
+                context = kube.current_context(self.kubeconfig(), self.configs)
+            except KubeError as exc:
+                raise InputError(f"name a CLUSTER, a --context, or --all ({exc})") from None
+        ref = self.context(context)
+        validate_cluster_name(ref.cluster)
+        return [ref]
 
     def for_audit(self, contexts: Sequence[str] = (), all_contexts: bool = False,
                   cluster_name: str | None = None) -> list[SecretRef]:

@@ -345,3 +345,18 @@ def test_a_secrets_only_role_can_push(fleet_store, cli, kube_api, tmp_path):
     ok = cli("push", "cluster1", "--context", "pusher", "--kubeconfig", str(kubeconfig))
     assert ok.exit_code == 0, ok.output
     assert vc.get_secret(NS, NAME)["data"] == store_files(fleet_store, "cluster1")
+
+
+def test_push_without_cluster_or_context_uses_the_current_context(fleet_store, push, kube_api, kubeconfig, tmp_path):
+    result = push()
+    assert result.exit_code == 0, result.output
+    assert "current context cluster1" in result.stderr
+    assert kube_api.cluster("cluster1").get_secret(NS, NAME)["data"] == store_files(fleet_store, "cluster1")
+    assert kube_api.cluster("cluster2").get_secret(NS, NAME) is None
+    # a kubeconfig without a current-context: one line that says what to name
+    bare = tmp_path / "bare-kubeconfig"
+    bare.write_text(kubeconfig.read_text().replace("current-context: cluster1", "current-context: ''"))
+    before = kube_api.cluster("cluster1").writes
+    refused = push("--kubeconfig", str(bare))
+    assert refused.exit_code == 2 and "sets no current-context" in one_line_error(refused)
+    assert kube_api.cluster("cluster1").writes == before
