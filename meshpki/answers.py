@@ -190,13 +190,18 @@ def _strings(obj: Mapping[str, Any], key: str, what: str) -> dict[str, str]:
     return dict(value)
 
 
-def _object(obj: Mapping[str, Any], kind: str) -> tuple[Mapping[str, Any], str]:
-    """The metadata of an object that must be a `kind`, and how to name it."""
-    what = f"a {kind}"
+def _check_kind(obj: Mapping[str, Any], kind: str) -> None:
+    """An answer that names another kind than asked for is not what we asked for."""
     found = obj.get("kind")
     if found is not None and found != kind:
         shown = printable(found, 60) if isinstance(found, str) else f"a JSON {type(found).__name__}"
         raise BadAnswer(f"an object of kind {shown}, not a {kind}")
+
+
+def _object(obj: Mapping[str, Any], kind: str) -> tuple[Mapping[str, Any], str]:
+    """The metadata of an object that must be a `kind`, and how to name it."""
+    what = f"a {kind}"
+    _check_kind(obj, kind)
     meta = obj.get("metadata")
     if meta is None:
         meta = {}
@@ -207,10 +212,7 @@ def _object(obj: Mapping[str, Any], kind: str) -> tuple[Mapping[str, Any], str]:
 
 def list_items(obj: Mapping[str, Any], kind: str) -> list[Mapping[str, Any]]:
     """The objects of a list answer (a SecretList...), each a JSON object."""
-    found = obj.get("kind")
-    if found is not None and found != kind:
-        shown = printable(found, 60) if isinstance(found, str) else f"a JSON {type(found).__name__}"
-        raise BadAnswer(f"an object of kind {shown}, not a {kind}")
+    _check_kind(obj, kind)
     items = obj.get("items")
     if items is None:
         return []

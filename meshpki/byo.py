@@ -169,7 +169,7 @@ def read_csr(pem: bytes, what: str) -> tuple[x509.CertificateSigningRequest, key
         csr = x509.load_pem_x509_csr(pem)
         valid = csr.is_signature_valid
     except Exception as exc:
-        raise InputError(f"{what} is not a readable certificate request ({_first_line(exc)})") from None
+        raise InputError(f"{what} is not a readable certificate request ({keys.first_line(exc)})") from None
     if not valid:
         raise InputError(f"{what}: the request's signature does not match its key; it was altered or "
                          "damaged, ask the site for a new one")
@@ -236,20 +236,24 @@ def _refuse_unwritable_out(out: Path) -> None:
 
 
 def _write_out(out: Path, files: dict[str, bytes]) -> None:
-    """The certificate files (and the roots' CRLs), each written atomically (public data: 0644)."""
+    """The certificate files (and the roots' CRLs) for the site."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot write to {out}: {exc.strerror or exc}") from None
+    for name, data in files.items():
+        write_public(out / name, data)
+
+
+def write_public(path: Path, data: bytes) -> None:
+    """A file meant to travel (a CSR, certificates, CRLs): atomic, 0644."""
     from meshpki.publish import replace_file
 
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        for name, data in files.items():
-            replace_file(out / name, data, 0o644)
+        replace_file(path, data, 0o644)
     except OSError as exc:
-        raise StoreError(f"cannot write to {out}: {exc.strerror or exc}") from None
+        raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from None
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # -- adopting an existing CA --------------------------------------------------------------

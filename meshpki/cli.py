@@ -1416,21 +1416,12 @@ def csr_cmd(settings: Settings, cluster: str, key_type: str, org: str, san_dns: 
     if str(out) == "-":
         click.echo(result.csr_pem.decode(), nl=False)
     else:
-        _write_public_file(out, result.csr_pem)
+        byo.write_public(out, result.csr_pem)
     say(f"{cluster}: key kept pending in {result.pending} (it never leaves this store); "
         f"request written to {'stdout' if str(out) == '-' else out}")
     say(f"next: send it to the root holder (meshpki sign {out if str(out) != '-' else 'FILE'} --out DIR), "
         f"then run meshpki complete {cluster} DIR here")
 
-
-def _write_public_file(path: Path, data: bytes) -> None:
-    from meshpki.errors import StoreError
-    from meshpki.publish import replace_file
-
-    try:
-        replace_file(path, data, 0o644)
-    except OSError as exc:
-        raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 @cli.command("sign")

@@ -351,15 +351,16 @@ def load_private_key(pem: bytes, passphrase: bytes | None = None, what: str = "p
     except ValueError as exc:
         if encrypted:
             raise PassphraseError(f"{what}: wrong passphrase (or a damaged key file)") from None
-        raise BundleError(f"{what} is not a readable PEM private key ({_first_line(exc)})") from None
+        raise BundleError(f"{what} is not a readable PEM private key ({first_line(exc)})") from None
     except Exception as exc:  # cryptography raises several types for garbage input
-        raise BundleError(f"{what} is not a readable PEM private key ({_first_line(exc)})") from None
+        raise BundleError(f"{what} is not a readable PEM private key ({first_line(exc)})") from None
     if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
         raise BundleError(f"{what} is a {type(key).__name__}; meshpki supports RSA and ECDSA keys")
     return key
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """An exception's first line, for one-line error messages."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
 
