@@ -47,12 +47,12 @@ from meshpki.bundle import (
 )
 from meshpki.findings import CODES, By, Finding, Severity, finding
 from meshpki.keys import PrivateKey, public_keys_match
+from meshpki.limits import DEFAULT_WARN_DAYS
 from meshpki.pathbuild import PathBuilder, PathResult, build_path, is_self_signed, signed_by
 
 __all__ = ["CODES", "BundleReport", "By", "Finding", "PairReport", "PathResult", "Severity", "build_path",
            "check_bundle", "check_pair", "check_pairs", "is_self_signed", "signed_by"]
 
-DEFAULT_WARN_DAYS = 30
 MIN_RSA_BITS = 2048
 # Go's crypto/x509 parses only these curves (crypto/x509/parser.go namedCurveFromOID)
 GO_CURVES = {"secp256r1", "secp384r1", "secp521r1"}

@@ -24,8 +24,9 @@ from meshpki import __version__, dates
 from meshpki.ca import DEFAULT_INTERMEDIATE_DAYS, DEFAULT_ROOT_DAYS
 from meshpki.credentials import NEW_PASSPHRASE_ENV, PASSPHRASE_ENV, PIN_ENV
 from meshpki.errors import InputError, MeshPKIError, PassphraseError
-from meshpki.limits import MAX_DAYS
-from meshpki.profiles import DEFAULT_ORG
+from meshpki.findings import shortlist
+from meshpki.limits import DEFAULT_CRIT_DAYS, DEFAULT_WARN_DAYS, MAX_DAYS, MIN_TOKEN_TTL
+from meshpki.profiles import DEFAULT_ORG, WORKLOAD_TTL
 
 ENV_SECRETS = "meshpki.env_secrets"  # ctx.meta: secrets taken out of os.environ at start-up
 PIN_FILE = "meshpki.pin_file"  # ctx.meta: --pin-file, shared by every command that may unlock a root
@@ -103,6 +104,7 @@ class Parsed(click.ParamType):
 
 
 DURATION = Parsed("duration", dates.parse_duration, dt.timedelta)  # 24h, 90m, 2d, 1d12h or seconds
+TOKEN_TTL = Parsed("duration", functools.partial(dates.parse_duration, at_least=MIN_TOKEN_TTL), dt.timedelta)
 MOMENT = Parsed("date", dates.parse_moment, dt.datetime)  # ISO date or date-time, UTC unless it says otherwise
 
 
@@ -471,8 +473,7 @@ def for_each(targets: list[Any], work: Callable[[Any], Block], what: str, output
         text = to_yaml(document) if output == "yaml" else to_json(document)
         click.echo(text, nl=not text.endswith("\n"))
     if failed:
-        named = ", ".join(failed[:10]) + (f" and {len(failed) - 10} more" if len(failed) > 10 else "")
-        raise click.ClickException(f"{len(failed)} of {len(targets)} {what} failed: {named} (see above)")
+        raise click.ClickException(f"{len(failed)} of {len(targets)} {what} failed: {shortlist(failed)} (see above)")
 
 
 def emit(data: Any, text: str, output: str) -> None:
@@ -846,7 +847,8 @@ def rotate_root_reissue(settings: Settings, clusters: tuple[str, ...], key_type:
 
 
 def grace_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    return click.option("--grace", type=DURATION, default="24h", show_default=True, help=help)
+    return click.option("--grace", type=DURATION, default=dates.format_duration(WORKLOAD_TTL),
+                        show_default=True, help=help)
 
 
 @rotate_root_group.command("finish")
@@ -1073,9 +1075,9 @@ def change_passphrase_cmd(settings: Settings, passphrase_file: Path | None, new_
 @click.option("--cluster-name", envvar="MESHPKI_CLUSTER_NAME", default=None,
               help="Cluster name when running in a pod with its service account [env MESHPKI_CLUSTER_NAME; "
                    "default: in-cluster].")
-@click.option("--warn-days", type=click.IntRange(min=0, max=MAX_DAYS), default=30, show_default=True,
+@click.option("--warn-days", type=click.IntRange(min=0, max=MAX_DAYS), default=DEFAULT_WARN_DAYS, show_default=True,
               help="WARNING when a certificate has fewer than this many days left.")
-@click.option("--crit-days", type=click.IntRange(min=0, max=MAX_DAYS), default=7, show_default=True,
+@click.option("--crit-days", type=click.IntRange(min=0, max=MAX_DAYS), default=DEFAULT_CRIT_DAYS, show_default=True,
               help="CRITICAL when a certificate has fewer than this many days left (or has expired).")
 @click.option("--at", type=MOMENT, metavar="DATE", default=None,
               help="Grade as of this date instead of now, e.g. 2026-06-01 or 2026-06-01T12:00:00Z.")
@@ -1222,7 +1224,7 @@ def history_prune(settings: Settings, keep: int, output: str) -> None:
 @click.option("--all", "all_clusters", is_flag=True,
               help="Verify every cluster in the store (also the default when no TARGET is named).")
 @click.option("--strict", is_flag=True, help="Exit 1 on warnings too, not only on errors.")
-@click.option("--warn-days", type=click.IntRange(min=0, max=MAX_DAYS), default=30, show_default=True,
+@click.option("--warn-days", type=click.IntRange(min=0, max=MAX_DAYS), default=DEFAULT_WARN_DAYS, show_default=True,
               help="Warn when a certificate on the path expires within this many days.")
 @click.option("--context", "contexts", multiple=True, metavar="CTX",
               help="Also verify the live cacerts secret of this kubeconfig context, and compare it with the "
@@ -1503,8 +1505,9 @@ def complete_cmd(settings: Settings, cluster: str, folder: Path, output: str) ->
               help="Service account in the remote that istiod reads as.")
 @click.option("--namespace", default="istio-system", show_default=True,
               help="Namespace of the service account (remote) and of the secret (primary).")
-@click.option("--token-ttl", type=DURATION, default=None, metavar="DURATION",
-              help="Use a TokenRequest token that expires after DURATION (e.g. 30d, 12h; at least 10m) "
+@click.option("--token-ttl", type=TOKEN_TTL, default=None, metavar="DURATION",
+              help=f"Use a TokenRequest token that expires after DURATION (e.g. 30d, 12h; at least "
+                   f"{dates.format_duration(MIN_TOKEN_TTL)}) "
                    "instead of a long-lived token Secret.")
 @click.option("--rotate", is_flag=True,
               help="Make a new token, update the primary, then delete the old token Secret.")
@@ -1537,12 +1540,9 @@ def remote_secret_cmd(settings: Settings, cluster: str | None, context: str | No
     """
     from meshpki import remote
 
-    ttl = token_ttl
-    if ttl is not None and ttl.total_seconds() < 600:
-        raise InputError(f"--token-ttl ({ttl}) is shorter than 10 minutes, the least Kubernetes issues")
     targets = remote.resolve_targets(settings.resolver(kubeconfig, timeout=timeout), cluster, context,
                                      primary_context, all_remotes, timeout=timeout, service_account=service_account,
-                                     namespace=namespace, token_ttl=ttl, token_wait=token_wait)
+                                     namespace=namespace, token_ttl=token_ttl, token_wait=token_wait)
     # step-by-step progress only for one cluster on a terminal: several at once would interleave
     live_progress = len(targets) == 1 and sys.stderr.isatty()
 

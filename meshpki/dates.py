@@ -35,7 +35,7 @@ def parse_moment(text: str) -> dt.datetime:
     return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
 
 
-def parse_duration(text: str) -> dt.timedelta:
+def parse_duration(text: str, at_least: dt.timedelta = dt.timedelta(0)) -> dt.timedelta:
     """'24h', '90m', '2d', '1d12h', or plain seconds; more than MAX_DAYS is a typo."""
     if text.isdigit():
         d, h, m, s = 0, 0, 0, int(text)
@@ -50,4 +50,17 @@ def parse_duration(text: str) -> dt.timedelta:
         duration = dt.timedelta.max
     if duration > dt.timedelta(days=MAX_DAYS):
         raise InputError(f"duration {text!r} is more than 30 years; that is surely a typo")
+    if duration < at_least:
+        raise InputError(f"duration {text!r} is shorter than {format_duration(at_least)}, the least allowed here")
     return duration
+
+
+def format_duration(duration: dt.timedelta) -> str:
+    """The form parse_duration reads: 1d12h, 2h, 10m."""
+    rest = int(duration.total_seconds())
+    parts = []
+    for unit, seconds in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, rest = divmod(rest, seconds)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"

@@ -12,6 +12,7 @@ tested against CODES, so the two cannot drift apart.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,3 +138,14 @@ def finding(code: str, message: str, file: str | None = None, fix: str = "",
     """A finding with its code's usual severity and objector unless told otherwise."""
     known = CODES[code]
     return Finding(severity or known.severity, code, message, file, fix, by or known.by)
+
+
+def first_of(errors: Sequence[Finding]) -> str:
+    """The first error in full and a count of the rest: one line, however many there are."""
+    first = errors[0]
+    return f"{first.code}: {first.message}" + (f" (+{len(errors) - 1} more)" if len(errors) > 1 else "")
+
+
+def shortlist(names: Sequence[str], limit: int = 10) -> str:
+    """Names for a one-line message: the first `limit`, then how many more."""
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")

@@ -32,6 +32,7 @@ from meshpki.bundle import (
 )
 from meshpki.dates import iso
 from meshpki.errors import KubeError, MeshPKIError
+from meshpki.findings import first_of
 from meshpki.kube import (  # noqa: F401 (DEFAULT_*: cli, demo)
     DEFAULT_NAMESPACE,
     DEFAULT_SECRET,
@@ -335,9 +336,7 @@ def verified_bundle(store: Store, cluster: str, trust_domain: str = profiles.DEF
     report = checks.check_bundle(bundle, trust_domain=trust_domain)
     errors = [f for f in report.findings if f.severity == checks.Severity.ERROR]
     if errors:
-        first = errors[0]
-        more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise PushError(f"{cluster}: the store's bundle fails verification: {first.code}: {first.message}{more}; "
+        raise PushError(f"{cluster}: the store's bundle fails verification: {first_of(errors)}; "
                         f"run `meshpki verify {cluster}` and fix it before pushing")
     return bundle
 

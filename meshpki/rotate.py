@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from meshpki import ca, crl, keys, profiles
-from meshpki.bundle import ROOT_CERT, Bundle, cert_to_pem, fingerprint, parse_certs
+from meshpki.bundle import ROOT_CERT, Bundle, cert_to_pem, fingerprint, join_pem, parse_certs
 from meshpki.credentials import RootSecret
 from meshpki.errors import InputError, MeshPKIError, PassphraseError
 from meshpki.keys import KeyType
@@ -139,12 +139,7 @@ def current_issuer(store: Store, passphrase: bytes | None) -> ca.Issuer:
     key = store.load_key(store.rotation_dir, passphrase, "new root key")
     if not keys.public_keys_match(key, cert.public_key()):
         raise PassphraseError(f"{store.rotation_dir}: the new root key does not match its certificate")
-    return ca.Issuer(cert, pem, key, append_pem(store.root_cert_pem(), pem))
-
-
-def append_pem(old: bytes, new: bytes) -> bytes:
-    """old byte for byte, then new: what istiod's byte comparison needs."""
-    return old + (b"" if old.endswith(b"\n") else b"\n") + new
+    return ca.Issuer(cert, pem, key, join_pem(store.root_cert_pem(), pem))
 
 
 def issued_by(bundle: Bundle, root: x509.Certificate) -> bool:
@@ -220,7 +215,7 @@ def begin(store: Store, key_type: KeyType | None, days: int, passphrase: bytes |
                 unchanged.append(cluster)
                 continue
             files = dict(bundle.secret_data())
-            files[ROOT_CERT] = append_pem(files[ROOT_CERT], new_pem)
+            files[ROOT_CERT] = join_pem(files[ROOT_CERT], new_pem)
             store.write_bundle(cluster, files, replace=True)
             changed.append(cluster)
         crl.after_root_added(store, passphrase)  # B's CRL, when the mesh has revoked something

@@ -19,6 +19,7 @@ from meshpki.checks import BundleReport, PairReport, Severity
 from meshpki.errors import InputError, MeshPKIError
 from meshpki.findings import finding
 from meshpki.kube import SecretRef
+from meshpki.limits import DEFAULT_WARN_DAYS
 from meshpki.store import is_cluster_name
 
 
@@ -106,7 +107,7 @@ def _revoked_note(store: Any, name: str) -> str:
 
 
 def verify_targets(targets: Sequence[Target], now: dt.datetime | None = None,
-                   warn_days: int = checks.DEFAULT_WARN_DAYS,
+                   warn_days: int = DEFAULT_WARN_DAYS,
                    trust_domain: str = profiles.DEFAULT_TRUST_DOMAIN) -> VerifyReport:
     """Check each bundle once (one workload cert each), then every pair with them."""
     results = tuple(checks.check_bundle(t.bundle, now=now, warn_days=warn_days, trust_domain=trust_domain,
@@ -167,7 +168,7 @@ def self_signed_finding(where: str, context: str | None, cluster: str) -> checks
 
 
 def run(store, names: Sequence[str], all_clusters: bool = False, now: dt.datetime | None = None,
-        warn_days: int = checks.DEFAULT_WARN_DAYS, live: Sequence[SecretRef] = (),
+        warn_days: int = DEFAULT_WARN_DAYS, live: Sequence[SecretRef] = (),
         trust_domain: str = profiles.DEFAULT_TRUST_DOMAIN) -> VerifyReport:
     """The whole of `meshpki verify`, minus printing. With only live sources,
     the store's clusters are not checked unless named or --all."""

@@ -213,6 +213,18 @@ def test_parse_duration(text, expected):
     assert dates.parse_duration(text) == expected
 
 
+@pytest.mark.parametrize("text", ["24h", "10m", "1d12h", "2d", "45s"])
+def test_format_duration_is_read_back_unchanged(text):
+    duration = dates.parse_duration(text)
+    assert dates.parse_duration(dates.format_duration(duration)) == duration
+
+
+def test_parse_duration_minimum():
+    assert dates.parse_duration("10m", at_least=dt.timedelta(minutes=10)) == dt.timedelta(minutes=10)
+    with pytest.raises(Exception, match="shorter than 10m"):
+        dates.parse_duration("9m59s", at_least=dt.timedelta(minutes=10))
+
+
 @pytest.mark.parametrize("bad", ["", "soon", "12x", "-1h"])
 def test_parse_duration_refuses(bad):
     with pytest.raises(Exception, match="invalid duration"):

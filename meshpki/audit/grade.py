@@ -40,6 +40,7 @@ from meshpki.audit.verifier import Verifier
 from meshpki.bundle import Bundle, differing_roles, fingerprint, serial_hex, subject_text
 from meshpki.dates import DAY, readable
 from meshpki.errors import MeshPKIError
+from meshpki.findings import first_of, shortlist
 from meshpki.kube import IN_CLUSTER_CONTEXT
 
 _MAX_NAMES = 5  # clusters named in one reason before "and N more"
@@ -123,8 +124,7 @@ def bundle_certificates(bundle: Bundle) -> list[tuple[str, x509.Certificate]]:
 
 
 def _names(names: Sequence[str]) -> str:
-    shown = ", ".join(n or "(store)" for n in names[:_MAX_NAMES])
-    return shown + (f" and {len(names) - _MAX_NAMES} more" if len(names) > _MAX_NAMES else "")
+    return shortlist([n or "(store)" for n in names], _MAX_NAMES)
 
 
 @dataclass
@@ -225,11 +225,9 @@ class _Grader:
         self._crls(obs, bundle)
         errors = self.errors_of(bundle)
         if errors:
-            first = errors[0]
-            more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
             what = "live secret" if obs.source == SOURCE_LIVE else "store bundle"
             self.bundle(obs.cluster, obs.source, obs.context, Condition(
-                Grade.CRITICAL, "fails-verify", f"{what} fails verify: {first.code}: {first.message}{more}"))
+                Grade.CRITICAL, "fails-verify", f"{what} fails verify: {first_of(errors)}"))
         if store_bundle is not None:
             ours = public.without_key(store_bundle) if public.is_public(bundle) else store_bundle
             differ = differing_roles(ours, bundle)

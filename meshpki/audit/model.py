@@ -14,9 +14,8 @@ from cryptography import x509
 from meshpki.bundle import Bundle
 from meshpki.dates import iso
 from meshpki.errors import InputError
+from meshpki.limits import DEFAULT_CRIT_DAYS, DEFAULT_WARN_DAYS
 
-DEFAULT_WARN_DAYS = 30
-DEFAULT_CRIT_DAYS = 7
 CLUSTER_NAME_ENV = "MESHPKI_CLUSTER_NAME"
 
 SOURCE_STORE = "store"
