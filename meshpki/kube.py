@@ -504,15 +504,27 @@ def _secret_path(namespace: str, name: str) -> str:
     return f"/api/v1/namespaces/{_q(namespace)}/secrets/{_q(name)}"
 
 
-def _secret_body(
+def b64(_key: str, value: bytes) -> str:
+    """A Secret data value as the API carries it."""
+    return base64.b64encode(value).decode("ascii")
+
+
+def secret_manifest(
     namespace: str,
     name: str,
-    data: Mapping[str, bytes],
-    labels: Mapping[str, str] | None,
-    annotations: Mapping[str, str] | None,
-    type: str,
+    data: Mapping[str, bytes] | None,
+    labels: Mapping[str, str] | None = None,
+    annotations: Mapping[str, str] | None = None,
+    type: str = "Opaque",
     resource_version: str | None = None,
+    show: Callable[[str, bytes], str] = b64,
 ) -> dict[str, Any]:
+    """The one builder of Secret objects: what meshpki writes, prints and plans.
+
+    Shaped like `kubectl create secret generic --dry-run=client -o yaml`
+    (keys in kubectl's order, data sorted), so the printed manifest applies as
+    it is. `show` turns a data value into text: base64 for the API, a
+    redaction note for private keys in output."""
     meta: dict[str, Any] = {"name": name, "namespace": namespace}
     if labels:
         meta["labels"] = dict(labels)
@@ -520,13 +532,11 @@ def _secret_body(
         meta["annotations"] = dict(annotations)
     if resource_version is not None:
         meta["resourceVersion"] = resource_version
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": meta,
-        "type": type,
-        "data": {k: base64.b64encode(v).decode("ascii") for k, v in data.items()},
-    }
+    body: dict[str, Any] = {"apiVersion": "v1"}
+    if data is not None:
+        body["data"] = {k: show(k, v) for k, v in sorted(data.items())}
+    body.update(kind="Secret", metadata=meta, type=type)
+    return body
 
 
 _IMPORT_LOCK = threading.Lock()
@@ -850,7 +860,7 @@ class Cluster:
         type: str = "Opaque",
     ) -> LiveSecret:
         """Create the secret; a KubeError with status 409 when it already exists."""
-        body = _secret_body(namespace, name, data, labels, annotations, type)
+        body = secret_manifest(namespace, name, data, labels, annotations, type)
         op = _Op("create", "secrets", namespace, name)
         return self._request(op, "POST", f"/api/v1/namespaces/{_q(namespace)}/secrets", body, parse=answers.parse_secret)
 
@@ -867,7 +877,7 @@ class Cluster:
         """Replace data, labels and annotations as a whole, only if the secret is
         still at `resource_version` (else a KubeError with status 409): a plan made from an
         older read must not overwrite someone else's newer write."""
-        body = _secret_body(namespace, name, data, labels, annotations, type, resource_version)
+        body = secret_manifest(namespace, name, data, labels, annotations, type, resource_version)
         op = _Op("update", "secrets", namespace, name)
         return self._request(op, "PUT", _secret_path(namespace, name), body, parse=answers.parse_secret)
 

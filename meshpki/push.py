@@ -8,7 +8,6 @@ then read the secret back and compare byte for byte before saying "done".
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -39,6 +38,8 @@ from meshpki.kube import (  # noqa: F401 (DEFAULT_*: cli, demo)
     Cluster,
     LiveSecret,
     SecretRef,
+    b64,
+    secret_manifest,
 )
 from meshpki.store import Store
 
@@ -78,18 +79,8 @@ class Desired:
         """The Secret object, shaped like `kubectl create secret generic --dry-run=client -o yaml`;
         with a plan, its data (live keys kept) and the live type, so kubectl apply succeeds too."""
         data = plan.data if plan is not None else self.data
-        return {
-            "apiVersion": "v1",
-            "data": {k: base64.b64encode(v).decode() for k, v in sorted(data.items())},
-            "kind": "Secret",
-            "metadata": {
-                "annotations": dict(self.annotations),
-                "labels": dict(self.labels),
-                "name": name,
-                "namespace": namespace,
-            },
-            "type": plan.secret_type if plan is not None else "Opaque",
-        }
+        return secret_manifest(namespace, name, data, self.labels, self.annotations,
+                               plan.secret_type if plan is not None else "Opaque")
 
 
 @dataclass(frozen=True)
@@ -374,25 +365,16 @@ CLEAR_KEY_WARNING = (
 )
 
 
-def redacted(data: Mapping[str, bytes]) -> dict[str, str]:
-    """Secret data as the API shows it (base64), private keys replaced by a note:
-    a push's -o yaml|json output ends up in terminals, CI logs and tickets."""
-    return {k: (f"REDACTED ({len(v)} bytes of private key)" if k in PRIVATE_KEY_FILES
-                else base64.b64encode(v).decode()) for k, v in sorted(data.items())}
+def redacted(key: str, value: bytes) -> str:
+    """A Secret data value as the API shows it (base64), a private key replaced by a
+    note: a push's -o yaml|json output ends up in terminals, CI logs and tickets."""
+    return f"REDACTED ({len(value)} bytes of private key)" if key in PRIVATE_KEY_FILES else b64(key, value)
 
 
 def stored_object(secret) -> dict[str, object]:
-    """The live secret as an object for -o yaml/json (data base64, as the API
-    shows it, with the private key redacted)."""
-    return {
-        "apiVersion": "v1",
-        "data": redacted(secret.data),
-        "kind": "Secret",
-        "metadata": {"annotations": dict(secret.annotations), "labels": dict(secret.labels),
-                     "name": secret.name, "namespace": secret.namespace,
-                     "resourceVersion": secret.resource_version},
-        "type": secret.type,
-    }
+    """The live secret as an object for -o yaml/json, its private key redacted."""
+    return secret_manifest(secret.namespace, secret.name, secret.data, secret.labels, secret.annotations,
+                           secret.type, secret.resource_version, show=redacted)
 
 
 def push(store: Store, target: SecretRef, allow_root_change: bool = False, form: str = FORM_FILES,

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 from meshpki import kube
 from meshpki.dates import iso
 from meshpki.errors import InputError, KubeError, MeshPKIError
-from meshpki.kube import DEFAULT_NAMESPACE, DEFAULT_TIMEOUT, Cluster, LiveSecret
+from meshpki.kube import DEFAULT_NAMESPACE, DEFAULT_TIMEOUT, Cluster, LiveSecret, secret_manifest
 from meshpki.push import MANAGED_BY, MANAGED_BY_LABEL
 
 DEFAULT_SERVICE_ACCOUNT = "istio-reader-service-account"
@@ -211,10 +211,8 @@ def _remote_objects(t: RemoteTarget) -> list[tuple[kube._Op, str, dict[str, Any]
 def _token_secret_body(t: RemoteTarget, name: str) -> dict[str, Any]:
     """A Secret the token controller fills with a token that never expires
     (what `istioctl create-remote-secret` makes since Kubernetes 1.24)."""
-    return {"apiVersion": "v1", "kind": "Secret", "type": SA_TOKEN_TYPE,
-            "metadata": {"name": name, "namespace": t.namespace,
-                         "labels": {**_managed(), LABEL_FOR_PRIMARY: t.primary},
-                         "annotations": {SA_NAME_ANNOTATION: t.service_account}}}
+    return secret_manifest(t.namespace, name, None, {**_managed(), LABEL_FOR_PRIMARY: t.primary},
+                           {SA_NAME_ANNOTATION: t.service_account}, SA_TOKEN_TYPE)
 
 
 @dataclass(frozen=True)
@@ -231,10 +229,7 @@ class SecretSpec:
         return f"SecretSpec({self.namespace}/{self.name}, labels={self.labels!r}, annotations={self.annotations!r})"
 
     def manifest(self) -> dict[str, Any]:
-        return {"apiVersion": "v1", "kind": "Secret",
-                "metadata": {"name": self.name, "namespace": self.namespace, "labels": dict(self.labels),
-                             "annotations": dict(self.annotations)},
-                "type": "Opaque", "data": {k: base64.b64encode(v).decode() for k, v in self.data.items()}}
+        return secret_manifest(self.namespace, self.name, self.data, self.labels, self.annotations)
 
 
 def _desired(t: RemoteTarget, kubeconfig: bytes, token_secret: str | None, live: LiveSecret | None) -> SecretSpec:
