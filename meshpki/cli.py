@@ -14,9 +14,8 @@ import functools
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -27,6 +26,9 @@ from meshpki.errors import InputError, MeshPKIError, PassphraseError
 from meshpki.findings import shortlist
 from meshpki.limits import DEFAULT_CRIT_DAYS, DEFAULT_WARN_DAYS, MAX_DAYS, MIN_TOKEN_TTL
 from meshpki.profiles import DEFAULT_ORG, WORKLOAD_TTL
+
+if TYPE_CHECKING:
+    from meshpki.render import Block
 
 ENV_SECRETS = "meshpki.env_secrets"  # ctx.meta: secrets taken out of os.environ at start-up
 PIN_FILE = "meshpki.pin_file"  # ctx.meta: --pin-file, shared by every command that may unlock a root
@@ -124,6 +126,12 @@ class Settings:
         from meshpki.locate import Options, Resolver
 
         return Resolver(self.fleet, Options(kubeconfig, namespace, secret_name, timeout))
+
+    def push_everything(self) -> str:
+        """The command(s) that push every cluster, for a "next:" hint."""
+        from meshpki.locate import push_everything
+
+        return push_everything(self.fleet, self.store.clusters())
 
     @functools.cached_property
     def store(self):  # -> store.Store
@@ -413,23 +421,13 @@ def parallel_option(func: Callable[..., Any]) -> Callable[..., Any]:
                         help="Clusters worked on at the same time with --all (1: one after another).")(func)
 
 
-@dataclass
-class Block:
-    """What one cluster's work prints: text for stdout, messages for stderr,
-    and its data for -o json/yaml. Kept whole so that clusters worked on at
-    once still print one readable block each, in fleet order."""
+def show(block: Block) -> None:
+    for line in block.err:
+        say(line)
+    if block.out:
+        from meshpki.render import printable
 
-    out: list[str] = field(default_factory=list)
-    err: list[str] = field(default_factory=list)
-    data: dict[str, Any] = field(default_factory=dict)
-
-    def show(self) -> None:
-        for line in self.err:
-            say(line)
-        if self.out:
-            from meshpki.render import printable
-
-            click.echo(printable("\n".join(self.out)))
+        click.echo(printable("\n".join(block.out)))
 
 
 def for_each(targets: list[Any], work: Callable[[Any], Block], what: str, output: str = "text",
@@ -443,7 +441,7 @@ def for_each(targets: list[Any], work: Callable[[Any], Block], what: str, output
 
     if len(targets) == 1:
         block = work(targets[0])
-        block.show()
+        show(block)
         if output != "text" and "object" in block.data:
             text = to_yaml(block.data["object"]) if output == "yaml" else to_json(block.data["object"])
             click.echo(text, nl=not text.endswith("\n"))  # no blank line after the manifest
@@ -458,7 +456,7 @@ def for_each(targets: list[Any], work: Callable[[Any], Block], what: str, output
             click.echo("\r\x1b[K", err=True, nl=False)  # clear the progress line before a block
         result = {"cluster": target.cluster, "context": getattr(target, "context", None), "ok": outcome.ok}
         if outcome.ok:
-            outcome.value.show()  # with -o json|yaml only messages: the data comes in one document below
+            show(outcome.value)  # with -o json|yaml only messages: the data comes in one document below
             result.update({k: v for k, v in outcome.value.data.items()}, error=None)
         else:
             say(f"Error: {outcome.error}")
@@ -704,6 +702,7 @@ def rotate_cmd(settings: Settings, clusters: tuple[str, ...], key_type: str | No
       meshpki rotate cluster1 --revoke-previous && meshpki push --all
     """
     from meshpki import rotate
+    from meshpki.locate import push_commands
     from meshpki.store import validate_cluster_name
 
     for name in clusters:
@@ -716,26 +715,9 @@ def rotate_cmd(settings: Settings, clusters: tuple[str, ...], key_type: str | No
                             progress=progress_printer("generating keys"), revoke_previous=revoke_previous)
     if revoke_previous:
         say(f"revoked the replaced intermediate(s) of {', '.join(clusters)}; every bundle carries the new ca-crl.pem")
-    print_issued(results, output, verb="rotated",
-                 next_step="next: meshpki push --all" if revoke_previous else _push_hint(settings, clusters))
-
-
-def _push_hint(settings: Settings, clusters) -> str:
-    """The push command(s) to run next, with each cluster's context when the fleet file knows it."""
-    hints = []
-    for name in clusters:
-        known = settings.fleet.cluster(name)
-        hints.append(f"meshpki push {name} --context {known.context if known else name}")
-    return "next: " + "; ".join(hints)
-
-
-def _push_every_cluster(settings: Settings) -> str:
-    """How to push every cluster: `push --all` needs a fleet file that lists them;
-    without one, one push command per cluster of the store."""
-    if settings.fleet.clusters:
-        return "meshpki push --all"
-    return "; ".join(f"meshpki push {name} --context {name}" for name in settings.store.clusters()) \
-        + " (each with its kubeconfig context; a fleet file makes this `meshpki push --all`)"
+    # a revocation changes every bundle's ca-crl.pem: every cluster needs the push
+    push = settings.push_everything() if revoke_previous else push_commands(settings.fleet, clusters)
+    print_issued(results, output, verb="rotated", next_step=f"next: {push}")
 
 
 @cli.group("rotate-root", cls=MeshGroup)
@@ -799,7 +781,7 @@ def rotate_root_begin(settings: Settings, key_type: str | None, days: int,
     result = rotate.begin(store, KeyType.parse(key_type) if key_type else None, days, passphrase,
                           org=settings.fleet.org, new_passphrase=new_passphrase, token=token)
     print_step(result, output, "now trusts old + new root",
-               f"{_push_every_cluster(settings)}, then meshpki rotate-root reissue")
+               f"{settings.push_everything()}, then meshpki rotate-root reissue")
 
 
 def _new_root_b_passphrase(store, passphrase_file: Path | None, new_passphrase_file: Path | None) -> bytes | None:
@@ -842,7 +824,7 @@ def rotate_root_reissue(settings: Settings, clusters: tuple[str, ...], key_type:
         emit({"clusters": [], "unchanged": skipped}, "nothing to reissue: every cluster issues under the new root", output)
         return
     print_issued(results, output, verb="reissued",
-                 next_step=f"next: {_push_every_cluster(settings)}, wait the grace period, "
+                 next_step=f"next: {settings.push_everything()}, wait the grace period, "
                            "then meshpki rotate-root finish")
 
 
@@ -865,7 +847,7 @@ def rotate_root_finish(settings: Settings, grace: dt.timedelta, force: bool, out
     from meshpki import rotate
 
     result = rotate.finish(settings.store, grace, force=force)
-    print_step(result, output, "now trusts the new root only", _push_every_cluster(settings))
+    print_step(result, output, "now trusts the new root only", settings.push_everything())
 
 
 @rotate_root_group.command("status")
@@ -953,44 +935,18 @@ def push_cmd(settings: Settings, cluster: str | None, context: str | None, kubec
 
 def _dry_run_one(store, target, allow_root_change: bool, output: str, form: str, trust_domain: str) -> Block:
     from meshpki import push as pushmod
-    from meshpki import render
-    from meshpki.errors import KubeError
+    from meshpki.render import dry_run_block
 
-    desired = pushmod.desired_secret(pushmod.verified_bundle(store, target.cluster, trust_domain), form)
-    done = f"{target.cluster}: dry run, nothing written"
-    if output == "text":
-        text_plan = pushmod.dry_run_plan(store, target, allow_root_change, desired)
-        return Block(out=[*render.plan_lines(text_plan), done])
-    unreachable: KubeError | None = None
-    plan = None
-    try:
-        plan = pushmod.dry_run_plan(store, target, allow_root_change, desired)
-    except KubeError as exc:
-        unreachable = exc
-    block = Block(data={"action": plan.action if plan else None,
-                        "object": desired.manifest(target.namespace, target.secret_name, plan)})
-    keys = [k for k in pushmod.PRIVATE_KEY_FILES if k in desired.data]
-    if keys:
-        block.err.append(pushmod.CLEAR_KEY_WARNING.format(cluster=target.cluster, key=", ".join(keys)))
-    if plan is None:
-        block.err.append(f"{target.cluster}: cluster not reachable, no plan computed ({unreachable})")
-        return block
-    block.err += [*render.plan_lines(plan), done]
-    block.data.update(changes=list(plan.changes), notes=list(plan.warnings))
-    return block
+    # text output is the plan, which needs the cluster; a manifest does not (GitOps, offline)
+    dry = pushmod.dry_run(store, target, allow_root_change, form, trust_domain, offline_ok=output != "text")
+    return dry_run_block(dry, output)
 
 
 def _push_one(store, target, allow_root_change: bool, output: str, form: str, trust_domain: str) -> Block:
     from meshpki import push as pushmod
-    from meshpki import render
+    from meshpki.render import push_block
 
-    result = pushmod.push(store, target, allow_root_change, form, trust_domain)
-    plan = result.plan
-    lines = render.push_result_lines(result)
-    if output == "text":
-        return Block(out=lines)
-    return Block(err=lines, data={"action": plan.action, "changes": list(plan.changes),
-                                  "notes": list(result.notes), "object": result.stored})
+    return push_block(pushmod.push(store, target, allow_root_change, form, trust_domain), output)
 
 
 @cli.command("export-root-key")
@@ -1124,7 +1080,7 @@ def audit_cmd(settings: Settings, contexts: tuple[str, ...], all_contexts: bool,
       meshpki audit --public-only --pushgateway http://pushgateway.monitoring:9091   # in-cluster CronJob
     """
     from meshpki import audit
-    from meshpki.render import OutputFormat, audit_prometheus, printable, render_audit
+    from meshpki.render import OutputFormat, render_audit
 
     audit.check_thresholds(warn_days, crit_days)
     try:
@@ -1144,23 +1100,12 @@ def audit_cmd(settings: Settings, contexts: tuple[str, ...], all_contexts: bool,
     except MeshPKIError as exc:  # the audit could not run: UNKNOWN, not WARNING (exit 1)
         say(f"Error: {exc}")
         click.get_current_context().exit(int(audit.Grade.UNKNOWN))
-    text = render_audit(report, OutputFormat(output))
-    if output == "text":
-        text = printable(text)
-    click.echo(text, nl=not text.endswith("\n"))
-    code = report.exit_code
-    exposition = text if output == "prometheus" else audit_prometheus(report)
-    sinks: list[Callable[[], None]] = []
-    if textfile is not None:
-        sinks.append(lambda: audit.write_textfile(textfile, exposition))
-    if pushgateway is not None:
-        sinks.append(lambda: audit.push_metrics(pushgateway, exposition))
-    for sink in sinks:
-        try:
-            sink()
-        except MeshPKIError as exc:
-            say(f"Error: {exc}")
-            code = int(audit.worst([report.status, audit.Grade.UNKNOWN]))
+    shown, exposition = render_audit(report, OutputFormat(output))
+    click.echo(shown, nl=not shown.endswith("\n"))
+    failures = audit.export(exposition, textfile, pushgateway)
+    for failure in failures:
+        say(f"Error: {failure}")
+    code = audit.exit_code(report, failures)
     if code:
         click.get_current_context().exit(code)
 
@@ -1212,10 +1157,9 @@ def history_list(settings: Settings, cluster: str | None, output: str) -> None:
 def history_prune(settings: Settings, keep: int, output: str) -> None:
     """Delete all but the N newest archived entries of each kind and cluster."""
     from meshpki import history
+    from meshpki.render import pruned_view
 
-    removed = history.prune(settings.store, keep)
-    emit({"removed": [str(e.path) for e in removed]},
-         "\n".join(f"removed {e.kind} {e.name} {e.stamp}" for e in removed) or "nothing to prune", output)
+    emit(*pruned_view(history.prune(settings.store, keep)), output)
 
 
 @cli.command("verify")
@@ -1558,22 +1502,10 @@ def remote_secret_cmd(settings: Settings, cluster: str | None, context: str | No
 
 def _remote_secret_one(target, rotate: bool, dry_run: bool, output: str, live_progress: bool) -> Block:
     from meshpki import remote
-    from meshpki.render import remote_secret_lines
+    from meshpki.render import remote_secret_block
 
-    block = Block()
-    result = remote.remote_secret(target, rotate=rotate, dry_run=dry_run,
-                                  progress=say if live_progress else None)
-    block.err += [f"warning: {warning}" for warning in result.warnings]
-    lines = remote_secret_lines(result)
-    if output == "text":
-        block.out = lines + ([f"{target.label}: dry run, nothing written"] if dry_run else [])
-        return block
-    block.err += lines
-    block.data["object"] = result.secret.manifest() if dry_run else result.summary()
-    if dry_run:
-        block.err.append(f"{target.label}: dry run, nothing written; the manifest holds a bearer token for "
-                         f"{target.cluster}: keep it out of logs and git")
-    return block
+    result = remote.remote_secret(target, rotate=rotate, dry_run=dry_run, progress=say if live_progress else None)
+    return remote_secret_block(target, result, output)
 
 
 def main() -> None:

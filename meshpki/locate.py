@@ -148,3 +148,22 @@ class Resolver:
         if self.in_pod():
             return [self.pod(cluster_name)]
         return []
+
+
+def push_commands(fleet: Fleet, clusters: Sequence[str]) -> str:
+    """The push command of each cluster, with its context resolved as a push would
+    (the fleet file's, else the cluster's name): the "next:" step users copy."""
+    commands = []
+    for name in clusters:
+        known = fleet.cluster(name)
+        commands.append(f"meshpki push {name} --context {known.context if known else name}")
+    return "; ".join(commands)
+
+
+def push_everything(fleet: Fleet, clusters: Sequence[str]) -> str:
+    """How to push every cluster: `push --all` needs a fleet file that lists them;
+    without one, one push command per cluster of the store."""
+    if fleet.clusters:
+        return "meshpki push --all"
+    return push_commands(fleet, clusters) + " (each with its kubeconfig context; a fleet file makes this " \
+        "`meshpki push --all`)"

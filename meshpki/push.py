@@ -411,10 +411,35 @@ def _publish(conn: Cluster, target: SecretRef, result: PushResult) -> PushResult
     return replace(result, notes=(*result.notes, note)) if note else result
 
 
-def dry_run_plan(store: Store, target: SecretRef, allow_root_change: bool, desired: Desired | None = None,
-                 form: str = FORM_FILES, trust_domain: str = profiles.DEFAULT_TRUST_DOMAIN) -> Plan:
-    """The plan without writing; raises KubeError when the cluster cannot be read."""
-    plan, _ = plan_push(store, target, allow_root_change, desired=desired, form=form, trust_domain=trust_domain)
-    return plan
+@dataclass(frozen=True)
+class DryRun:
+    """What a push would write, and the plan against the live secret when the cluster answered."""
+
+    target: SecretRef
+    desired: Desired
+    plan: Plan | None
+    unreachable: KubeError | None = None
+
+    def manifest(self) -> dict[str, object]:
+        return self.desired.manifest(self.target.namespace, self.target.secret_name, self.plan)
+
+    @property
+    def clear_keys(self) -> list[str]:
+        """The private key files the manifest carries in clear."""
+        return [k for k in PRIVATE_KEY_FILES if k in self.desired.data]
+
+
+def dry_run(store: Store, target: SecretRef, allow_root_change: bool, form: str = FORM_FILES,
+            trust_domain: str = profiles.DEFAULT_TRUST_DOMAIN, offline_ok: bool = False) -> DryRun:
+    """The plan without writing. A cluster that cannot be read raises KubeError,
+    unless `offline_ok`: the manifest alone is what GitOps needs."""
+    desired = desired_secret(verified_bundle(store, target.cluster, trust_domain), form)
+    try:
+        plan, _ = plan_push(store, target, allow_root_change, desired=desired, form=form, trust_domain=trust_domain)
+    except KubeError as exc:
+        if not offline_ok:
+            raise
+        return DryRun(target, desired, None, exc)
+    return DryRun(target, desired, plan)
 
 

@@ -12,6 +12,7 @@ import enum
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
@@ -28,10 +29,11 @@ if TYPE_CHECKING:
     from meshpki.ca import IssueResult, RootResult
     from meshpki.crl import CrlReport, RevokeResult
     from meshpki.demo import DemoReport
-    from meshpki.push import Plan, PushResult
-    from meshpki.remote import RemoteResult
+    from meshpki.push import DryRun, Plan, PushResult
+    from meshpki.remote import RemoteResult, RemoteTarget
     from meshpki.rootkey import Changed, Exported
     from meshpki.rotate import RotationStatus, StepResult
+    from meshpki.store import HistoryEntry
     from meshpki.verify import VerifyReport
 
 View = tuple[dict[str, Any], str]
@@ -79,6 +81,12 @@ def history_data(rows: Sequence[HistoryRow]) -> dict[str, Any]:
                          "not_after": iso(r.cert.not_valid_after_utc) if r.cert else "?",
                          "subject": r.cert.subject.rfc4514_string() if r.cert else "?",
                          "note": r.note, "path": str(r.path)} for r in rows]}
+
+
+def pruned_view(removed: Sequence[HistoryEntry]) -> tuple[dict[str, Any], str]:
+    """What `history prune` deleted, one line each."""
+    return ({"removed": [str(e.path) for e in removed]},
+            "\n".join(f"removed {e.kind} {e.name} {e.stamp}" for e in removed) or "nothing to prune")
 
 
 def history_text(rows: Sequence[HistoryRow]) -> str:
@@ -211,6 +219,48 @@ def _plan_summary(plan: Plan) -> list[str]:
 def plan_lines(plan: Plan) -> list[str]:
     """The plan's head line, what changes, and the notes an operator must read."""
     return _plan_summary(plan) + [f"  note: {w}" for w in plan.warnings]
+
+
+@dataclass
+class Block:
+    """What one cluster's work prints: text for stdout, messages for stderr,
+    and its data for -o json/yaml. Kept whole so that clusters worked on at
+    once still print one readable block each, in fleet order. With -o json|yaml,
+    data["object"] is what a single cluster prints (a manifest, the stored secret)."""
+
+    out: list[str] = field(default_factory=list)
+    err: list[str] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def dry_run_block(dry: DryRun, output: str) -> Block:
+    """A push --dry-run: the plan as text, or the manifest (the plan, if any, on stderr)."""
+    from meshpki.push import CLEAR_KEY_WARNING
+
+    cluster = dry.target.cluster
+    done = f"{cluster}: dry run, nothing written"
+    if output == "text":
+        assert dry.plan is not None  # text output needs the cluster: push.dry_run raised otherwise
+        return Block(out=[*plan_lines(dry.plan), done])
+    block = Block(data={"action": dry.plan.action if dry.plan else None, "object": dry.manifest()})
+    if dry.clear_keys:
+        block.err.append(CLEAR_KEY_WARNING.format(cluster=cluster, key=", ".join(dry.clear_keys)))
+    if dry.plan is None:
+        block.err.append(f"{cluster}: cluster not reachable, no plan computed ({dry.unreachable})")
+        return block
+    block.err += [*plan_lines(dry.plan), done]
+    block.data.update(changes=list(dry.plan.changes), notes=list(dry.plan.warnings))
+    return block
+
+
+def push_block(result: PushResult, output: str) -> Block:
+    """A push: its lines on stdout, or on stderr beside the stored secret (key redacted)."""
+    lines = push_result_lines(result)
+    if output == "text":
+        return Block(out=lines)
+    plan = result.plan
+    return Block(err=lines, data={"action": plan.action, "changes": list(plan.changes),
+                                  "notes": list(result.notes), "object": result.stored})
 
 
 def push_result_lines(result: PushResult) -> list[str]:
@@ -375,16 +425,19 @@ def audit_prometheus(report: AuditReport) -> str:
     return generate_latest(registry).decode()
 
 
-def render_audit(report: AuditReport, fmt: OutputFormat) -> str:
-    """The one dispatch for `meshpki audit -o`."""
+def render_audit(report: AuditReport, fmt: OutputFormat) -> tuple[str, str]:
+    """The one dispatch for `meshpki audit -o`: what to print (text made
+    printable), and the Prometheus exposition that --textfile and
+    --pushgateway deliver whatever -o says."""
+    exposition = audit_prometheus(report)
     formatters = {
-        OutputFormat.TEXT: lambda: audit_text(report),
+        OutputFormat.TEXT: lambda: printable(audit_text(report)),
         OutputFormat.JSON: lambda: to_json(report.to_dict()),
-        OutputFormat.PROMETHEUS: lambda: audit_prometheus(report),
+        OutputFormat.PROMETHEUS: lambda: exposition,
     }
     if fmt not in formatters:
         raise ValueError(f"{fmt.value} output is not available for audit")
-    return formatters[fmt]()
+    return formatters[fmt](), exposition
 
 
 def crl_revoked_text(result: RevokeResult, next_step: str) -> str:
@@ -438,6 +491,21 @@ def completed_view(cluster: str, path: Path, archived: Path | None) -> View:
 
 
 # -- remote-secret --------------------------------------------------------------
+
+def remote_secret_block(target: RemoteTarget, result: RemoteResult, output: str) -> Block:
+    """A remote secret written (or, dry run, shown): warnings always on stderr."""
+    block = Block(err=[f"warning: {warning}" for warning in result.warnings])
+    lines = remote_secret_lines(result)
+    if output == "text":
+        block.out = lines + ([f"{target.label}: dry run, nothing written"] if result.dry_run else [])
+        return block
+    block.err += lines
+    block.data["object"] = result.secret.manifest() if result.dry_run else result.summary()
+    if result.dry_run:
+        block.err.append(f"{target.label}: dry run, nothing written; the manifest holds a bearer token for "
+                         f"{target.cluster}: keep it out of logs and git")
+    return block
+
 
 def remote_secret_lines(result: RemoteResult) -> list[str]:
     """Lines for the operator (stderr with -o json|yaml); warnings are separate (always stderr)."""

@@ -539,7 +539,7 @@ def test_every_audit_format_renders(store_path):
     store = issued_store(store_path, "cluster1")
     report = audit.run(store, [])
     for fmt in AUDIT_FORMATS:
-        assert render_audit(report, fmt).strip()
+        assert render_audit(report, fmt)[0].strip()
     with pytest.raises(ValueError):
         render_audit(report, OutputFormat.YAML)
     assert {f.value for f in AUDIT_FORMATS} == {"text", "json", "prometheus"}
@@ -587,5 +587,5 @@ def test_prometheus_rules_alert_on_the_metrics_audit_writes(store_path):
     from meshpki import crl
 
     crl.revoke(store, "c2", None)  # so the CRL metric exists too
-    exposed = set(metrics(render_audit(audit.run(store, []), OutputFormat.PROMETHEUS)))
+    exposed = set(metrics(render_audit(audit.run(store, []), OutputFormat.PROMETHEUS)[0]))
     assert set(re.findall(r"meshpki_[a-z_]+", exprs)) <= exposed

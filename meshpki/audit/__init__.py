@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from meshpki import profiles
@@ -49,13 +50,14 @@ from meshpki.audit.read import (
     write_textfile,
 )
 from meshpki.audit.verifier import Verifier
-from meshpki.errors import InputError
+from meshpki.errors import InputError, MeshPKIError
 from meshpki.kube import SecretRef
 
 __all__ = [
     "CLUSTER_NAME_ENV", "DEFAULT_CRIT_DAYS", "DEFAULT_PARALLEL", "DEFAULT_WARN_DAYS", "AuditReport", "AuditRow",
     "Condition", "Grade", "MeshLayout", "Observation", "StoreView", "Verifier", "build_report", "check_thresholds", "days_left",
-    "grade_expiry", "push_metrics", "read_all_live", "read_live", "read_store", "run", "worst", "write_textfile",
+    "exit_code", "export", "grade_expiry", "push_metrics", "read_all_live", "read_live", "read_store", "run", "worst",
+    "write_textfile",
 ]
 
 
@@ -89,3 +91,27 @@ def run(store: Any, targets: Sequence[SecretRef], at: dt.datetime | None = None,
         view = store_future.result()
     verifier.verify_many(o.bundle for o in live if o.bundle is not None)
     return build_report(view, live, at or run_at, warn_days, crit_days, verifier, run_at, layout)
+
+
+def export(exposition: str, textfile: Path | None = None, pushgateway: str | None = None) -> list[MeshPKIError]:
+    """Deliver the metrics to node_exporter's textfile collector and/or a
+    Pushgateway. Every sink is tried; what failed is returned, not raised, so
+    one broken sink neither hides the report nor stops the other."""
+    sinks: list[Callable[[], None]] = []
+    if textfile is not None:
+        sinks.append(lambda: write_textfile(textfile, exposition))
+    if pushgateway is not None:
+        sinks.append(lambda: push_metrics(pushgateway, exposition))
+    failures = []
+    for sink in sinks:
+        try:
+            sink()
+        except MeshPKIError as exc:
+            failures.append(exc)
+    return failures
+
+
+def exit_code(report: AuditReport, failures: Sequence[MeshPKIError] = ()) -> int:
+    """The monitoring code: the report's, and UNKNOWN at least when metrics
+    could not be delivered (an alert may now rest on stale numbers)."""
+    return int(worst([report.status, Grade.UNKNOWN])) if failures else report.exit_code
