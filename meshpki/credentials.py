@@ -3,7 +3,7 @@
 Secrets given in the environment are taken OUT of it as soon as meshpki
 starts: every child process inherits the environment, and the kubernetes
 client runs kubeconfig `exec` credential plugins (cloud CLIs, scripts) that
-have no business seeing the root passphrase or a token PIN. cli.py prompts;
+have no business seeing the root passphrase or a token PIN. The CLI (cli/secrets.py) prompts;
 this module only reads and checks, so it needs no click.
 """
 

@@ -1,6 +1,6 @@
 """The errors library code raises: each message is one line a user can act on.
 
-cli.py turns `MeshPKIError` into exit 1 and `InputError` into a usage error
+the CLI (cli/options.py) turns `MeshPKIError` into exit 1 and `InputError` into a usage error
 (exit 2); nothing else may reach the user as a traceback.
 """
 

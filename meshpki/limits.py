@@ -1,5 +1,5 @@
 """Bounds on what a user may ask for, and the expiry thresholds verify and audit
-share, in a module light enough for cli.py to import.
+share, in a module light enough for the CLI to import.
 
 A root of more than 30 years is a typo, and far larger numbers overflow the
 date arithmetic (OverflowError); RFC 5280 Appendix A bounds subject names.

@@ -1,6 +1,6 @@
 """Turning results into text, JSON, YAML or Prometheus exposition.
 
-Data goes to stdout; messages and progress go to stderr (cli.py decides
+Data goes to stdout; messages and progress go to stderr (the CLI decides
 where). Every command that prints data offers the formats it can honour,
 each mapped to one formatter here. This module knows the domain's result
 types; no domain module imports it.

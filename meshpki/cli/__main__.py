@@ -1,0 +1,3 @@
+from meshpki.cli import main
+
+main()
