@@ -461,15 +461,16 @@ def crl_show_text(report: CrlReport) -> str:
     return f"{revoked}\n\n{crls}"
 
 
-def revoked_view(cluster: str, result: RevokeResult) -> View:
+def revoked_view(cluster: str, result: RevokeResult, push_all: str) -> View:
+    """`push_all`: the command(s) that push every cluster (locate.push_everything)."""
     data = {"cluster": cluster, "revoked": [r.to_dict() for r in result.revoked], "crl_number": result.number,
             "next_update": result.next_update}
-    return data, crl_revoked_text(result, "next: meshpki push --all, then meshpki verify and meshpki audit")
+    return data, crl_revoked_text(result, f"next: {push_all}, then meshpki verify and meshpki audit")
 
 
-def renewed_view(result: RevokeResult) -> View:
+def renewed_view(result: RevokeResult, push_all: str) -> View:
     return ({"crl_number": result.number, "next_update": result.next_update},
-            crl_revoked_text(result, "next: meshpki push --all"))
+            crl_revoked_text(result, f"next: {push_all}"))
 
 
 # -- bring your own PKI ---------------------------------------------------------

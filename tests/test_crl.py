@@ -266,7 +266,9 @@ def test_cli_revoke_runbook_and_show(cli, store):
     env = {"MESHPKI_ROOT_PASSPHRASE": PASSPHRASE}
     result = cli("revoke", "cluster2", "--reason", "key-compromise", env=env)
     assert result.exit_code == 0, result.output
-    assert "revoked cluster2" in result.output and "push --all" in result.output
+    assert "revoked cluster2" in result.output
+    # no fleet file, so no `push --all`: one push per remaining member, with its context
+    assert "next: meshpki push cluster1 --context cluster1; meshpki push cluster3 --context cluster3" in result.stdout
     shown = cli("crl", "show", "-o", "json")
     assert shown.exit_code == 0, shown.output
     data = json.loads(shown.stdout)
@@ -316,9 +318,11 @@ def test_revoke_reasons_in_the_cli_match_crl_module():
 
 def test_cli_rotate_revoke_previous(cli, store):
     make_fleet(store, ("cluster1", "cluster2"))
-    result = cli("rotate", "cluster1", "--revoke-previous", "-o", "json")
+    result = cli("rotate", "cluster1", "--revoke-previous")
     assert result.exit_code == 0, result.output
     assert "revoked the replaced intermediate" in result.stderr
+    # every bundle's ca-crl.pem changed: the hint pushes every cluster, not only the rotated one
+    assert "next: meshpki push cluster1 --context cluster1; meshpki push cluster2 --context cluster2" in result.stdout
     state = crl.load_state(store)
     assert state is not None and len(state.revoked) == 1
     assert_all_members_sound(store)

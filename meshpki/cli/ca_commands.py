@@ -468,7 +468,7 @@ def revoke_cmd(settings: Settings, cluster: str, reason: str, all_history: bool,
                         all_history=all_history)
     for note in result.notes:
         say(note)
-    emit(*render.revoked_view(cluster, result), output)
+    emit(*render.revoked_view(cluster, result, settings.push_everything()), output)
 
 
 @cli.group("crl", cls=MeshGroup)
@@ -500,7 +500,7 @@ def crl_renew_cmd(settings: Settings, days: int | None, passphrase_file: Path | 
     result = crl.renew(store, root_passphrase(store, passphrase_file), days=days)
     for note in result.notes:
         say(note)
-    emit(*render.renewed_view(result), output)
+    emit(*render.renewed_view(result, settings.push_everything()), output)
 
 
 @crl_group.command("show")

@@ -19,6 +19,7 @@ from meshpki import dates
 from meshpki.ca import DEFAULT_INTERMEDIATE_DAYS
 from meshpki.credentials import PASSPHRASE_ENV, PIN_ENV
 from meshpki.errors import InputError, MeshPKIError
+from meshpki.kube import DEFAULT_TIMEOUT
 from meshpki.limits import MIN_TOKEN_TTL
 from meshpki.profiles import WORKLOAD_TTL
 
@@ -130,7 +131,7 @@ class Settings:
         self._store_origin = store_origin  # how the user named the store, for messages
 
     def resolver(self, kubeconfig: str | None = None, namespace: str | None = None,
-                 secret_name: str | None = None, timeout: float = 10.0):  # -> locate.Resolver
+                 secret_name: str | None = None, timeout: float = DEFAULT_TIMEOUT):  # -> locate.Resolver
         """Where each cluster's secret lives, from these options and the fleet file."""
         from meshpki.locate import Options, Resolver
 
@@ -264,8 +265,8 @@ def secret_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def connection_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--kubeconfig and --timeout, the way kubectl users expect them."""
-    func = click.option("--timeout", type=click.FloatRange(min=0.1, max=3600), default=10.0, show_default=True,
-                        help="Seconds to wait for each API request.")(func)
+    func = click.option("--timeout", type=click.FloatRange(min=0.1, max=3600), default=DEFAULT_TIMEOUT,
+                        show_default=True, help="Seconds to wait for each API request.")(func)
     # Not envvar="KUBECONFIG": click would pass "a:b" as one path. kube.py reads
     # KUBECONFIG itself and merges its files like kubectl (locate.py: precedence).
     return click.option("--kubeconfig", default=None, metavar="FILE",
