@@ -9,6 +9,12 @@ renames the new one into place. If the process dies at any step,
 leftovers, so a reader finds the old folder or the new one, never a mix and
 never a half-written file.
 
+Files in different folders that must change together (both root keys of a
+rotation, re-encrypted under a new passphrase) go through `replace_files`:
+each is staged as `.next-*` beside its target, then one journal naming them
+all is renamed into place (the commit point); `recover_files()` finishes a
+journal a killed writer left, or drops staged files no journal names.
+
 Everything here raises OSError; the caller turns it into a message.
 Modes are set with fchmod/chmod after creation, so a permissive umask
 (even 000) cannot loosen them.
@@ -17,6 +23,7 @@ Modes are set with fchmod/chmod after creation, so a permissive umask
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import secrets
 import shutil
@@ -27,7 +34,9 @@ PRIVATE_DIR_MODE = 0o700
 STAGING = ".staging-"
 READY = ".ready-"
 TMP = ".tmp-"
-LEFTOVER_PREFIXES = (STAGING, READY, TMP)
+NEXT = ".next-"  # a file staged by replace_files
+JOURNAL = ".commit-"  # replace_files' commit record
+LEFTOVER_PREFIXES = (STAGING, READY, TMP, NEXT, JOURNAL)
 
 
 def fsync_dir(path: Path) -> None:
@@ -75,6 +84,51 @@ def replace_file(path: Path, data: bytes, mode: int) -> None:
     except OSError:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def replace_files(journal_dir: Path, files: Mapping[Path, bytes], mode: int) -> None:
+    """Replace several files, in any folders, as one: all or none of them change,
+    whenever the process dies. Raises OSError; before the commit point nothing is
+    left behind, after it the files are (or recover_files() puts them) in place."""
+    token = secrets.token_hex(4)
+    staged = {target: target.parent / f"{NEXT}{target.name}-{token}" for target in files}
+    journal = journal_dir / f"{JOURNAL}{token}.json"
+    record = [[os.path.relpath(staged[t], journal_dir), os.path.relpath(t, journal_dir)] for t in files]
+    try:
+        for target, data in files.items():
+            write_file(staged[target], data, mode)
+        for folder in {t.parent for t in files}:
+            fsync_dir(folder)
+        replace_file(journal, json.dumps(record).encode(), 0o600)  # the commit point
+    except OSError:
+        for path in staged.values():
+            path.unlink(missing_ok=True)
+        raise
+    _finish(journal)
+
+
+def _finish(journal: Path) -> None:
+    """Rename every staged file a journal names into place, then drop the journal."""
+    for staged, target in json.loads(journal.read_bytes()):
+        source = journal.parent / staged
+        if source.exists():  # else renamed before a kill
+            os.rename(source, journal.parent / target)
+            fsync_dir((journal.parent / target).parent)
+    journal.unlink()
+    fsync_dir(journal.parent)
+
+
+def recover_files(journal_dir: Path, folders: list[Path]) -> list[str]:
+    """Finish the replace_files a killed writer committed; drop what it staged
+    in `folders` before its commit point. Returns what was done."""
+    notes = []
+    for journal in sorted(journal_dir.glob(f"{JOURNAL}*.json")):
+        _finish(journal)
+        notes.append("completed an interrupted replacement of several files")
+    for folder in folders:
+        for leftover in sorted(folder.glob(f"{NEXT}*")) if folder.is_dir() else []:
+            leftover.unlink(missing_ok=True)
+    return notes
 
 
 def unique_stamp(folder: Path, now: dt.datetime | None = None) -> str:
@@ -159,6 +213,11 @@ def recover(parent: Path) -> list[str]:
             fsync_dir(parent)
             notes.append(f"completed an interrupted write of {name}")
     return notes
+
+
+def journal_pending(journal_dir: Path) -> bool:
+    """True when a killed replace_files left a commit that recover_files() would finish."""
+    return journal_dir.is_dir() and any(journal_dir.glob(f"{JOURNAL}*.json"))
 
 
 def pending(parent: Path) -> bool:

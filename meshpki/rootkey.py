@@ -107,7 +107,7 @@ def _create_exclusively(path: Path, data: bytes) -> None:
 
 
 def change_passphrase(store: Store, old: bytes | None, new: bytes) -> Changed:
-    """Re-encrypt the root key under `new`, atomically, file by file.
+    """Re-encrypt the root key under `new`, atomically.
 
     During a root rotation the new root's key is re-encrypted too when the old
     passphrase opens it (it shared the passphrase); a new root with its own
@@ -130,11 +130,10 @@ def change_passphrase(store: Store, old: bytes | None, new: bytes) -> Changed:
                                  "(change it after `rotate-root finish`)")
                 else:
                     plans.insert(0, (store.rotation_dir, keys.to_encrypted_pem(_as_private(b_key), new)))
-        for folder, pem in plans:
-            try:
-                publish.replace_file(folder / ROOT_KEY_FILE, pem, 0o600)
-            except OSError as exc:
-                raise StoreError(f"cannot write {folder / ROOT_KEY_FILE}: {exc.strerror or exc}") from None
+        try:  # both keys or neither: a half-changed rotation would need two passphrases
+            publish.replace_files(store.path, {folder / ROOT_KEY_FILE: pem for folder, pem in plans}, 0o600)
+        except OSError as exc:
+            raise StoreError(f"cannot re-encrypt the root key in {store.path}: {exc.strerror or exc}") from None
     return Changed(tuple(folder / ROOT_KEY_FILE for folder, _ in reversed(plans)), tuple(notes))
 
 

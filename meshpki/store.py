@@ -562,7 +562,9 @@ class Store:
 
     def recover(self) -> list[str]:
         """Finish or discard what a killed meshpki left behind (called under the lock)."""
-        notes: list[str] = []
+        # several files replaced as one (both root keys under a new passphrase): first, since
+        # the folders below may hold what such a replacement staged
+        notes = publish.recover_files(self.path, [self.root_dir, self.rotation_dir])
         # single files replaced in place: the rotation state, a bundle's ca-crl.pem
         single_file_folders = [self.rotation_dir, *(self.clusters_dir.iterdir() if self.clusters_dir.is_dir() else [])]
         for folder in single_file_folders:
@@ -598,11 +600,11 @@ class Store:
         """Let a reader see what a killed writer had committed.
 
         A write killed between its commit point and the swap leaves the new
-        folder as `.ready-*`; readers take the lock briefly so recover() puts
+        folder as `.ready-*` (or several files' journal, `.commit-*`); readers take the lock briefly so recover() puts
         it in place, instead of reporting a bundle missing. Best effort: a
         busy or read-only store is left to the next writer.
         """
-        if self._lock_depth or not (self.crl_pending()
+        if self._lock_depth or not (self.crl_pending() or publish.journal_pending(self.path)
                                     or any(publish.pending(p) for p in self._publish_parents())):
             return
         patient = self._lock_timeout

@@ -44,7 +44,7 @@ from tests.conftest import one_line_error
 
 PASSPHRASE = "correct horse battery staple"
 MESHPKI = [sys.executable, "-m", "meshpki"]
-LEFTOVER_PREFIXES = (".staging-", ".ready-", ".tmp-")
+LEFTOVER_PREFIXES = (".staging-", ".ready-", ".tmp-", ".next-", ".commit-")
 ARCHIVED = tuple(name for name in FILES if name != "ca-key.pem")
 
 
@@ -238,9 +238,9 @@ def test_issue_works_as_pid_1(tmp_path):
 
 # -- SIGKILL at every step of the store's atomic writes ------------------------------
 
-# Runs the CLI, but SIGKILLs itself just before the n-th write step of the store:
-# a file write, a directory fsync, or a rename.
-CRASH_AT_STEP = textwrap.dedent("""
+# SIGKILLs the process just before write step argv[1] of publish.py (a file write,
+# a directory fsync, or a rename); CRASH_AT_STEP then runs the CLI with argv[2:].
+CRASH_PREAMBLE = textwrap.dedent("""
     import os, signal, sys
     from meshpki import publish
 
@@ -265,6 +265,8 @@ CRASH_AT_STEP = textwrap.dedent("""
     publish.write_file = counted(publish.write_file)
     publish.fsync_dir = counted(publish.fsync_dir)
     publish.os = CountingOS()
+""")
+CRASH_AT_STEP = CRASH_PREAMBLE + textwrap.dedent("""
     from meshpki.cli import main
     sys.argv = ["meshpki"] + sys.argv[2:]
     main()

@@ -131,6 +131,36 @@ def test_change_passphrase_during_rotation_takes_the_new_root_along(cli, store_p
     assert cli("issue", "cluster2", env={"MESHPKI_ROOT_PASSPHRASE": NEW}).exit_code == 0
 
 
+def test_change_passphrase_killed_after_its_commit_point_is_finished_by_the_next_command(cli, store_path,
+                                                                                        monkeypatch):
+    """During a rotation both root keys share the passphrase and change together
+    (publish.replace_files; its every crash point: tests/test_store.py). Killed
+    right after the commit point, neither key is in place yet; the next command
+    that takes the lock puts both in, so both open with the new passphrase."""
+    from meshpki import publish, rootkey
+
+    env = {"MESHPKI_ROOT_PASSPHRASE": OLD}
+    assert cli("init-root", *FAST, env=env).exit_code == 0
+    assert cli("rotate-root", "begin", env=env).exit_code == 0
+    monkeypatch.setattr(publish, "_finish", lambda journal: None)  # the process dies here
+    rootkey.change_passphrase(Store(store_path), OLD.encode(), NEW.encode())
+    monkeypatch.undo()
+    assert {_passphrase_of(store_path / f / ROOT_KEY_FILE) for f in ("root", "rotation")} == {OLD}
+    assert cli("rotate-root", "status").exit_code == 0  # any command taking the lock recovers
+    assert {_passphrase_of(store_path / f / ROOT_KEY_FILE) for f in ("root", "rotation")} == {NEW}
+    assert not list(store_path.rglob(".next-*")) and not list(store_path.glob(".commit-*"))
+
+
+def _passphrase_of(path) -> str | None:
+    for passphrase in (OLD, NEW):
+        try:
+            keys.load_private_key(path.read_bytes(), passphrase.encode())
+        except Exception:
+            continue
+        return passphrase
+    return None
+
+
 def test_rotate_root_begin_with_its_own_passphrase(cli, store_path, tmp_path):
     """Root B may get a new passphrase; while the rotation runs each root opens with its own."""
     env = {"MESHPKI_ROOT_PASSPHRASE": OLD}

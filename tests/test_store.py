@@ -184,6 +184,40 @@ def test_recover_discards_ready_when_old_still_in_place(store):
     assert (store.cluster_dir("cluster1") / "ca-cert.pem").read_bytes() == before
 
 
+REPLACE_TWO_FILES = """
+from pathlib import Path
+base = Path(sys.argv[2])
+publish.replace_files(base, {base / "a" / "key.pem": b"new a", base / "b" / "key.pem": b"new b"}, 0o600)
+"""
+
+
+def test_every_crash_point_of_replace_files_changes_all_or_none(tmp_path):
+    """SIGKILL before each write step of publish.replace_files: after
+    recover_files both files are old or both new, and nothing is left behind."""
+    from meshpki import publish
+    from tests.test_hardening import CRASH_PREAMBLE
+
+    outcomes, n = set(), 0
+    while True:
+        n += 1
+        base = tmp_path / f"run-{n}"
+        for name in ("a", "b"):
+            (base / name).mkdir(parents=True)
+            (base / name / "key.pem").write_bytes(f"old {name}".encode())
+        proc = subprocess.run([sys.executable, "-c", CRASH_PREAMBLE + REPLACE_TWO_FILES, str(n), str(base)],
+                              capture_output=True, text=True, check=False)
+        assert proc.returncode in (0, -signal.SIGKILL), proc.stderr
+        publish.recover_files(base, [base / "a", base / "b"])
+        publish.recover(base)  # the journal's own .tmp- file, as Store.recover does for the store folder
+        contents = {(base / name / "key.pem").read_bytes() for name in ("a", "b")}
+        assert contents in ({b"old a", b"old b"}, {b"new a", b"new b"}), (n, contents)
+        assert sorted(p.name for p in base.rglob("*")) == ["a", "b", "key.pem", "key.pem"], n
+        outcomes.add(min(contents)[:3])
+        if proc.returncode == 0:
+            break
+    assert n >= 8 and outcomes == {b"old", b"new"}
+
+
 def test_symlink_out_of_the_store_is_refused(store, tmp_path):
     make_store(store)
     outside = tmp_path / "outside"
