@@ -8,7 +8,8 @@ was.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,15 +125,32 @@ def init_root(store: Store, key_type: KeyType, days: int, org: str, cn: str,
     try:
         with store.locked():  # also proves the store is writable before the slow part
             store.refuse_existing_root()
-            key, key_name, record = new_root_key(key_type, passphrase, token)
-            cert = profiles.make_root(key, days, org=org, cn=cn, constrain_to=constrain_to)
-            path = store.write_root(cert_to_pem(cert), record, key_name=key_name)
+            with recorded_root_key(key_type, passphrase, token) as (key, key_name, record):
+                cert = profiles.make_root(key, days, org=org, cn=cn, constrain_to=constrain_to)
+                path = store.write_root(cert_to_pem(cert), record, key_name=key_name)
     except BaseException:
         if made_store:  # no store folder holding only .lock is left behind
             store.remove_if_empty()
         raise
     return RootResult(path, cert, bool(passphrase) or token is not None,
                       record.decode().strip() if token is not None else None)
+
+
+@contextmanager
+def recorded_root_key(key_type: KeyType, passphrase: bytes | None,
+                      token: TokenTarget | None) -> Iterator[tuple[SigningKey, str, bytes]]:
+    """new_root_key for a block that must record it in the store: if the block
+    fails, a key made inside a token is destroyed again (a file key was never
+    written, so nothing is left either way)."""
+    made = new_root_key(key_type, passphrase, token)
+    try:
+        yield made
+    except BaseException:
+        from meshpki import hsm
+
+        if token is not None and isinstance(made[0], hsm.TokenKey):
+            hsm.destroy_key(made[0], token.pin)
+        raise
 
 
 def new_root_key(key_type: KeyType, passphrase: bytes | None,

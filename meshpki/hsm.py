@@ -391,7 +391,7 @@ def generate_key(uri: TokenURI, pin: bytes | None, key_type: KeyType,
               pkcs11.AttributeValueInvalid, pkcs11.FunctionFailed)
     with _closed_on_error(session, f"token {token.label!r}: key generation failed"):
         if _matching_objects(session, uri):
-            raise TokenError(f"token {token.label!r} already holds an object {uri.describe_key()}; "
+            raise TokenError(f"token {token.label!r} already holds {uri.describe_key()}; "
                              "choose another object= (meshpki never reuses or overwrites a token key)")
         key_id = uri.id if uri.id is not None else os.urandom(8)
         label = uri.object if uri.object is not None else key_id.hex()
@@ -420,6 +420,25 @@ def generate_key(uri: TokenURI, pin: bytes | None, key_type: KeyType,
     _close_quietly(session)
     recorded = TokenURI(**{**uri.__dict__, "id": key_id, "object": label, "pin_source": uri.pin_source})
     return open_key(recorded, pin if pin else None), recorded
+
+
+def destroy_key(key: TokenKey, pin: bytes | None) -> bool:
+    """Delete a key pair generate_key made, when what should have recorded it
+    failed: a key no store names would sit in the token for good. Best effort
+    (the original failure is what the user must see); True when it is gone."""
+    try:
+        _close_quietly(key._session)
+        _token, session = _open(key.uri, read_pin(key.uri, pin), rw=True)
+    except Exception:
+        return False
+    try:
+        for found in _matching_objects(session, key.uri):  # the private and the public half
+            found.destroy()
+        return True
+    except Exception:
+        return False
+    finally:
+        _close_quietly(session)
 
 
 def _require_mechanism(token: Any, mechanism: Any, key_type: KeyType, bits: int | None) -> None:

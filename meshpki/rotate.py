@@ -196,12 +196,12 @@ def begin(store: Store, key_type: KeyType | None, days: int, passphrase: bytes |
         if not store.has_rotation():
             old_key = store.load_root_key(passphrase)  # proves the passphrase before making B
             chosen = key_type or ca.key_type_of(old_key)
-            key, key_name, record = ca.new_root_key(chosen, new_passphrase or passphrase, token)
-            cert = profiles.make_root(key, days, org=org or ca.organization_of(old_root),
-                                      cn=_root_cn(old_root))
-            state = RotationState(_now_text(), fingerprint(old_root), fingerprint(cert))
-            store.write_rotation({ROOT_CERT_FILE: cert_to_pem(cert), key_name: record,
-                                  STATE_FILE: state.to_json()})
+            with ca.recorded_root_key(chosen, new_passphrase or passphrase, token) as (key, key_name, record):
+                cert = profiles.make_root(key, days, org=org or ca.organization_of(old_root),
+                                          cn=_root_cn(old_root))
+                state = RotationState(_now_text(), fingerprint(old_root), fingerprint(cert))
+                store.write_rotation({ROOT_CERT_FILE: cert_to_pem(cert), key_name: record,
+                                      STATE_FILE: state.to_json()})
             notes.append(f"created new root {fingerprint(cert)[:16]} ({chosen.value})")
             # from here on both roots sign CRLs, each unlocked by its own secret
             passphrase = RootSecret(passphrase or b"", token.pin if token else (new_passphrase or passphrase))

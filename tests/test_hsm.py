@@ -233,8 +233,39 @@ def test_existing_object_is_never_reused(cli, store_path, softhsm: SoftHSM, tmp_
                env=softhsm.env()).exit_code == 0
     other = tmp_path / "other-store"
     again = cli("init-root", "--pkcs11", softhsm.uri(label), "--store", str(other), env=softhsm.env())
-    assert again.exit_code == 1 and "already holds an object" in one_line_error(again)
+    assert again.exit_code == 1 and f"already holds object {label!r}" in one_line_error(again)
     assert not (other / "root").exists()
+
+
+def test_a_token_key_the_store_could_not_record_is_destroyed_again(cli, store_path, softhsm: SoftHSM,
+                                                                     monkeypatch):
+    """The key is made in the token before the store writes the root: if that
+    write fails, no key pair may stay behind in the token, named by no store
+    (and blocking a retry with the same label)."""
+    from meshpki.errors import StoreError
+    from meshpki.store import Store
+
+    def full_disk(self, *args, **kwargs):
+        raise StoreError(f"cannot write {self.root_dir}: No space left on device")
+
+    label = labels()
+    with monkeypatch.context() as patched:
+        patched.setattr(Store, "write_root", full_disk)
+        failed = cli("init-root", "--pkcs11", softhsm.uri(label), "--key-type", "ecdsa-p256", env=softhsm.env())
+    assert failed.exit_code == 1 and "No space left on device" in failed.stderr.splitlines()[-1]
+    assert not (store_path / "root").exists()
+    retried = cli("init-root", "--pkcs11", softhsm.uri(label), "--key-type", "ecdsa-p256", env=softhsm.env())
+    assert retried.exit_code == 0, retried.output  # the label is free again: nothing was left in the token
+
+    with monkeypatch.context() as patched:  # the same for root B of a rotation
+        patched.setattr(Store, "write_rotation", full_disk)
+        b_label = labels()
+        failed = cli("rotate-root", "begin", "--pkcs11", softhsm.uri(b_label), "--key-type", "ecdsa-p256",
+                     env=softhsm.env())
+    assert failed.exit_code == 1 and not store_path.joinpath("rotation").exists()
+    began = cli("rotate-root", "begin", "--pkcs11", softhsm.uri(b_label), "--key-type", "ecdsa-p256",
+                env=softhsm.env())
+    assert began.exit_code == 0, began.output
 
 
 @pytest.mark.parametrize(("module", "needle"), [
