@@ -504,14 +504,16 @@ def _archived_valid(store: Store, cluster: str, now: dt.datetime) -> list[x509.C
 
 
 def revoke_replaced(store: Store, replaced: Sequence[tuple[str, x509.Certificate]], passphrase: bytes | None,
-                    reason: str = "superseded", now: dt.datetime | None = None) -> RevokeResult:
+                    reason: str = "superseded", now: dt.datetime | None = None,
+                    signers: Sequence[tuple[x509.Certificate, SigningKey]] | None = None) -> RevokeResult:
     """`rotate --revoke-previous`: the intermediates a rotation just replaced go
-    on the CRL; the clusters stay members with their new bundles."""
+    on the CRL; the clusters stay members with their new bundles. `signers`:
+    root_signers() already unlocked by the caller, before it changed anything."""
     _check_reason(reason)
     now = _now_seconds(now)
     with store.locked():
         state = load_state(store)
-        signers = root_signers(store, passphrase)
+        signers = list(signers) if signers is not None else root_signers(store, passphrase)
         done = {r.serial for r in state.revoked} if state else set()
         new: list[Revoked] = []
         for cluster, cert in replaced:

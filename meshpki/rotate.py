@@ -75,9 +75,12 @@ def rotate(store: Store, clusters: Sequence[str], options: ca.IssueOptions, pass
     with store.locked():
         previous = [(name, parse_certs(store.load_bundle(name).ca_cert or b"", f"{name}: ca-cert.pem")[0])
                     for name in clusters] if revoke_previous else []
+        # every root key that signs a CRL is unlocked before a bundle changes: a wrong
+        # passphrase must not leave a rotated cluster whose replaced intermediate stays valid
+        signers = crl.root_signers(store, passphrase) if previous else None
         results = issue_now(store, clusters, options, passphrase, replace=True, progress=progress)
         if previous:
-            crl.revoke_replaced(store, previous, passphrase)
+            crl.revoke_replaced(store, previous, passphrase, signers=signers)
     return results
 
 

@@ -328,6 +328,27 @@ def test_cli_rotate_revoke_previous(cli, store):
     assert_all_members_sound(store)
 
 
+def test_rotate_revoke_previous_with_a_wrong_old_root_passphrase_changes_nothing(cli, store):
+    """During a root rotation the new root signs the intermediate but both roots
+    sign CRLs: a wrong passphrase for the old root must stop the command before
+    the bundle changes, or the replaced (maybe leaked) intermediate would stay
+    valid with the cluster already rotated, and a re-run would not revoke it."""
+    old, new = "the old root passphrase", "the new root passphrase"
+    make_fleet(store, ("cluster1", "cluster2"), passphrase=old)
+    assert cli("rotate-root", "begin", env={"MESHPKI_ROOT_PASSPHRASE": old,
+                                            "MESHPKI_NEW_ROOT_PASSPHRASE": new}).exit_code == 0
+    before = snapshot(store.path)
+    wrong = cli("rotate", "cluster1", "--revoke-previous",
+                env={"MESHPKI_ROOT_PASSPHRASE": "not the old one at all", "MESHPKI_NEW_ROOT_PASSPHRASE": new})
+    assert wrong.exit_code == 1 and "wrong passphrase" in one_line_error(wrong)
+    assert snapshot(store.path) == before
+    right = cli("rotate", "cluster1", "--revoke-previous",
+                env={"MESHPKI_ROOT_PASSPHRASE": old, "MESHPKI_NEW_ROOT_PASSPHRASE": new})
+    assert right.exit_code == 0, right.output
+    state = crl.load_state(store)
+    assert state is not None and [r.cluster for r in state.revoked] == ["cluster1"]
+
+
 def test_crl_show_before_any_revocation(cli, store):
     make_fleet(store, ("cluster1",))
     result = cli("crl", "show")
