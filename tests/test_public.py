@@ -175,3 +175,41 @@ def test_push_rbac_sample_creates_nothing_but_cacerts_and_the_configmap():
     assert {r for rule in creates for r in rule["resources"]} == set(
         policy["spec"]["matchConstraints"]["resourceRules"][0]["resources"])
     assert kinds["ValidatingAdmissionPolicyBinding"]["spec"]["policyName"] == policy["metadata"]["name"]
+
+
+def _admits(policy: dict, username: str, resource: str, name: str) -> bool:
+    """Admission of one CREATE as the API server decides it for this policy: it
+    applies when every matchCondition holds, and then every validation must.
+    The CEL is evaluated by cel-python, not read by eye."""
+    import celpy
+
+    env = celpy.Environment()
+    request = {"userInfo": {"username": username}, "operation": "CREATE",
+               "resource": {"group": "", "version": "v1", "resource": resource}}
+    activation = {"request": celpy.json_to_cel(request),
+                  "object": celpy.json_to_cel({"metadata": {"name": name, "namespace": "istio-system"}})}
+
+    def holds(expression: str) -> bool:
+        return bool(env.program(env.compile(expression)).evaluate(activation))
+
+    spec = policy["spec"]
+    if not all(holds(c["expression"]) for c in spec["matchConditions"]):
+        return True  # the policy does not apply; RBAC alone decides
+    return all(holds(v["expression"]) for v in spec["validations"])
+
+
+@pytest.mark.parametrize(("username", "resource", "name", "allowed"), [
+    ("system:serviceaccount:istio-system:meshpki-pusher", "secrets", "cacerts", True),
+    ("system:serviceaccount:istio-system:meshpki-pusher", "configmaps", "meshpki-public", True),
+    # a token Secret for istiod's service account, or any other secret: refused
+    ("system:serviceaccount:istio-system:meshpki-pusher", "secrets", "istiod-token", False),
+    ("system:serviceaccount:istio-system:meshpki-pusher", "secrets", "meshpki-public", False),
+    ("system:serviceaccount:istio-system:meshpki-pusher", "configmaps", "cacerts", False),
+    # anyone else is not this policy's business
+    ("system:serviceaccount:istio-system:istiod", "secrets", "istiod-token", True),
+    ("kubernetes-admin", "secrets", "anything", True),
+])
+def test_push_policy_cel_lets_the_pusher_create_only_its_two_objects(username, resource, name, allowed):
+    docs = {d["kind"]: d for d in yaml.safe_load_all((SAMPLES / "push-rbac.yaml").read_text())}
+    assert _admits(docs["ValidatingAdmissionPolicy"], username, resource, name) is allowed
+
