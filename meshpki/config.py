@@ -15,7 +15,7 @@ from typing import Any
 
 from meshpki.errors import InputError
 from meshpki.keys import KeyType
-from meshpki.profiles import validate_trust_domain
+from meshpki.profiles import check_days, check_name, validate_trust_domain
 from meshpki.store import validate_cluster_name
 
 _DEFAULT_KEYS = {"key_type", "root_days", "days", "org", "kubeconfig", "namespace", "secret_name", "trust_domain"}
@@ -89,51 +89,90 @@ def load_fleet(path: str | Path | None) -> Fleet:
 def _parse(raw: dict[str, Any], path: Path) -> Fleet:
     unknown = set(raw) - {"defaults", "clusters"}
     if unknown:
-        raise InputError(f"fleet file {path}: unknown key(s) {', '.join(sorted(unknown))}; "
+        raise InputError(f"fleet file {path}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; "
                          "expected `defaults` and `clusters`")
     defaults = raw.get("defaults") or {}
-    if not isinstance(defaults, dict) or set(defaults) - _DEFAULT_KEYS:
-        bad = sorted(set(defaults) - _DEFAULT_KEYS) if isinstance(defaults, dict) else ["defaults"]
+    if not isinstance(defaults, dict):
+        raise InputError(f"fleet file {path}: `defaults` must be a mapping of option names to values")
+    bad = sorted(map(str, set(defaults) - _DEFAULT_KEYS))
+    if bad:
         raise InputError(f"fleet file {path}: unknown default(s) {', '.join(bad)}; "
                          f"allowed: {', '.join(sorted(_DEFAULT_KEYS))}")
-    clusters = []
-    for i, entry in enumerate(raw.get("clusters") or []):
-        if not isinstance(entry, dict) or "name" not in entry or set(entry) - _CLUSTER_KEYS:
-            raise InputError(f"fleet file {path}: clusters[{i}] needs `name` (and optionally "
-                             "`context`, `kubeconfig`, `remotes`), nothing else")
-        name = validate_cluster_name(str(entry["name"]))
-        remotes = entry.get("remotes") or []
-        if not isinstance(remotes, list) or not all(isinstance(r, str) for r in remotes):
-            raise InputError(f"fleet file {path}: clusters[{i}].remotes must be a list of cluster names")
-        clusters.append(FleetCluster(name, str(entry.get("context") or name), entry.get("kubeconfig"),
-                                     tuple(remotes)))
+    entries = raw.get("clusters") or []
+    if not isinstance(entries, list):
+        raise InputError(f"fleet file {path}: `clusters` must be a list of entries, each `- name: CLUSTER`")
+    clusters = [_cluster(entry, f"clusters[{i}]", path) for i, entry in enumerate(entries)]
     names = {c.name for c in clusters}
     if len(names) != len(clusters):
-        raise InputError(f"fleet file {path}: a cluster name appears twice")
+        twice = next(c.name for i, c in enumerate(clusters) if c.name in {d.name for d in clusters[:i]})
+        raise InputError(f"fleet file {path}: cluster {twice!r} appears twice in `clusters`; keep one entry")
     for c in clusters:
         for remote in c.remotes:
             if remote not in names or remote == c.name:
                 why = "is the cluster itself" if remote == c.name else "is not a cluster of this file"
                 raise InputError(f"fleet file {path}: {c.name}.remotes names {remote!r}, which {why}; "
                                  "list the other clusters this primary's istiod reads")
+    for key in ("org", "kubeconfig", "namespace", "secret_name", "key_type", "trust_domain"):
+        _text(defaults, key, "defaults", path)
+    try:
+        key_type = KeyType.parse(defaults["key_type"]) if "key_type" in defaults else None
+        trust_domain = validate_trust_domain(defaults["trust_domain"]) if "trust_domain" in defaults else None
+        if "org" in defaults:
+            check_name(defaults["org"], "`org`")
+        for key in ("root_days", "days"):
+            if key in defaults:
+                check_days(_whole_days(defaults[key], key), f"`{key}`")
+    except InputError as exc:
+        raise InputError(f"fleet file {path}: defaults: {exc}; fix the file") from None
     return Fleet(
-        key_type=KeyType.parse(str(defaults["key_type"])) if "key_type" in defaults else None,
-        root_days=_positive(defaults, "root_days", path),
-        days=_positive(defaults, "days", path),
+        key_type=key_type,
+        root_days=defaults.get("root_days"),
+        days=defaults.get("days"),
         org=defaults.get("org"),
         kubeconfig=defaults.get("kubeconfig"),
         namespace=defaults.get("namespace"),
         secret_name=defaults.get("secret_name"),
-        trust_domain=validate_trust_domain(str(defaults["trust_domain"])) if "trust_domain" in defaults else None,
+        trust_domain=trust_domain,
         clusters=tuple(clusters),
         path=path,
     )
 
 
-def _positive(defaults: dict[str, Any], key: str, path: Path) -> int | None:
-    if key not in defaults:
+def _cluster(entry: Any, where: str, path: Path) -> FleetCluster:
+    """One `clusters:` entry; every complaint names the file and the entry."""
+    if not isinstance(entry, dict) or "name" not in entry:
+        raise InputError(f"fleet file {path}: {where} needs `name: CLUSTER` (and optionally "
+                         f"{', '.join(f'`{k}`' for k in sorted(_CLUSTER_KEYS - {'name'}))})")
+    name = _text(entry, "name", where, path) or ""
+    try:
+        validate_cluster_name(name)
+    except InputError as exc:
+        raise InputError(f"fleet file {path}: {where}: {exc}") from None
+    where = f"{where} (name {name!r})"
+    unknown = sorted(map(str, set(entry) - _CLUSTER_KEYS))
+    if unknown:
+        raise InputError(f"fleet file {path}: {where}: unknown key(s) {', '.join(unknown)}; "
+                         f"allowed: {', '.join(sorted(_CLUSTER_KEYS))}")
+    remotes = entry.get("remotes") or []
+    if not isinstance(remotes, list) or not all(isinstance(r, str) for r in remotes):
+        raise InputError(f"fleet file {path}: {where}: `remotes` must be a list of cluster names")
+    context = _text(entry, "context", where, path)
+    return FleetCluster(name, context or name, _text(entry, "kubeconfig", where, path), tuple(remotes))
+
+
+def _text(mapping: dict[Any, Any], key: str, where: str, path: Path) -> str | None:
+    """A value that must be a non-empty string when given (a YAML list or number is a typo)."""
+    value = mapping.get(key)
+    if value is None:
         return None
-    value = defaults[key]
+    if not isinstance(value, str) or not value:
+        got = type(value).__name__ if not isinstance(value, str) else "an empty string"
+        raise InputError(f"fleet file {path}: {where}: `{key}` must be a non-empty string, not {got}; "
+                         "quote it if YAML read it as something else")
+    return value
+
+
+def _whole_days(value: Any, key: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise InputError(f"fleet file {path}: defaults.{key} must be a positive whole number of days")
+        raise InputError(f"`{key}` must be a positive whole number of days, not {value!r}")
     return value
