@@ -34,6 +34,7 @@ def progress_printer(label: str) -> Callable[[int, int], None] | None:
 
 
 def show(block: Block) -> None:
+    """One cluster's block: its messages, then its text."""
     for line in block.err:
         say(line)
     if block.out:
@@ -49,14 +50,12 @@ def for_each(targets: list[Any], work: Callable[[Any], Block], what: str, output
     A single target's block is printed as it is and its error is the command's.
     With several targets, -o json|yaml prints one document with a result per target."""
     from meshpki.fanout import fan_out
-    from meshpki.render import to_json, to_yaml
 
     if len(targets) == 1:
         block = work(targets[0])
         show(block)
         if output != "text" and "object" in block.data:
-            text = to_yaml(block.data["object"]) if output == "yaml" else to_json(block.data["object"])
-            click.echo(text, nl=not text.endswith("\n"))  # no blank line after the manifest
+            document(block.data["object"], output)
         return
     counter = progress_printer(what)
     results: list[dict[str, Any]] = []
@@ -69,7 +68,7 @@ def for_each(targets: list[Any], work: Callable[[Any], Block], what: str, output
         result = {"cluster": target.cluster, "context": getattr(target, "context", None), "ok": outcome.ok}
         if outcome.ok:
             show(outcome.value)  # with -o json|yaml only messages: the data comes in one document below
-            result.update({k: v for k, v in outcome.value.data.items()}, error=None)
+            result.update(outcome.value.data, error=None)
         else:
             say(f"Error: {outcome.error}")
             failed.append(target.cluster)
@@ -79,11 +78,17 @@ def for_each(targets: list[Any], work: Callable[[Any], Block], what: str, output
     fan_out(targets, work, parallel, on_ready=ready,
             progress=(lambda done, total: counter(done, total)) if counter is not None else None)
     if output != "text":
-        document = {"results": results, "failed": len(failed), "total": len(targets)}
-        text = to_yaml(document) if output == "yaml" else to_json(document)
-        click.echo(text, nl=not text.endswith("\n"))
+        document({"results": results, "failed": len(failed), "total": len(targets)}, output)
     if failed:
         raise click.ClickException(f"{len(failed)} of {len(targets)} {what} failed: {shortlist(failed)} (see above)")
+
+
+def document(data: Any, output: str) -> None:
+    """Data as one JSON or YAML document, with no blank line after it (a manifest is piped to kubectl)."""
+    from meshpki.render import OutputFormat, render_data
+
+    text = render_data(data, OutputFormat(output), "")
+    click.echo(text, nl=not text.endswith("\n"))
 
 
 def emit(data: Any, text: str, output: str) -> None:
