@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from meshpki import answers, scratch
+from meshpki import answers, scratch, tlscontexts
 from meshpki.answers import LiveSecret
 from meshpki.errors import KubeError
 
@@ -734,7 +734,9 @@ class Cluster:
         # One retry for a failed connect only (cheap when refused); never retry a
         # read: a write may have landed, and a read timeout must not double.
         configuration.retries = Retry(total=1, connect=1, read=0, status=0, other=0, redirect=0, raise_on_status=False)
-        return cls(name, ApiClient(configuration), timeout)
+        client = ApiClient(configuration)
+        tlscontexts.share(client)  # clusters trusting the same CA share one TLS context (no less strict)
+        return cls(name, client, timeout)
 
     # -- lifecycle -------------------------------------------------------
     def close(self) -> None:

@@ -3,6 +3,7 @@ and real TLS against tests/kubeapi.py (never a monkeypatched client)."""
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import os
 import subprocess
@@ -350,6 +351,36 @@ def test_wrong_ca_fails_tls_verification(kube_api: KubeAPIServer, kubeconfig: Pa
         connect(kubeconfig, "badca").read_secret(NS, NAME)
     kube_error(excinfo, None, "context badca", "certificate verify failed", "certificate-authority-data")
     assert kube_api.cluster("cluster1").requests == []  # no request got through
+
+
+def test_clusters_trusting_one_ca_share_a_tls_context_and_each_is_still_verified(
+        kube_api: KubeAPIServer, tmp_path: Path) -> None:
+    """One TLS context per CA bundle (meshpki.tlscontexts): the clusters still
+    each verify their own server, chain and host name, as strictly as before."""
+    doc = kube_api.kubeconfig_dict({"a": Context("cluster1"), "b": Context("cluster2"), "wrongca": Context("cluster1"),
+                                    "wrongname": Context("cluster2")})
+    clusters = {c["name"]: c["cluster"] for c in doc["clusters"]}
+    clusters["wrongca-cluster"]["certificate-authority-data"] = base64.b64encode(kube_api.wrong_ca_pem).decode()
+    clusters["wrongname-cluster"]["tls-server-name"] = "not-this-server.example"  # same CA, other name
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(doc))
+    kube_api.cluster("cluster1").put_secret(NS, NAME, DATA)
+    kube_api.cluster("cluster2").put_secret(NS, NAME, DATA)
+
+    def tls_context(conn: Cluster) -> object:
+        return conn._client.rest_client.pool_manager.connection_pool_kw.get("ssl_context")
+
+    with connect(path, "a") as a, connect(path, "b") as b, connect(path, "wrongca") as wrong_ca, \
+            connect(path, "wrongname") as wrong_name:
+        assert tls_context(a) is not None and tls_context(a) is tls_context(b)
+        assert tls_context(wrong_ca) is not tls_context(a)
+        for conn, problem in ((wrong_ca, "certificate verify failed"), (wrong_name, "not-this-server.example")):
+            with pytest.raises(KubeError) as excinfo:
+                conn.read_secret(NS, NAME)
+            kube_error(excinfo, None, f"context {conn.context}: TLS certificate verify failed", problem)
+        assert a.read_secret(NS, NAME) is not None and b.read_secret(NS, NAME) is not None
+    assert [m for m, _ in kube_api.cluster("cluster1").requests] == ["GET"]  # only a's request got through
+    assert [m for m, _ in kube_api.cluster("cluster2").requests] == ["GET"]
 
 
 def test_refused_port(kubeconfig: Path) -> None:
