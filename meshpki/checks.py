@@ -30,7 +30,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from meshpki import crlcheck, handshake, pem, profiles
 from meshpki.bundle import (
@@ -54,6 +54,8 @@ __all__ = ["CODES", "BundleReport", "By", "Finding", "PairReport", "PathResult",
            "check_bundle", "check_pair", "check_pairs", "is_self_signed", "signed_by"]
 
 MIN_RSA_BITS = 2048
+UNKNOWN_CLUSTER = "CLUSTER"
+"""What a fix hint says when nothing names the bundle's cluster (a folder whose intermediate has no L=)."""
 # Go's crypto/x509 parses only these curves (crypto/x509/parser.go namedCurveFromOID)
 GO_CURVES = {"secp256r1", "secp384r1", "secp521r1"}
 # Go rejects SHA-1 (since 1.18) and MD5/MD2 signatures in chains (crypto/x509 InsecureAlgorithmError)
@@ -168,15 +170,21 @@ def check_key_strength(cert: x509.Certificate, file: str) -> Iterator[Finding]:
                       by=By.ISTIOD)
 
 
+def renew_hint(role: str, cluster: str) -> str:
+    """The command that replaces a certificate of this role: the root has its own rotation."""
+    if role == "root":
+        return "meshpki rotate-root begin (then follow the runbook it prints)"
+    return f"meshpki rotate {cluster}, then meshpki push {cluster}"
+
+
 def check_validity(cert: x509.Certificate, file: str, now: dt.datetime, warn_days: int, role: str,
-                   on_path: bool = True) -> Iterator[Finding]:
+                   on_path: bool = True, cluster: str = UNKNOWN_CLUSTER) -> Iterator[Finding]:
     start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
     if now > end:
         consequence = ("istiod refuses to load the bundle and proxies reject the workloads" if on_path
                        else "it is not on this bundle's path, but it is dead weight")
         yield finding("expired", f"{file}: {role} {describe(cert)} expired on {_fmt(end)}; {consequence}", file,
-                      "meshpki rotate CLUSTER (or rotate-root for a root), then push" if on_path
-                      else f"remove it from {file}",
+                      renew_hint(role, cluster) if on_path else f"remove it from {file}",
                       None if on_path else Severity.WARNING, None if on_path else By.MESHPKI)
     elif now < start:
         yield finding("not-yet-valid", f"{file}: {role} {describe(cert)} is not valid before {_fmt(start)}", file,
@@ -186,7 +194,7 @@ def check_validity(cert: x509.Certificate, file: str, now: dt.datetime, warn_day
         days = (end - now).days
         yield finding("expiring-soon", f"{file}: {role} {describe(cert)} expires on {_fmt(end)} "
                       f"(in {days} day{'s' if days != 1 else ''})", file,
-                      "meshpki rotate CLUSTER (rotate-root for the root) and push before then")
+                      f"before then: {renew_hint(role, cluster)}")
 
 
 def check_eku(cert: x509.Certificate, file: str, role: str) -> Iterator[Finding]:
@@ -205,7 +213,8 @@ def check_eku(cert: x509.Certificate, file: str, role: str) -> Iterator[Finding]
                   "re-issue the CA without extendedKeyUsage (best) or with serverAuth in it")
 
 
-def check_ca(cert: x509.Certificate, file: str, role: str, anchor: bool) -> Iterator[Finding]:
+def check_ca(cert: x509.Certificate, file: str, role: str, anchor: bool,
+             cluster: str = UNKNOWN_CLUSTER) -> Iterator[Finding]:
     bc = _ext(cert, x509.BasicConstraints)
     if bc is None or not bc.value.ca:
         if anchor and bc is None:
@@ -218,9 +227,11 @@ def check_ca(cert: x509.Certificate, file: str, role: str, anchor: bool) -> Iter
             what = "basicConstraints CA:FALSE" if bc is not None else "no basicConstraints"
             who = ("istiod refuses it (not authorized to sign other certificates)" if not anchor
                    else "proxies reject the workload certs below it")
+            fix = ("make a real root (meshpki rotate-root begin); a trust anchor must be a CA" if role == "root"
+                   else f"issue a real intermediate CA (meshpki issue {cluster} --force); an end-entity "
+                   f"certificate cannot be {file}")
             yield finding("not-a-ca", f"{file}: {role} {describe(cert)} has {what}; it is not a CA: {who}", file,
-                          "issue a real intermediate CA (meshpki issue CLUSTER); an end-entity certificate "
-                          "cannot be ca-cert.pem", by=By.PROXY if anchor else By.ISTIOD)
+                          fix, by=By.PROXY if anchor else By.ISTIOD)
     elif not bc.critical:
         yield finding("legacy-profile", f"{file}: {role} {describe(cert)} has non-critical basicConstraints; "
                       "istiod accepts it (RFC 5280 wants it critical)", file,
@@ -307,9 +318,11 @@ class BundleChecker:
     """One bundle's judgement: reads each file as istiod does, then one method per
     concern, each yielding Findings. `run` collects them into a BundleReport."""
 
-    def __init__(self, bundle: Bundle, now: dt.datetime, warn_days: int, trust_domain: str, target: str) -> None:
+    def __init__(self, bundle: Bundle, now: dt.datetime, warn_days: int, trust_domain: str, target: str,
+                 cluster: str | None = None, guess: str | None = None) -> None:
         self.bundle, self.now, self.warn_days, self.trust_domain, self.target = (
             bundle, now, warn_days, trust_domain, target)
+        self._cluster, self._guess = cluster, guess
         name = bundle.name_of
         self.ca_file, self.key_file, self.chain_file, self.root_file = (
             name(CA_CERT), name(CA_KEY), name(CERT_CHAIN), name(ROOT_CERT))
@@ -321,6 +334,21 @@ class BundleChecker:
         self.chain: list[x509.Certificate] = []
         self.roots: list[x509.Certificate] = []
         self.path: tuple[x509.Certificate, ...] = ()
+
+    @property
+    def cluster(self) -> str:
+        """The cluster a fix hint names: the one the caller knows (a store cluster, a live
+        secret's fleet cluster), else the L= meshpki and Istio's tools put in the
+        intermediate's subject, else the caller's guess (a context's name), else the placeholder."""
+        if self._cluster:
+            return self._cluster
+        if self.ca is not None:
+            from meshpki.store import is_cluster_name
+
+            for attr in self.ca.subject.get_attributes_for_oid(NameOID.LOCALITY_NAME):
+                if isinstance(attr.value, str) and is_cluster_name(attr.value):
+                    return attr.value
+        return self._guess or UNKNOWN_CLUSTER
 
     def run(self) -> BundleReport:
         findings: list[Finding] = []
@@ -455,16 +483,16 @@ class BundleChecker:
         if not self.key_ok:
             yield finding("key-mismatch", f"{self.key_file} does not match {self.ca_file} ({describe(ca)})",
                           self.key_file, f"put the key that belongs to {self.ca_file} in {self.key_file}, or "
-                          "re-issue the bundle (meshpki issue CLUSTER --force)")
+                          f"re-issue the bundle (meshpki issue {self.cluster} --force)")
 
     def intermediate(self) -> Iterator[Finding]:
         ca, f = self.ca, self.ca_file
         if ca is None:
             return
-        yield from check_ca(ca, f, "intermediate", anchor=False)
+        yield from check_ca(ca, f, "intermediate", anchor=False, cluster=self.cluster)
         yield from check_eku(ca, f, "intermediate")
         yield from check_key_strength(ca, f)
-        yield from check_validity(ca, f, self.now, self.warn_days, "intermediate")
+        yield from check_validity(ca, f, self.now, self.warn_days, "intermediate", cluster=self.cluster)
         yield from check_sans(ca, f, "intermediate")
         if self.roots:
             result = self.paths.build(ca, self.chain, self.roots)
@@ -490,11 +518,12 @@ class BundleChecker:
             return
         anchor = path[-1]
         for cert in path[:-1]:
-            yield from check_ca(cert, self.chain_file, "chain CA", anchor=False)
+            yield from check_ca(cert, self.chain_file, "chain CA", anchor=False, cluster=self.cluster)
             yield from check_eku(cert, self.chain_file, "chain CA")
             yield from check_key_strength(cert, self.chain_file)
             yield from check_signature(cert, self.chain_file, "chain CA", anchor=False)
-            yield from check_validity(cert, self.chain_file, self.now, self.warn_days, "chain CA")
+            yield from check_validity(cert, self.chain_file, self.now, self.warn_days, "chain CA",
+                                      cluster=self.cluster)
         if anchor is not ca:
             yield from check_ca(anchor, self.root_file, "root", anchor=True)
             yield from check_eku(anchor, self.root_file, "root")
@@ -585,7 +614,8 @@ class BundleChecker:
             yield finding("crl-ignored", f"{CA_CRL} sits beside the tls.* form; istiod reads CRLs only in the "
                           "files form, so it revokes nothing here", CA_CRL)
             return
-        yield from crlcheck.judge(crl, self.bundle.cert_chain, self.ca, self.path, self.now, self.chain_file)
+        yield from crlcheck.judge(crl, self.bundle.cert_chain, self.ca, self.path, self.now, self.chain_file,
+                                  cluster=self.cluster)
         parsed, error = pem.read_crls(crl)
         if error is None:
             self.mat.crls = parsed
@@ -605,7 +635,7 @@ class BundleChecker:
             yield finding("workload-outlives-ca", f"a {profiles.WORKLOAD_TTL.total_seconds() / 3600:.0f}h workload "
                           f"cert issued now would outlive its CA chain (ends {_fmt(limit)}); istiod before 1.30 "
                           "issues it anyway and proxies reject it after that (1.30+ cuts it short)", self.ca_file,
-                          "rotate the intermediate now (meshpki rotate CLUSTER) and push")
+                          f"rotate the intermediate now: {renew_hint('intermediate', self.cluster)}")
         account = f"verify-{secrets.token_hex(4)}"
         try:
             endpoint, leaf = handshake.workload_endpoint(
@@ -636,12 +666,15 @@ class BundleChecker:
 
 
 def check_bundle(bundle: Bundle, now: dt.datetime | None = None, warn_days: int = DEFAULT_WARN_DAYS,
-                 trust_domain: str = profiles.DEFAULT_TRUST_DOMAIN, target: str | None = None) -> BundleReport:
+                 trust_domain: str = profiles.DEFAULT_TRUST_DOMAIN, target: str | None = None,
+                 cluster: str | None = None, guess: str | None = None) -> BundleReport:
     """Every single-bundle check, then the real test: a workload cert signed
     with the bundle's key must pass a mutual-TLS handshake against the
     bundle's own root-cert.pem. `now` drives the explicit validity checks;
-    the handshake uses the system clock (OpenSSL)."""
-    return BundleChecker(bundle, now or profiles.utcnow(), warn_days, trust_domain, target or bundle.source).run()
+    the handshake uses the system clock (OpenSSL). `cluster` (known) and `guess` (a
+    last resort) are the names fix hints give (see BundleChecker.cluster)."""
+    return BundleChecker(bundle, now or profiles.utcnow(), warn_days, trust_domain, target or bundle.source,
+                         cluster, guess).run()
 
 
 # -- pairs --------------------------------------------------------------------

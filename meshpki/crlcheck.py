@@ -62,8 +62,8 @@ def crl_signed_by(crl: x509.CertificateRevocationList, signer: x509.Certificate)
 
 
 def judge(crl_data: bytes, chain_data: bytes | None, ca: x509.Certificate | None,
-          path: Sequence[x509.Certificate], now: dt.datetime, chain_file: str = "cert-chain.pem"
-          ) -> Iterator[Finding]:
+          path: Sequence[x509.Certificate], now: dt.datetime, chain_file: str = "cert-chain.pem",
+          cluster: str = "CLUSTER") -> Iterator[Finding]:
     """Every finding about a files-form ca-crl.pem; an empty file means no CRL (istiod's rule)."""
     if not crl_data.strip():
         return
@@ -81,7 +81,7 @@ def judge(crl_data: bytes, chain_data: bytes | None, ca: x509.Certificate | None
                       "(meshpki crl renew)")
         return
     found = list(_missing_signers(crls, chain.certs, chain_file))
-    found += _proxy_rules(crls, ca, path, list(chain.certs), now)
+    found += _proxy_rules(crls, ca, path, list(chain.certs), now, cluster)
     if not found:
         found.append(finding("crl-ok", f"{CRL_FILE}: {len(crls)} CRL(s), one signed by every certificate of "
                              f"{chain_file}; none revokes this bundle's path", None))
@@ -106,8 +106,8 @@ def _missing_signers(crls: Sequence[x509.CertificateRevocationList], chain: Sequ
 
 
 def _proxy_rules(crls: Sequence[x509.CertificateRevocationList], ca: x509.Certificate | None,
-                 path: Sequence[x509.Certificate], chain: Sequence[x509.Certificate], now: dt.datetime
-                 ) -> list[Finding]:
+                 path: Sequence[x509.Certificate], chain: Sequence[x509.Certificate], now: dt.datetime,
+                 cluster: str) -> list[Finding]:
     issuers = list(dict.fromkeys([*chain, *path]))
     found: list[Finding] = []
     for crl in crls:
@@ -131,7 +131,8 @@ def _proxy_rules(crls: Sequence[x509.CertificateRevocationList], ca: x509.Certif
                 found.append(finding("crl-revokes-path", f"{CRL_FILE}: the CRL of {describe(parent)} revokes "
                               f"{describe(child)} (serial {child.serial_number:x}), which is on this bundle's "
                               "own path: proxies reject every workload of the cluster", CRL_FILE,
-                              "issue a new intermediate (meshpki rotate CLUSTER), or drop that entry from the CRL"))
+                              f"issue a new intermediate (meshpki rotate {cluster}), or drop that entry from "
+                              "the CRL"))
     return found
 
 

@@ -18,7 +18,7 @@ from meshpki.bundle import ISTIO_GENERATED, Bundle, differing_roles, load_folder
 from meshpki.checks import BundleReport, PairReport, Severity
 from meshpki.errors import InputError, MeshPKIError
 from meshpki.findings import finding
-from meshpki.kube import SecretRef
+from meshpki.kube import IN_CLUSTER_CONTEXT, SecretRef
 from meshpki.limits import DEFAULT_WARN_DAYS
 from meshpki.store import is_cluster_name
 
@@ -30,6 +30,10 @@ class Target:
     label: str
     bundle: Bundle
     kind: str  # "cluster", "folder" or "live"
+    cluster: str | None = None
+    """The cluster fix hints name: the store's, or a live secret's fleet cluster; else the certificate's L=."""
+    guess: str | None = None
+    """What fix hints name when nothing better is known: a live secret's context."""
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,7 @@ def resolve_targets(store, names: Sequence[str], all_clusters: bool = False) -> 
             continue
         seen.add(name)
         if store is not None and is_cluster_name(name) and store.has_cluster(name):
-            targets.append(Target(name, store.load_bundle(name), "cluster"))
+            targets.append(Target(name, store.load_bundle(name), "cluster", name))
         elif Path(name).is_dir():
             targets.append(Target(name, load_folder(Path(name), source=name), "folder"))
         else:
@@ -111,7 +115,7 @@ def verify_targets(targets: Sequence[Target], now: dt.datetime | None = None,
                    trust_domain: str = profiles.DEFAULT_TRUST_DOMAIN) -> VerifyReport:
     """Check each bundle once (one workload cert each), then every pair with them."""
     results = tuple(checks.check_bundle(t.bundle, now=now, warn_days=warn_days, trust_domain=trust_domain,
-                                        target=t.label) for t in targets)
+                                        target=t.label, cluster=t.cluster, guess=t.guess) for t in targets)
     return VerifyReport(results, checks.check_pairs(results))
 
 
@@ -144,7 +148,7 @@ def _judge_live(store, source: SecretRef, secret) -> tuple[Target | None, tuple[
                                      "self-signed root and the mesh is split", None,
                                      f"meshpki push {source.cluster} --context {source.context}"),)
     live = Bundle.from_secret_data(secret.data, label)
-    target = Target(label, live, "live")
+    target = Target(label, live, "live", *_hint_names(store, source))
     if ISTIO_GENERATED in secret.data:
         return target, (self_signed_finding(where, source.context, source.cluster),)
     if store is None or not is_cluster_name(source.cluster) or not store.has_cluster(source.cluster):
@@ -158,6 +162,15 @@ def _judge_live(store, source: SecretRef, secret) -> tuple[Target | None, tuple[
                                        "who changed the secret"),)
     return target, (finding("matches-store",
                             f"{where} is byte for byte the store's bundle for {source.cluster}"),)
+
+
+def _hint_names(store, source: SecretRef) -> tuple[str | None, str | None]:
+    """(known, guess) cluster names for a live secret's fix hints: a cluster the fleet
+    file or the store knows is known; a bare context name is only a guess."""
+    if not is_cluster_name(source.cluster) or source.cluster == IN_CLUSTER_CONTEXT:
+        return None, None
+    known = source.cluster != source.context or (store is not None and store.has_cluster(source.cluster))
+    return (source.cluster, None) if known else (None, source.cluster)
 
 
 def self_signed_finding(where: str, context: str | None, cluster: str) -> checks.Finding:

@@ -172,3 +172,51 @@ def test_broken_bundles_get_one_peer_broken_line_each(cli, tmp_path):
     assert len(peer_broken) == 5 and all(x["by"] == "proxy" for x in peer_broken)
     text = cli("verify", str(good), *broken).output
     assert text.count("peer-broken") == 5
+
+
+def _fixes(output: str) -> list[str]:
+    return [line.split("fix: ", 1)[1] for line in output.splitlines() if "fix: " in line]
+
+
+def test_fix_hints_name_the_real_cluster_and_the_root_rotation(cli, store_path, tmp_path):
+    """A store cluster's hints name it; a root's hint is rotate-root begin; no CLUSTER placeholder."""
+    assert cli("init-root", INSECURE, "--key-type", "ecdsa-p256", "--days", "20").exit_code == 0
+    assert cli("issue", "east", "--days", "10").exit_code == 0
+    result = cli("verify", "east")
+    assert result.exit_code == 0, result.output
+    fixes = _fixes(result.output)
+    assert any("meshpki rotate east" in fix for fix in fixes), result.output
+    assert any("meshpki rotate-root begin" in fix for fix in fixes), result.output
+    assert not any("CLUSTER" in fix for fix in fixes), result.output
+
+
+def test_a_broken_bundle_outside_the_store_names_the_cluster_its_certificate_names(cli, tmp_path):
+    root = f.make_root(slot=112)
+    expired = f.make_intermediate(root, "east", slot=113, not_before=f.days_from_now(-30),
+                                  not_after=f.days_from_now(-1))
+    folder = f.write_folder(tmp_path / "copy-of-a-bundle", f.bundle_files(expired, root))
+    result = cli("verify", str(folder))
+    assert result.exit_code == 1, result.output
+    assert "meshpki rotate east" in " ".join(_fixes(result.output)), result.output
+    mismatched = f.bundle_files(f.make_intermediate(root, "east", slot=114), root)
+    mismatched[CA_KEY] = f.Authority(root.cert, root.key).key_pem
+    broken = cli("verify", str(f.write_folder(tmp_path / "broken", mismatched)))
+    assert "meshpki issue east --force" in " ".join(_fixes(broken.output)), broken.output
+    # nothing names the cluster (no L= in the subject): the placeholder stays
+    anonymous = f.make_intermediate(root, slot=115, subject=f._name("Intermediate CA"),
+                                    not_before=f.days_from_now(-30), not_after=f.days_from_now(-1))
+    unknown = cli("verify", str(f.write_folder(tmp_path / "anon", f.bundle_files(anonymous, root))))
+    assert "meshpki rotate CLUSTER" in " ".join(_fixes(unknown.output)), unknown.output
+
+
+def test_a_live_secret_read_by_context_names_its_cluster_in_hints(cli, kubeconfig, kube_api):
+    """verify --context: the context's cluster when the store knows it; a context
+    the store does not know (readonly reads cluster1) gets the certificate's cluster."""
+    assert cli("init-root", INSECURE, "--key-type", "ecdsa-p256", "--days", "3650").exit_code == 0
+    assert cli("issue", "cluster1", "--days", "10").exit_code == 0
+    pushed = cli("push", "cluster1", "--kubeconfig", str(kubeconfig), "--timeout", "5")
+    assert pushed.exit_code == 0, pushed.output
+    for context in ("cluster1", "readonly"):
+        result = cli("verify", "--kubeconfig", str(kubeconfig), "--context", context)
+        assert result.exit_code == 0, result.output
+        assert "meshpki rotate cluster1, then meshpki push cluster1" in " ".join(_fixes(result.output)), result.output
