@@ -15,6 +15,7 @@ import yaml
 from meshpki import credentials
 from tests.conftest import one_line_error, snapshot
 from tests.kubeapi import ADMIN_TOKEN, Context
+from tests.terminal import on_a_terminal
 
 REPO = Path(__file__).resolve().parent.parent
 FAST = ("--key-type", "ecdsa-p256")
@@ -90,3 +91,15 @@ def test_exec_credential_plugin_never_sees_root_secrets(store_path, kube_api, tm
     assert seen.get("MARKER_FOR_THE_PLUGIN") == "visible", "the plugin ran with meshpki's environment"
     assert not set(credentials.SECRET_VARS) & set(seen), sorted(set(credentials.SECRET_VARS) & set(seen))
     assert GOOD not in json.dumps(seen) and "1234-pin" not in json.dumps(seen)
+
+
+def test_passphrase_prompts_on_a_terminal_never_echo_and_a_mismatch_asks_again(store_path):
+    env = {"MESHPKI_STORE": str(store_path)}
+    other = "another passphrase typed"
+    code, screen = on_a_terminal(["init-root", *FAST], env, [GOOD, other, GOOD, GOOD])
+    assert code == 0, screen
+    assert screen.count("Passphrase for the new root key") == 2 and "do not match" in screen
+    assert GOOD not in screen and other not in screen
+    code, screen = on_a_terminal(["issue", "cluster1"], env, [GOOD])
+    assert code == 0, screen
+    assert "Root key passphrase" in screen and GOOD not in screen

@@ -25,6 +25,7 @@ from meshpki.keys import KeyType
 from meshpki.store import ROOT_KEY_FILE, ROOT_KEY_URI_FILE, Store
 from tests.conftest import one_line_error, snapshot
 from tests.softhsm import SoftHSM
+from tests.terminal import on_a_terminal
 from tests.test_profiles import assert_is_ca, expected_hash, pkilint_findings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -405,42 +406,13 @@ def test_csr_sign_complete_and_revoke_with_a_token_root(cli, store_path, softhsm
     assert cli("verify", env=softhsm.env()).exit_code == 0
 
 
-def _on_a_terminal(args: list[str], env: dict[str, str], answers: list[str]) -> tuple[int, str]:
-    """Run meshpki with a pseudo-terminal as its controlling terminal, typing `answers` at its prompts."""
-    import pty
-    import select
-    import time
-
-    full = {k: v for k, v in os.environ.items() if not k.startswith("MESHPKI_")}
-    full.update(env, PYTHONPATH=str(REPO))
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: exec at once, nothing else
-        os.execve(sys.executable, [sys.executable, "-m", "meshpki", *args], full)
-    seen, pending, deadline = b"", list(answers), time.monotonic() + 120
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.5)
-        if ready:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:  # the child closed the terminal
-                break
-            if not chunk:
-                break
-            seen += chunk
-            if pending and seen.rstrip().endswith(b":"):
-                os.write(fd, pending.pop(0).encode() + b"\n")
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    return os.waitstatus_to_exitcode(status), seen.decode(errors="replace")
-
-
 def test_pin_prompt_on_a_terminal_is_not_echoed(store_path, softhsm: SoftHSM):
     env = {"MESHPKI_PKCS11_MODULE": softhsm.module, "SOFTHSM2_CONF": str(softhsm.conf), "MESHPKI_STORE": str(store_path)}
-    code, screen = _on_a_terminal(["init-root", "--pkcs11", softhsm.uri(labels()), "--key-type", "ecdsa-p256"],
+    code, screen = on_a_terminal(["init-root", "--pkcs11", softhsm.uri(labels()), "--key-type", "ecdsa-p256"],
                                   env, [softhsm.pin])
     assert code == 0, screen
     assert "PKCS#11 token user PIN" in screen and softhsm.pin not in screen
-    code, screen = _on_a_terminal(["issue", "cluster1"], env, ["not-the-pin"])
+    code, screen = on_a_terminal(["issue", "cluster1"], env, ["not-the-pin"])
     assert code == 1 and "wrong PIN" in screen and "not-the-pin" not in screen
 
 

@@ -3,6 +3,7 @@ start-up, credentials.py) or a prompt on a terminal; never echoed, never in argv
 
 from __future__ import annotations
 
+import getpass
 import os
 import sys
 from pathlib import Path
@@ -21,6 +22,25 @@ def _env_secret(name: str) -> str | None:
     if ctx is not None and ENV_SECRETS in ctx.meta:
         return ctx.meta[ENV_SECRETS].get(name)
     return os.environ.get(name)
+
+
+def ask_secret(prompt: str, confirm: str | None = None) -> str:
+    """A secret typed on the terminal, asked again while empty; with `confirm`, typed twice alike.
+
+    getpass turns the terminal's echo off before it shows the prompt, so whoever
+    types as soon as the prompt shows (a person, an expect script) is never echoed.
+    click.prompt(hide_input=True) before click 8.4 showed the prompt itself, then
+    imported getpass and only then turned echo off: a PIN typed at once was echoed
+    (then flushed, and the prompt waited for it forever). Ctrl-C or end of input
+    raise KeyboardInterrupt or EOFError, as getpass does.
+    """
+    while True:
+        typed = getpass.getpass(f"{prompt}: ", stream=sys.stderr)
+        if not typed:
+            continue
+        if confirm is None or getpass.getpass(f"{confirm}: ", stream=sys.stderr) == typed:
+            return typed
+        say("Error: the two entries do not match.")
 
 
 def _passphrase_from_sources(passphrase_file: Path | None, env: str = PASSPHRASE_ENV) -> bytes | None:
@@ -44,7 +64,7 @@ def new_root_passphrase(passphrase_file: Path | None, insecure: bool, env: str =
     if found:
         return check_new_passphrase(found)
     if sys.stdin.isatty():
-        typed = click.prompt(prompt, hide_input=True, confirmation_prompt=True, err=True)
+        typed = ask_secret(prompt, confirm="Repeat for confirmation")
         if typed:
             return check_new_passphrase(typed.encode())
     escape = ", or say --insecure-no-passphrase" if option == "--passphrase-file" else ""
@@ -64,7 +84,7 @@ def token_pin() -> bytes | None:
         elif env:
             ctx.meta[PIN_VALUE] = env.encode()
         elif sys.stdin.isatty():
-            ctx.meta[PIN_VALUE] = click.prompt("PKCS#11 token user PIN", hide_input=True, err=True).encode()
+            ctx.meta[PIN_VALUE] = ask_secret("PKCS#11 token user PIN").encode()
         else:
             ctx.meta[PIN_VALUE] = None
     return ctx.meta[PIN_VALUE]
@@ -81,7 +101,7 @@ def _unlock_secret(store, folder: Path, passphrase_file: Path | None, prompt: st
     if found:
         return found
     if sys.stdin.isatty():
-        return click.prompt(prompt, hide_input=True, err=True).encode()
+        return ask_secret(prompt).encode()
     raise PassphraseError(f"the root key is encrypted: set {PASSPHRASE_ENV}, pass --passphrase-file, "
                           "or run on a terminal")
 
