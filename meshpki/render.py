@@ -358,6 +358,27 @@ def audit_text(report: AuditReport) -> str:
     return (table(headers, rows) + "\n\n" if rows else "") + verdict
 
 
+# Every metric family `audit -o prometheus` (and --textfile, --pushgateway) exposes, with its
+# labels. The README's list is checked against it (tests/test_readme.py); a family made
+# without an entry here is a KeyError.
+_CERT_LABELS = ("cluster", "role", "source", "serial")
+AUDIT_METRICS: dict[str, tuple[str, ...]] = {
+    "meshpki_cert_not_after_timestamp_seconds": _CERT_LABELS,
+    "meshpki_cert_expiry_seconds": _CERT_LABELS,
+    "meshpki_crl_next_update_timestamp_seconds": ("cluster", "source", "issuer"),
+    "meshpki_audit_status": ("cluster",),
+    "meshpki_root_fingerprint_info": ("cluster", "source", "fingerprint"),
+    "meshpki_remote_secret_token_expiry_timestamp_seconds": ("primary", "cluster"),
+    "meshpki_audit_last_run_timestamp_seconds": (),
+}
+
+
+def _gauge(name: str, documentation: str) -> Any:
+    from prometheus_client.core import GaugeMetricFamily
+
+    return GaugeMetricFamily(name, documentation, labels=list(AUDIT_METRICS[name]))
+
+
 class _AuditCollector:
     """The audit as Prometheus metric families, for prometheus_client to expose."""
 
@@ -365,21 +386,17 @@ class _AuditCollector:
         self.report = report
 
     def collect(self) -> Any:
-        from prometheus_client.core import GaugeMetricFamily
-
         report = self.report
         at = report.at.timestamp()
-        labels = ["cluster", "role", "source", "serial"]
-        not_after = GaugeMetricFamily("meshpki_cert_not_after_timestamp_seconds",
-                                      "notAfter of each audited CA certificate, as a Unix timestamp.", labels=labels)
-        expiry = GaugeMetricFamily("meshpki_cert_expiry_seconds",
-                                   "Seconds from the audit's reference time (--at, else the run) to notAfter; "
-                                   "negative once expired.", labels=labels)
+        not_after = _gauge("meshpki_cert_not_after_timestamp_seconds",
+                           "notAfter of each audited CA certificate, as a Unix timestamp.")
+        expiry = _gauge("meshpki_cert_expiry_seconds",
+                        "Seconds from the audit's reference time (--at, else the run) to notAfter; "
+                        "negative once expired.")
         seen: set[tuple[str, ...]] = set()
-        crl_next = GaugeMetricFamily("meshpki_crl_next_update_timestamp_seconds",
-                                     "nextUpdate of each audited CRL (ca-crl.pem, the store's crl/), as a Unix "
-                                     "timestamp; a CRL past it makes proxies reject peers.",
-                                     labels=["cluster", "source", "issuer"])
+        crl_next = _gauge("meshpki_crl_next_update_timestamp_seconds",
+                          "nextUpdate of each audited CRL (ca-crl.pem, the store's crl/), as a Unix "
+                          "timestamp; a CRL past it makes proxies reject peers.")
         for row in report.rows:
             if row.not_after is None or row.role == "remote-secret":  # a token, not a CA certificate
                 continue
@@ -396,21 +413,20 @@ class _AuditCollector:
             end = row.not_after.timestamp()
             not_after.add_metric(list(key), end)
             expiry.add_metric(list(key), end - at)
-        status = GaugeMetricFamily("meshpki_audit_status", "Audit grade per cluster (cluster=\"\": the store's "
-                                   "roots): 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.", labels=["cluster"])
+        status = _gauge("meshpki_audit_status", "Audit grade per cluster (cluster=\"\": the store's "
+                        "roots): 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.")
         for cluster, grade in sorted(report.clusters.items()):
             status.add_metric([cluster], int(grade))
-        roots = GaugeMetricFamily("meshpki_root_fingerprint_info", "A root certificate (SHA-256 fingerprint) "
-                                  "each cluster trusts; always 1.", labels=["cluster", "source", "fingerprint"])
+        roots = _gauge("meshpki_root_fingerprint_info", "A root certificate (SHA-256 fingerprint) "
+                       "each cluster trusts; always 1.")
         for cluster, source, fp in report.roots:
             roots.add_metric([cluster, source, fp], 1)
-        tokens = GaugeMetricFamily("meshpki_remote_secret_token_expiry_timestamp_seconds",
-                                   "exp of the token in each primary's remote secret for a cluster, as a Unix "
-                                   "timestamp (no sample for tokens that never expire).", labels=["primary", "cluster"])
+        tokens = _gauge("meshpki_remote_secret_token_expiry_timestamp_seconds",
+                        "exp of the token in each primary's remote secret for a cluster, as a Unix "
+                        "timestamp (no sample for tokens that never expire).")
         for primary, cluster, expires in report.remote_tokens:
             tokens.add_metric([primary, cluster], expires.timestamp())
-        last_run = GaugeMetricFamily("meshpki_audit_last_run_timestamp_seconds",
-                                     "When this audit ran, as a Unix timestamp.")
+        last_run = _gauge("meshpki_audit_last_run_timestamp_seconds", "When this audit ran, as a Unix timestamp.")
         last_run.add_metric([], report.run_at.timestamp())
         crls = [crl_next] if crl_next.samples else []  # no family at all before the first revocation
         return [not_after, expiry, *crls, status, roots, tokens, last_run]

@@ -21,7 +21,7 @@ from meshpki.audit import Grade, Observation
 from meshpki.bundle import Bundle, fingerprint, serial_hex
 from meshpki.keys import KeyType, to_pem
 from meshpki.kube import SecretRef
-from meshpki.render import AUDIT_FORMATS, OutputFormat, render_audit
+from meshpki.render import AUDIT_FORMATS, AUDIT_METRICS, OutputFormat, render_audit
 from meshpki.store import Store
 from tests import factories as f
 from tests.conftest import one_line_error
@@ -588,4 +588,5 @@ def test_prometheus_rules_alert_on_the_metrics_audit_writes(store_path):
 
     crl.revoke(store, "c2", None)  # so the CRL metric exists too
     exposed = set(metrics(render_audit(audit.run(store, []), OutputFormat.PROMETHEUS)[0]))
+    assert exposed == set(AUDIT_METRICS)  # every family, once something is revoked
     assert set(re.findall(r"meshpki_[a-z_]+", exprs)) <= exposed

@@ -1,4 +1,5 @@
-"""The README's command table names every command the CLI has, and nothing it lacks."""
+"""The README's tables and lists name what the code defines, and nothing it lacks: the
+commands, audit's Prometheus metrics, the exit codes."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import click
 
 from meshpki.cli import cli
+from meshpki.render import AUDIT_METRICS
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -46,3 +48,21 @@ def test_the_command_table_matches_the_cli():
     in_cli, in_readme = _commands(cli), _table_commands()
     assert in_cli - in_readme == set(), "commands missing from the README's table"
     assert in_readme - in_cli == set(), "the README's table names commands the CLI lacks"
+
+
+def _documented_metrics() -> dict[str, tuple[str, ...]]:
+    """Audit's metric list in the README: `name{labels}`, where `{...}` repeats the previous labels."""
+    text = README.read_text()
+    start = text.index("`prometheus`:\n\n", text.index("### `meshpki audit")) + len("`prometheus`:\n\n")
+    listing = text[start:text.index("\n\n", start)]
+    found: dict[str, tuple[str, ...]] = {}
+    labels: tuple[str, ...] = ()
+    for name, braces in re.findall(r"`(meshpki_[a-z_]+)(\{[^}]*\})?`", listing):
+        if braces != "{...}":
+            labels = tuple(braces.strip("{}").split(",")) if braces else ()
+        found[name] = labels
+    return found
+
+
+def test_the_metric_list_matches_what_audit_exposes():
+    assert _documented_metrics() == AUDIT_METRICS
