@@ -6,6 +6,20 @@ the CLI (cli/options.py) turns `MeshPKIError` into exit 1 and `InputError` into 
 
 from __future__ import annotations
 
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """What every command exits with, but audit, whose exit code is its grade (audit.Grade).
+
+    The README's exit-code table is checked against it; click's own exit codes agree
+    (ClickException 1, UsageError 2).
+    """
+
+    OK = 0
+    FAILED = 1  # the work found a problem (verify: an error) or could not be done
+    USAGE = 2  # the command line is wrong
+
 
 class MeshPKIError(Exception):
     """A problem the user can fix; str(error) names the problem and the fix."""

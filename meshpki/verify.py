@@ -16,7 +16,7 @@ from typing import Any
 from meshpki import checks, profiles
 from meshpki.bundle import ISTIO_GENERATED, Bundle, differing_roles, load_folder
 from meshpki.checks import BundleReport, PairReport, Severity
-from meshpki.errors import InputError, MeshPKIError
+from meshpki.errors import ExitCode, InputError, MeshPKIError
 from meshpki.findings import finding
 from meshpki.kube import IN_CLUSTER_CONTEXT, SecretRef
 from meshpki.limits import DEFAULT_WARN_DAYS
@@ -59,7 +59,7 @@ class VerifyReport:
 
     def exit_code(self, strict: bool = False) -> int:
         """0 clean (warnings allowed), 1 any error, or any warning under --strict."""
-        return 1 if self.errors or (strict and self.warnings) else 0
+        return ExitCode.FAILED if self.errors or (strict and self.warnings) else ExitCode.OK
 
     def to_dict(self) -> dict[str, Any]:
         return {

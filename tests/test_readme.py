@@ -8,7 +8,9 @@ from pathlib import Path
 
 import click
 
+from meshpki.audit import Grade
 from meshpki.cli import cli
+from meshpki.errors import ExitCode
 from meshpki.render import AUDIT_METRICS
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -66,3 +68,32 @@ def _documented_metrics() -> dict[str, tuple[str, ...]]:
 
 def test_the_metric_list_matches_what_audit_exposes():
     assert _documented_metrics() == AUDIT_METRICS
+
+
+def _table(header: str) -> list[list[str]]:
+    """The cells of the README table whose header line starts with `header`, one list per row."""
+    text = README.read_text()
+    lines = text[text.index(header):].split("\n\n", 1)[0].splitlines()[2:]
+    return [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines]
+
+
+def test_the_exit_code_table_matches_the_code():
+    assert [int(row[0]) for row in _table("| exit | meaning |")] == sorted(ExitCode)
+    # click's own exits (a ClickException, a usage error) are meshpki's too
+    assert click.ClickException.exit_code == ExitCode.FAILED and click.UsageError.exit_code == ExitCode.USAGE
+
+
+def test_every_exit_code_sentence_names_only_defined_codes():
+    """Commands' own `Exit codes: 0 ...; 1 ...` sentences (audit's are its grades, checked below)."""
+    text = README.read_text()
+    sentences = [text[i:text.index("\n\n", i)] for i in (m.start() for m in re.finditer("Exit codes: ", text))]
+    assert sentences
+    for sentence in sentences:
+        codes = {int(c) for c in re.findall(r"[:;]\s+(\d) ", sentence)}
+        assert codes and codes <= set(ExitCode), sentence
+
+
+def test_the_audit_grade_table_gives_each_grade_its_exit_code_most_urgent_first():
+    rows = _table("| grade | exit | when |")
+    assert {row[0]: int(row[1]) for row in rows} == {grade.name: int(grade) for grade in Grade}
+    assert [row[0] for row in rows] == [g.name for g in sorted(Grade, key=lambda g: g.urgency, reverse=True)]

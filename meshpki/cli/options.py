@@ -18,7 +18,7 @@ import click
 from meshpki import dates
 from meshpki.ca import DEFAULT_INTERMEDIATE_DAYS
 from meshpki.credentials import PASSPHRASE_ENV, PIN_ENV
-from meshpki.errors import InputError, MeshPKIError
+from meshpki.errors import ExitCode, InputError, MeshPKIError
 from meshpki.kube import DEFAULT_TIMEOUT
 from meshpki.limits import MIN_TOKEN_TTL
 from meshpki.profiles import WORKLOAD_TTL
@@ -39,7 +39,7 @@ ROOT_COMMANDS = frozenset({"init-root", "begin"})
 class BadInput(click.ClickException):
     """A usage error in one line: exit 2 like click's own, without the usage banner."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 def _printable(text: str) -> str:
