@@ -97,3 +97,11 @@ def test_the_audit_grade_table_gives_each_grade_its_exit_code_most_urgent_first(
     rows = _table("| grade | exit | when |")
     assert {row[0]: int(row[1]) for row in rows} == {grade.name: int(grade) for grade in Grade}
     assert [row[0] for row in rows] == [g.name for g in sorted(Grade, key=lambda g: g.urgency, reverse=True)]
+
+
+def test_ci_runs_the_readmes_test_command_then_the_suite_at_the_floors():
+    text = README.read_text()
+    command = text[text.index("run the whole test suite (this is what CI runs):"):].split("\n\n")[1].strip()
+    ci = [line.strip() for line in (README.parent / ".ci" / "run").read_text().splitlines()]
+    steps = [ci.index(step.strip()) for step in command.split("&&")]
+    assert steps == sorted(steps) and ci.index(".ci/min-versions") > steps[-1]
