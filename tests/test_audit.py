@@ -218,9 +218,34 @@ def test_root_rotation_in_progress_audits_both_roots(cli, store_path):
     store = issued_store(store_path, "cluster1")
     rotate.begin(store, KeyType.ECDSA_P256, 3650, None)
     data = as_json(cli("audit", "-o", "json"))
-    roots = rows_of(data, role="root", cluster="")
+    roots = rows_of(data, role="root", cluster="") + rows_of(data, role="root-next", cluster="")
     assert len(roots) == 2 and {r["grade"] for r in roots} == {"OK"}
-    assert not rows_of(data, cluster="cluster1", role="root")  # the bundle's roots are the store's
+    assert not [r for r in rows_of(data, cluster="cluster1") if r["role"].startswith("root")]  # the store's
+
+
+def test_during_a_root_rotation_the_two_roots_are_told_apart(cli, store_path, kube_api, kubeconfig):
+    """rotate-root begin: the old root is `root`, the new one `root-next` (subject
+    Root CA G2), in the store's rows and in a live secret's; after finish the new one is `root`."""
+    store = issued_store(store_path, "cluster1")
+    begun = cli("rotate-root", "begin", "--key-type", "ecdsa-p256")
+    assert begun.exit_code == 0, begun.output
+    push_secret(kube_api, "cluster1", files_of(store, "cluster1"))
+    args = ("audit", "--kubeconfig", str(kubeconfig), "--context", "cluster1")
+    data = as_json(cli(*args, "-o", "json"))
+    roots = {(r["cluster"], r["source"], r["role"], r["subject"]) for r in data["rows"] if r["role"].startswith("root")}
+    assert roots == {(cluster, source, role, subject)
+                     for cluster, source in (("", "store"), ("cluster1", "live"))
+                     for role, subject in (("root", "CN=Root CA,O=Istio"), ("root-next", "CN=Root CA G2,O=Istio"))}
+    text = cli(*args).stdout.splitlines()
+    assert [line.split()[2:4] for line in text if line.startswith("-")] == [
+        ["root", "CN=Root"], ["root-next", "CN=Root"]]
+    assert all("G2" in line for line in text if "root-next" in line)
+    assert not any("G2" in line for line in text if " root " in line)
+    assert cli("rotate-root", "reissue").exit_code == 0
+    assert cli("rotate-root", "finish", "--force").exit_code == 0, "finish"
+    after = as_json(cli("audit", "-o", "json"))
+    assert [(r["role"], r["subject"]) for r in after["rows"] if r["role"].startswith("root")] == [
+        ("root", "CN=Root CA G2,O=Istio")]
 
 
 # -- live clusters through the local API server -----------------------------------------
@@ -590,3 +615,4 @@ def test_prometheus_rules_alert_on_the_metrics_audit_writes(store_path):
     exposed = set(metrics(render_audit(audit.run(store, []), OutputFormat.PROMETHEUS)[0]))
     assert exposed == set(AUDIT_METRICS)  # every family, once something is revoked
     assert set(re.findall(r"meshpki_[a-z_]+", exprs)) <= exposed
+

@@ -23,6 +23,7 @@ from meshpki.audit.model import (
     ROLE_INTERMEDIATE,
     ROLE_REMOTE_SECRET,
     ROLE_ROOT,
+    ROLE_ROOT_NEXT,
     SOURCE_LIVE,
     SOURCE_SIGNED,
     SOURCE_STORE,
@@ -162,6 +163,7 @@ class _Grader:
         self.certs: dict[tuple[str, str, str], _CertEntry] = {}
         self.bundles: dict[tuple[str, str], _BundleEntry] = {}
         self.store_root_fps: set[str] = set()
+        self.next_root_fp: str | None = None  # a root rotation's new root: its rows say root-next
         self.due: dict[tuple[str, str, str], list[tuple[str, dt.datetime]]] = {}
         self.roots: dict[tuple[str, str, str], None] = {}
         self.crls: dict[tuple[str, str, str], _CrlEntry] = {}
@@ -183,6 +185,8 @@ class _Grader:
 
     # -- sources --------------------------------------------------------------
     def store(self, view: StoreView) -> None:
+        if view.next_root is not None:
+            self.next_root_fp = fingerprint(view.next_root)
         for root in view.roots:
             self.store_root_fps.add(fingerprint(root))
             self.cert("", SOURCE_STORE, ROLE_ROOT, root, None)
@@ -363,7 +367,8 @@ class _Grader:
         for (_, _, fp), entry in self.certs.items():
             end = entry.cert.not_valid_after_utc
             conditions = [grade_expiry(end, self.at, self.warn_days, self.crit_days), *entry.conditions]
-            rows.append(_row(entry.cluster, entry.source, entry.role, subject_text(entry.cert),
+            role = ROLE_ROOT_NEXT if entry.role == ROLE_ROOT and fp == self.next_root_fp else entry.role
+            rows.append(_row(entry.cluster, entry.source, role, subject_text(entry.cert),
                              serial_hex(entry.cert), end, days_left(end, self.at), fp, conditions, entry.context))
         for (_, _, ident), listed in self.crls.items():
             next_update = listed.crl.next_update_utc

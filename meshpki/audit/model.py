@@ -22,6 +22,7 @@ SOURCE_STORE = "store"
 SOURCE_LIVE = "live"
 SOURCE_SIGNED = "signed"  # a cluster CA this store signed from a CSR; its key lives at the site (byo.py)
 ROLE_ROOT = "root"
+ROLE_ROOT_NEXT = "root-next"  # the new root of a root rotation under way (rotate-root begin until finish)
 ROLE_INTERMEDIATE = "intermediate"
 ROLE_BUNDLE = "bundle"  # a row about a whole bundle or secret, not one certificate
 ROLE_CRL = "crl"  # a CRL of ca-crl.pem (or the store's crl/): not_after is its nextUpdate
@@ -218,6 +219,7 @@ class StoreView:
     root_error: str | None = None
     signed: tuple[tuple[str, x509.Certificate], ...] = ()  # (cluster, its CA) from the CSR inventory
     crls: tuple[x509.CertificateRevocationList, ...] = ()  # the roots' CRLs in crl/ (revocation)
+    next_root: x509.Certificate | None = None  # during a root rotation: the new root (also in `roots`)
 
 
 

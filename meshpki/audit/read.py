@@ -31,6 +31,7 @@ def read_store(store: Any) -> StoreView | None:
     if store is None or not (store.has_root() or store.clusters() or store.signed_clusters()):
         return None
     roots: list[x509.Certificate] = []
+    next_root = None
     root_error = None
     try:
         if store.has_root():
@@ -40,7 +41,8 @@ def read_store(store: Any) -> StoreView | None:
         if store.has_rotation():
             from meshpki import rotate
 
-            roots.append(rotate.new_root_cert(store)[0])
+            next_root = rotate.new_root_cert(store)[0]
+            roots.append(next_root)
     except MeshPKIError as exc:
         root_error = str(exc)
     crls: list[x509.CertificateRevocationList] = []
@@ -57,7 +59,8 @@ def read_store(store: Any) -> StoreView | None:
             clusters.append(Observation(name, SOURCE_STORE, bundle=store.load_bundle(name)))
         except MeshPKIError as exc:
             clusters.append(Observation(name, SOURCE_STORE, error=str(exc)))
-    return StoreView(tuple(_unique_certs(roots)), tuple(clusters), root_error, tuple(_signed(store)), tuple(crls))
+    return StoreView(tuple(_unique_certs(roots)), tuple(clusters), root_error, tuple(_signed(store)), tuple(crls),
+                     next_root)
 
 
 def _signed(store: Any) -> list[tuple[str, x509.Certificate]]:
