@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -147,7 +148,19 @@ def parse_crl(der: bytes) -> x509.CertificateRevocationList:
 
 
 def read_certs(data: bytes, policy: Policy) -> Certs:
-    """The certificates of a PEM file as istiod's reader for that file sees them."""
+    """The certificates of a PEM file as istiod's reader for that file sees them.
+
+    The answer depends on the bytes and the policy alone and is immutable (a
+    frozen Certs of immutable certificates), so the same file read again is
+    answered from memory: an audit reads every bundle several times (grading,
+    chain, shared roots) and every cluster's root-cert.pem is the same file."""
+    if type(data) is not bytes:
+        return _read(data, policy, CERTIFICATE, parse_certificate, "certificate")
+    return _read_certs_cached(data, policy)
+
+
+@functools.lru_cache(maxsize=512)
+def _read_certs_cached(data: bytes, policy: Policy) -> Certs:
     return _read(data, policy, CERTIFICATE, parse_certificate, "certificate")
 
 

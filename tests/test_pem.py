@@ -34,6 +34,15 @@ def test_first_policy_reads_only_the_first_block():
     assert result.ok and list(result.certs) == [A.cert] and not result.skipped
 
 
+def test_the_same_file_read_again_gives_the_same_answer_under_each_policy():
+    """read_certs answers a file it read before from memory: same bytes, same answer, per policy."""
+    data = f.pem(A) + FOREIGN + f.pem(B)
+    for policy in pem.Policy:
+        first = pem.read_certs(data, policy)
+        assert pem.read_certs(bytes(data), policy) == first == pem.read_certs(bytearray(data), policy)
+    assert pem.read_certs(data, pem.Policy.FIRST) != pem.read_certs(data, pem.Policy.SKIP)
+
+
 @pytest.mark.parametrize("data", [b"", b"nothing here", DAMAGED, A.key_pem])
 def test_a_file_without_certificates_is_unusable_under_every_policy(data):
     for policy in pem.Policy:
