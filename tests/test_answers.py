@@ -226,3 +226,20 @@ def test_an_unexpected_error_on_one_cluster_is_that_clusters_unknown():
     odd, fine = audit.read_all_live([SecretRef("odd", "odd"), SecretRef("fine", "fine")], reader=reader)
     assert odd.error and "TypeError: unexpected shape" in odd.error and fine.missing
 
+
+
+def test_the_watchdog_makes_the_calls_due_and_none_that_were_cancelled():
+    """read_body's deadline: one watchdog thread makes each call that comes due;
+    a cancelled one never runs, and cancel() says which of the two happened."""
+    import threading
+    import time
+
+    due, cancelled_calls = threading.Event(), []
+    later = answers._WATCHDOG.call_at(time.monotonic() + 0.05, lambda: cancelled_calls.append("ran"))
+    assert later.cancel() is True
+    now = answers._WATCHDOG.call_at(time.monotonic(), due.set)
+    assert due.wait(30)
+    assert now.cancel() is False and now.fired
+    after_the_cancelled_one = threading.Event()
+    answers._WATCHDOG.call_at(time.monotonic() + 0.1, after_the_cancelled_one.set)
+    assert after_the_cancelled_one.wait(30) and cancelled_calls == []
