@@ -22,7 +22,7 @@ from meshpki.kube import SecretRef
 from meshpki.publish import replace_file
 from meshpki.verify import ISTIO_GENERATED
 
-DEFAULT_PARALLEL = 32
+DEFAULT_PARALLEL = 64
 
 
 def read_store(store: Any) -> StoreView | None:

@@ -183,7 +183,7 @@ def verify_cmd(settings: Settings, targets: tuple[str, ...], all_clusters: bool,
               help="CRITICAL when a certificate has fewer than this many days left (or has expired).")
 @click.option("--at", type=MOMENT, metavar="DATE", default=None,
               help="Grade as of this date instead of now, e.g. 2026-06-01 or 2026-06-01T12:00:00Z.")
-@click.option("--parallel", type=click.IntRange(min=1, max=256), default=32, show_default=True,
+@click.option("--parallel", type=click.IntRange(min=1, max=256), default=64, show_default=True,
               help="Clusters read at the same time.")
 @click.option("--textfile", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="PATH",
               help="Also write the Prometheus exposition here, atomically (node_exporter's textfile collector "
