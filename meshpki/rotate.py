@@ -42,19 +42,20 @@ class RotationError(MeshPKIError):
 # -- intermediate rotation ---------------------------------------------------
 
 def issue_now(store: Store, clusters: Sequence[str], options: ca.IssueOptions, passphrase: bytes | None,
-              replace: bool = False, progress: Callable[[int, int], None] | None = None) -> list[ca.IssueResult]:
+              replace: bool = False, progress: Callable[[int, int], None] | None = None,
+              issuer: ca.Issuer | None = None) -> list[ca.IssueResult]:
     """`issue` and `rotate` both land here: during a root rotation new
     intermediates are signed by the new root, trust old+new, and restart the
     grace clock like a reissue does.
 
     The signing key is unlocked (scrypt, 0.6 s of one core) while the key
-    workers run, not before them.
+    workers run, not before them, unless the caller unlocked it already (`issuer`).
     """
     def unlock() -> ca.Issuer:
-        issuer = current_issuer(store, passphrase)
+        ready = issuer or current_issuer(store, passphrase)
         if store.has_rotation():
             _note_reissue(store)  # before the first new bundle exists
-        return issuer
+        return ready
 
     with store.locked():
         signer = new_root_cert(store)[0] if store.has_rotation() else store.root_cert()
@@ -73,15 +74,19 @@ def rotate(store: Store, clusters: Sequence[str], options: ca.IssueOptions, pass
     for name in clusters:
         store.load_bundle(name)  # raises "no bundle ... run meshpki issue" for unknown clusters
     with store.locked():
+        if not revoke_previous:
+            return issue_now(store, clusters, options, passphrase, replace=True, progress=progress)
         previous = [(name, parse_certs(store.load_bundle(name).ca_cert or b"", f"{name}: ca-cert.pem")[0])
-                    for name in clusters] if revoke_previous else []
-        # every root key that signs a CRL is unlocked before a bundle changes: a wrong
-        # passphrase must not leave a rotated cluster whose replaced intermediate stays valid
-        signers = crl.root_signers(store, passphrase) if previous else None
-        results = issue_now(store, clusters, options, passphrase, replace=True, progress=progress)
-        if previous:
-            crl.revoke_replaced(store, previous, passphrase, signers=signers)
-    return results
+                    for name in clusters]
+        # Every key is unlocked before anything changes: a wrong passphrase changes nothing.
+        # Then the revocation is committed BEFORE the new bundles: killed in between, the
+        # replaced intermediates are revoked already and verify flags their clusters (a CRL
+        # revoking the bundle's own intermediate) until `rotate` runs again; never a rotated
+        # cluster whose replaced, maybe leaked, intermediate stays valid.
+        signers = crl.root_signers(store, passphrase)
+        issuer = current_issuer(store, passphrase)
+        crl.revoke_replaced(store, previous, passphrase, signers=signers)
+        return issue_now(store, clusters, options, passphrase, replace=True, progress=progress, issuer=issuer)
 
 
 # -- the root rotation's state -----------------------------------------------

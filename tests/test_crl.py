@@ -413,6 +413,55 @@ def test_every_crash_point_of_revoke_leaves_the_store_before_or_after(tmp_path):
     assert visited >= 12 and outcomes == {"before", "after"}
 
 
+def test_every_crash_point_of_rotate_revoke_previous_fails_closed(tmp_path):
+    """SIGKILL before each write step of `rotate --revoke-previous`: after the
+    next command took the lock the store is the one before (nothing revoked,
+    cluster1 unchanged), the one after (cluster1 rotated, its old intermediate
+    revoked), or, killed between the two commits, the old intermediate revoked
+    with cluster1 not yet rotated: verify then flags cluster1 and names the fix,
+    and `meshpki rotate cluster1` completes it. Never a rotated cluster whose
+    replaced intermediate stays valid."""
+    from meshpki import checks
+    from tests.test_hardening import assert_recovers, assert_store_sound, crash_points, env_for, leftovers, run_meshpki
+
+    template = tmp_path / "template"
+    make_fleet(Store(template), ("cluster1", "cluster2"))
+    old_serial = _serial(Store(template), "cluster1")
+    before = snapshot(Store(template).cluster_dir("cluster1"))
+    outcomes = set()
+
+    def check(store_path: Path, crashed: bool) -> None:
+        assert_recovers(store_path)
+        assert leftovers(store_path) == []
+        run = Store(store_path)
+        state = crl.load_state(run)
+        revoked = {r.serial for r in state.revoked} if state else set()
+        if old_serial not in revoked:
+            assert _serial(run, "cluster1") == old_serial, "rotated, but the replaced intermediate is valid"
+            assert snapshot(run.cluster_dir("cluster1")) == before
+            outcomes.add("before")
+        elif _serial(run, "cluster1") != old_serial:
+            assert_store_sound(store_path)
+            assert_all_members_sound(run)
+            outcomes.add("after")
+        else:
+            report = checks.check_bundle(run.load_bundle("cluster1"))
+            [flagged] = [f for f in report.findings if f.code == "crl-revokes-path"]
+            assert "meshpki rotate" in flagged.fix
+            finished = run_meshpki(["rotate", "cluster1"], env_for(store_path))
+            assert finished.returncode == 0, finished.stderr
+            assert _serial(Store(store_path), "cluster1") != old_serial
+            assert_all_members_sound(Store(store_path))
+            outcomes.add("revoked, not yet rotated")
+
+    visited = crash_points(template, ["rotate", "cluster1", "--revoke-previous"], check)
+    assert visited >= 12 and outcomes == {"before", "revoked, not yet rotated", "after"}, (visited, outcomes)
+
+
+def _serial(store: Store, cluster: str) -> str:
+    return format(parse_certs(store.load_bundle(cluster).ca_cert or b"", cluster)[0].serial_number, "x")
+
+
 # -- verify: a pair where one side's CRL revokes the other -------------------------
 
 def test_pair_where_one_side_revokes_the_other_fails_statically_and_in_the_handshake(cli, store, tmp_path):
