@@ -201,6 +201,14 @@ def serial_hex(cert: x509.Certificate) -> str:
     return format(cert.serial_number, "x")
 
 
+def openssl_serial(serial: int | str) -> str:
+    """A serial (the number, or serial_hex's text) as `openssl x509 -serial` prints it:
+    uppercase hex, whole bytes. What text output shows, so it can be grepped against
+    openssl's; JSON and metrics keep serial_hex."""
+    text = format(serial if isinstance(serial, int) else int(serial, 16), "X")
+    return text if len(text) % 2 == 0 else "0" + text
+
+
 def subject_text(cert: x509.Certificate) -> str:
     return cert.subject.rfc4514_string() or "(empty subject)"
 

@@ -43,6 +43,7 @@ from meshpki.bundle import (
     Bundle,
     cert_to_pem,
     fingerprint,
+    openssl_serial,
     subject_text,
 )
 from meshpki.findings import CODES, By, Finding, Severity, finding
@@ -730,7 +731,7 @@ def _revoked_by_peer(signer: BundleReport, truster: BundleReport) -> Iterator[Fi
     below = [c for c in (mat.ca_cert, *mat.path) if c is not None]
     for cert, issuer in crlcheck.revoked_on_path(below, truster.material.crls):
         yield finding("peer-revoked", f"{truster.target}'s ca-crl.pem revokes {describe(cert)} (serial "
-                      f"{cert.serial_number:x}, signed by {describe(issuer)}) on {signer.target}'s chain: "
+                      f"{openssl_serial(cert.serial_number)}, signed by {describe(issuer)}) on {signer.target}'s chain: "
                       f"{truster.target}'s proxies reject {signer.target}'s workloads", None,
                       f"if {signer.target} was revoked on purpose, take it out of the mesh; else give it a new "
                       f"intermediate (meshpki rotate {signer.target}) and push")

@@ -29,7 +29,17 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from meshpki import keys, pem, profiles
-from meshpki.bundle import CA_CERT, CA_CRL, CA_KEY, CERT_CHAIN, ROOT_CERT, Bundle, fingerprint, parse_certs
+from meshpki.bundle import (
+    CA_CERT,
+    CA_CRL,
+    CA_KEY,
+    CERT_CHAIN,
+    ROOT_CERT,
+    Bundle,
+    fingerprint,
+    openssl_serial,
+    parse_certs,
+)
 from meshpki.errors import BundleError, InputError, MeshPKIError
 from meshpki.keys import PrivateKey
 from meshpki.pathbuild import signed_by as issued_by
@@ -156,7 +166,8 @@ def skip_evicted(store: Store, targets: Sequence[T]) -> tuple[list[T], list[str]
         return list(targets), []
     evicted = evicted_clusters(store)
     notes = [f"{t.cluster}: skipped, revoked on {evicted[t.cluster].revoked_at} and no longer a member (serial "
-             f"{evicted[t.cluster].serial}); remove it from the fleet file" for t in targets if t.cluster in evicted]
+             f"{openssl_serial(evicted[t.cluster].serial)}); remove it from the fleet file"
+             for t in targets if t.cluster in evicted]
     return [t for t in targets if t.cluster not in evicted], notes
 
 
@@ -464,7 +475,7 @@ def revoke(store: Store, cluster: str, passphrase: bytes | None, reason: str = D
             earlier = state.evicted_entry(cluster) if state else None
             if earlier is not None:
                 raise RevocationError(f"cluster {cluster!r} was already revoked on {earlier.revoked_at} "
-                                      f"(serial {earlier.serial}); nothing to do (`meshpki crl show` lists it)")
+                                      f"(serial {openssl_serial(earlier.serial)}); nothing to do (`meshpki crl show` lists it)")
             known = ", ".join(store.clusters() + store.signed_clusters()) or "none"
             raise InputError(f"unknown cluster {cluster!r}: not a member of store {store.path} (members: {known})")
         signers = root_signers(store, passphrase)  # proves the passphrase before anything is written
@@ -478,7 +489,7 @@ def revoke(store: Store, cluster: str, passphrase: bytes | None, reason: str = D
         for cert in certs:
             entry = _entry(cluster, cert, roots, reason, now, evicted=True)
             if entry is None:
-                notes.append(f"{cluster}: serial {format(cert.serial_number, 'x')} was signed by a root no cluster "
+                notes.append(f"{cluster}: serial {openssl_serial(cert.serial_number)} was signed by a root no cluster "
                              "trusts any more; no CRL entry needed")
             elif entry.serial not in done:
                 new.append(entry)

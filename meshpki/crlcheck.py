@@ -23,6 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from meshpki import pem
+from meshpki.bundle import openssl_serial
 from meshpki.findings import Finding, Severity, finding
 from meshpki.pathbuild import describe
 
@@ -129,7 +130,7 @@ def _proxy_rules(crls: Sequence[x509.CertificateRevocationList], ca: x509.Certif
                 continue
             if crl.get_revoked_certificate_by_serial_number(child.serial_number) is not None:
                 found.append(finding("crl-revokes-path", f"{CRL_FILE}: the CRL of {describe(parent)} revokes "
-                              f"{describe(child)} (serial {child.serial_number:x}), which is on this bundle's "
+                              f"{describe(child)} (serial {openssl_serial(child.serial_number)}), which is on this bundle's "
                               "own path: proxies reject every workload of the cluster", CRL_FILE,
                               f"issue a new intermediate (meshpki rotate {cluster}), or drop that entry from "
                               "the CRL"))

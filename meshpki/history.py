@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from meshpki.bundle import CA_CERT, parse_certs, serial_hex
+from meshpki.bundle import CA_CERT, openssl_serial, parse_certs
 from meshpki.errors import InputError, MeshPKIError
 from meshpki.store import HistoryEntry, Store
 
@@ -53,7 +53,7 @@ def _note(store: Store, entry: HistoryEntry, cert: x509.Certificate | None, late
         return "replaced" if later else "replaced; the cluster has no bundle now"
     if successor.serial_number == cert.serial_number:
         return "same intermediate, trust changed (a rotate-root step)"
-    return f"replaced by intermediate {serial_hex(successor)}"
+    return f"replaced by intermediate {openssl_serial(successor.serial_number)}"
 
 
 def _live_cert(store: Store, cluster: str) -> x509.Certificate | None:

@@ -26,8 +26,8 @@ from meshpki.bundle import (
     TLS_KEY,
     Bundle,
     fingerprint,
+    openssl_serial,
     parse_certs,
-    serial_hex,
 )
 from meshpki.dates import iso
 from meshpki.errors import KubeError, MeshPKIError
@@ -178,7 +178,7 @@ def classify_root_change(live: frozenset[bytes] | None, new: frozenset[bytes]) -
 
 
 def _short_cert(cert: x509.Certificate) -> str:
-    return f"serial {serial_hex(cert)} (until {iso(cert.not_valid_after_utc)})"
+    return f"serial {openssl_serial(cert.serial_number)} (until {iso(cert.not_valid_after_utc)})"
 
 
 def _describe_changes(current_data: Mapping[str, bytes] | None, desired: Desired) -> tuple[str, ...]:

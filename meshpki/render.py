@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography import x509
 
 from meshpki.bundle import fingerprint, serial_hex, subject_text
+from meshpki.bundle import openssl_serial as _openssl_serial
 from meshpki.dates import iso
 from meshpki.history import HistoryRow
 
@@ -69,10 +70,8 @@ def printable(text: str) -> str:
 
 
 def openssl_serial(cert: x509.Certificate) -> str:
-    """The serial as `openssl x509 -serial` prints it (uppercase, whole bytes), so
-    text output can be grepped against openssl's; JSON keeps lowercase hex."""
-    text = format(cert.serial_number, "X")
-    return text if len(text) % 2 == 0 else "0" + text
+    """The serial as `openssl x509 -serial` prints it (bundle.openssl_serial)."""
+    return _openssl_serial(cert.serial_number)
 
 
 def history_data(rows: Sequence[HistoryRow]) -> dict[str, Any]:
@@ -348,7 +347,8 @@ def audit_text(report: AuditReport) -> str:
     """One row per certificate, most urgent first, then the verdict: what a
     cron mail should say at a glance."""
     headers = ["CLUSTER", "SOURCE", "ROLE", "SUBJECT", "SERIAL", "NOT AFTER", "DAYS", "GRADE", "REASON"]
-    rows = [[r.cluster or "-", r.source, r.role, r.subject or "-", r.serial or "-",
+    rows = [[r.cluster or "-", r.source, r.role, r.subject or "-",
+             (_openssl_serial(r.serial) if r.is_certificate else r.serial) or "-",
              iso(r.not_after) if r.not_after else "-", "-" if r.days_left is None else r.days_left,
              r.grade.name, r.reason or "-"] for r in report.rows]
     s = report.summary
@@ -458,7 +458,7 @@ def render_audit(report: AuditReport, fmt: OutputFormat) -> tuple[str, str]:
 
 def crl_revoked_text(result: RevokeResult, next_step: str) -> str:
     """What revoke / rotate --revoke-previous / crl renew changed."""
-    lines = [f"revoked {r.cluster}: serial {r.serial} ({r.reason})" for r in result.revoked]
+    lines = [f"revoked {r.cluster}: serial {_openssl_serial(r.serial)} ({r.reason})" for r in result.revoked]
     lines.append(f"CRL number {result.number}, next update {result.next_update}")
     lines.append(next_step)
     return "\n".join(lines)
@@ -469,7 +469,7 @@ def crl_show_text(report: CrlReport) -> str:
     if report.state is None:
         return "nothing revoked; bundles carry no ca-crl.pem"
     revoked = table(["CLUSTER", "SERIAL", "REASON", "REVOKED", "EVICTED"],
-                    [[r.cluster, r.serial, r.reason, r.revoked_at, "yes" if r.evicted else "no"]
+                    [[r.cluster, _openssl_serial(r.serial), r.reason, r.revoked_at, "yes" if r.evicted else "no"]
                      for r in report.state.revoked]) if report.state.revoked else "no intermediate revoked"
     crls = table(["CRL OF", "NUMBER", "THIS UPDATE", "NEXT UPDATE", "ENTRIES"],
                  [[c.where, c.number, iso(c.this_update), iso(c.next_update) if c.next_update else "-", c.entries]

@@ -84,6 +84,31 @@ def test_history_text_prints_serials_as_openssl_does(cli, store):
     assert data[0]["serial"] == format(cert.serial_number, "x")  # JSON stays lowercase hex
 
 
+
+def _openssl_serial_of(cert_file) -> str:
+    done = subprocess.run(["openssl", "x509", "-noout", "-serial", "-in", str(cert_file)],
+                          capture_output=True, text=True, check=True)
+    return done.stdout.strip().removeprefix("serial=")
+
+
+def test_audit_revoke_and_crl_show_print_serials_as_openssl_does(cli, store):
+    """Every text output shows a serial the way `openssl x509 -serial` does
+    (uppercase, whole bytes); JSON keeps lowercase hex."""
+    make_store(store, ("cluster1", "cluster2"))
+    serials = {c: _openssl_serial_of(store.cluster_dir(c) / "ca-cert.pem") for c in ("cluster1", "cluster2")}
+    audit = cli("audit")
+    for cluster, serial in serials.items():
+        row = next(line for line in audit.stdout.splitlines() if line.startswith(f"{cluster} "))
+        assert row.split()[5] == serial, row
+    assert _openssl_serial_of(store.root_dir / "root-cert.pem") in audit.stdout
+    revoked = cli("revoke", "cluster2", "--reason", "key-compromise")
+    assert revoked.exit_code == 0, revoked.output
+    assert f"revoked cluster2: serial {serials['cluster2']} (key-compromise)" in revoked.stdout
+    assert serials["cluster2"] in cli("crl", "show").stdout
+    listed = json.loads(cli("crl", "show", "-o", "json").stdout)["revoked"][0]["serial"]
+    assert listed == serials["cluster2"].lower().lstrip("0")
+
+
 def test_prune_keeps_the_newest(cli, store):
     make_store(store, ("cluster1", "cluster2"))
     for _ in range(3):

@@ -86,6 +86,11 @@ class AuditRow:
     codes: tuple[str, ...] = ()
     context: str | None = None
 
+    @property
+    def is_certificate(self) -> bool:
+        """A CA certificate's row: its serial is a certificate's (not a CRL number)."""
+        return self.role in (ROLE_ROOT, ROLE_ROOT_NEXT, ROLE_INTERMEDIATE)
+
     def sort_key(self) -> tuple[Any, ...]:
         """Most urgent first, then fewest days left (rows without a date first)."""
         return (-self.grade.urgency, self.days_left is not None, self.days_left or 0,
