@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import click
+import pytest
 
 from meshpki.audit import Grade
 from meshpki.cli import cli
@@ -70,15 +71,16 @@ def test_the_metric_list_matches_what_audit_exposes():
     assert _documented_metrics() == AUDIT_METRICS
 
 
-def _table(header: str) -> list[list[str]]:
-    """The cells of the README table whose header line starts with `header`, one list per row."""
-    text = README.read_text()
+def _table(header: str, doc: Path = README) -> list[list[str]]:
+    """The cells of the table in `doc` whose header line starts with `header`, one list per row."""
+    text = doc.read_text()
     lines = text[text.index(header):].split("\n\n", 1)[0].splitlines()[2:]
     return [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines]
 
 
-def test_the_exit_code_table_matches_the_code():
-    assert [int(row[0]) for row in _table("| exit | meaning |")] == sorted(ExitCode)
+@pytest.mark.parametrize("doc", [README, README.parent / "docs" / "design.md"], ids=lambda p: p.name)
+def test_the_exit_code_table_matches_the_code(doc):
+    assert [int(row[0]) for row in _table("| exit | meaning |", doc)] == sorted(ExitCode)
     # click's own exits (a ClickException, a usage error) are meshpki's too
     assert click.ClickException.exit_code == ExitCode.FAILED and click.UsageError.exit_code == ExitCode.USAGE
 
