@@ -140,7 +140,9 @@ class KeyMaker:
     held, so leaving the block early (an error, Ctrl-C) kills the workers at
     once and never waits on them. Keys cross the process boundary as DER and
     are loaded without re-validation: we just made them, and validating an
-    RSA-4096 key costs another 0.25 s.
+    RSA-4096 key costs another 0.25 s. Once no job is left to hand out, an idle
+    worker races a busy one for the key it is making (`_race`), so no core
+    idles through a slow last key.
     """
 
     QUEUED_PER_WORKER = 2
@@ -152,6 +154,7 @@ class KeyMaker:
         self.workers = min(os.cpu_count() or 1, len(self.key_types)) if slow >= 2 else 1
         self._procs: list[multiprocessing.process.BaseProcess] = []
         self._conns: list[Connection] = []
+        self._busy: dict[Connection, int] = {}
 
     def __enter__(self) -> KeyMaker:
         if self.workers < 2:
@@ -184,34 +187,63 @@ class KeyMaker:
                 yield index, key
             return
         jobs = iter(list(enumerate(self.key_types)))
-        outstanding = {conn: 0 for conn in self._conns}
+        busy = self._busy = {conn: 0 for conn in self._conns}  # keys each worker has been asked for
+        waiting: dict[int, int] = {index: 0 for index in range(total)}  # not delivered yet -> workers making it
         for conn in self._conns:
-            outstanding[conn] += self._hand_out(conn, jobs, self.QUEUED_PER_WORKER)
+            busy[conn] += self._hand_out(conn, jobs, self.QUEUED_PER_WORKER, waiting)
         done = 0
-        while done < total:
-            for ready in multiprocessing.connection.wait([c for c, n in outstanding.items() if n]):
+        while True:
+            for ready in multiprocessing.connection.wait([c for c, n in busy.items() if n]):
                 assert isinstance(ready, Connection)
                 try:
                     index, der = ready.recv()
                 except EOFError:
                     raise KeyGenerationError("a key-generation worker died; run the command again") from None
-                outstanding[ready] += self._hand_out(ready, jobs, 1) - 1
+                busy[ready] -= 1
+                first = waiting.pop(index, None) is not None
+                sent = self._hand_out(ready, jobs, 1, waiting)
+                if not sent and not busy[ready]:
+                    sent = self._race(ready, waiting)
+                busy[ready] += sent
+                if not first:
+                    continue  # another worker made this key first
                 loaded = serialization.load_der_private_key(der, password=None, unsafe_skip_rsa_key_validation=True)
                 assert isinstance(loaded, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey))  # we generated it
                 done += 1
                 if self.progress:
                     self.progress(done, total)
+                if done == total:
+                    self._stop(kill=False)  # a worker still racing for a key already delivered is killed now
+                    yield index, loaded
+                    return
                 yield index, loaded
 
-    @staticmethod
-    def _hand_out(conn: Connection, jobs: Iterator[tuple[int, KeyType]], count: int) -> int:
+    def _hand_out(self, conn: Connection, jobs: Iterator[tuple[int, KeyType]], count: int,
+                  waiting: dict[int, int]) -> int:
         sent = 0
         for index, key_type in jobs:
             conn.send((index, key_type.value))
+            waiting[index] += 1
             sent += 1
             if sent == count:
                 break
         return sent
+
+    def _race(self, conn: Connection, waiting: dict[int, int]) -> int:
+        """Give an idle worker (no job left to hand out) a key another worker is
+        still making: the first of the two delivered is used, the other dropped.
+
+        RSA key generation searches for primes at random, so one key may take
+        several times another's time; without this, one core sat idle for the
+        whole tail while the last worker finished (bench/bench_cores.py). Both
+        copies are fresh keys from the OS's random source made for that cluster
+        alone; the one not used never leaves its worker, which is killed."""
+        if not waiting:
+            return 0
+        index = min(waiting, key=lambda i: (waiting[i], -i))  # fewest copies; the last queued may not have started
+        conn.send((index, self.key_types[index].value))
+        waiting[index] += 1
+        return 1
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self._stop(kill=exc_type is not None)
@@ -219,7 +251,7 @@ class KeyMaker:
     def _stop(self, kill: bool) -> None:
         """Finished: workers are told to stop. Interrupted or failed: killed, not awaited."""
         for conn, proc in zip(self._conns, self._procs, strict=False):
-            if kill:
+            if kill or self._busy.get(conn):  # still making a key nobody will take
                 proc.kill()
             else:
                 try:
@@ -233,7 +265,7 @@ class KeyMaker:
                 proc.join()
         for conn in self._conns:
             conn.close()
-        self._procs, self._conns = [], []
+        self._procs, self._conns, self._busy = [], [], {}
 
 
 class KeyGenerationError(BundleError):

@@ -42,6 +42,20 @@ def test_generate_many_in_a_pool_returns_usable_keys_in_order():
     made[0].public_key().verify(sig, b"x", padding.PKCS1v15(), hashes.SHA256())
 
 
+def test_a_pool_delivers_one_distinct_key_per_job_and_leaves_no_worker_behind():
+    """Idle workers race busy ones for the last keys: each job still gets exactly
+    one key, every key is a different one, and no worker outlives the pool."""
+    import multiprocessing
+
+    seen = []
+    made = keys.generate_many([KeyType.RSA_2048] * 2 + [KeyType.RSA_3072] * 3,
+                              progress=lambda done, total: seen.append(done))
+    assert [k.key_size for k in made] == [2048, 2048, 3072, 3072, 3072]
+    assert len({k.private_numbers().p for k in made}) == 5
+    assert seen == [1, 2, 3, 4, 5]
+    assert multiprocessing.active_children() == []
+
+
 def test_encrypted_pem_is_pkcs8_pbes2_scrypt_aes256():
     key = KeyType.ECDSA_P256.generate()
     pem = keys.to_encrypted_pem(key, b"correct horse")
