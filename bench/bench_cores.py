@@ -100,6 +100,9 @@ def main() -> int:
     ratio, reference = median(ours), median(refs)
     idle = reference >= 0.95 * (os.cpu_count() or 1)
     relative = ratio / reference
+    print(f"cpu/wall, median (range) of {args.rounds} rounds: meshpki {ratio:.2f} ({min(ours):.2f}-{max(ours):.2f}), "
+          f"reference {reference:.2f} ({min(refs):.2f}-{max(refs):.2f}); meshpki / reference {relative:.2f}"
+          + ("" if idle else " (machine busy: the reference got less than 95% of every core)"))
     if idle:
         return verdict(ratio >= args.target, f"cpu/wall {ratio:.2f} (target >= {args.target}); "
                                              f"reference {reference:.2f}")
