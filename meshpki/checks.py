@@ -265,7 +265,7 @@ def check_signature(cert: x509.Certificate, file: str, role: str, anchor: bool) 
                       "re-issue it with SHA-256 (old LibreSSL/openssl defaults: pass -sha256)")
 
 
-def check_sans(cert: x509.Certificate, file: str, role: str) -> Iterator[Finding]:
+def check_sans(cert: x509.Certificate, file: str, role: str, cluster: str = UNKNOWN_CLUSTER) -> Iterator[Finding]:
     """A DNS SAN that is empty or not a DNS name: made by a tool that did not check
     (meshpki issue refuses such names)."""
     ext = _ext(cert, x509.SubjectAlternativeName)
@@ -276,7 +276,7 @@ def check_sans(cert: x509.Certificate, file: str, role: str) -> Iterator[Finding
         shown = ", ".join(repr(b) for b in bad)
         yield finding("bad-san", f"{file}: {role} {describe(cert)} has subjectAltName DNS {shown}, not a DNS "
                       "name; Go and OpenSSL carry it, but a name-constrained root or a strict client refuses it",
-                      file, "re-issue with valid --san-dns names (meshpki issue checks them)")
+                      file, f"re-issue with valid names (meshpki issue {cluster} --force --san-dns NAME checks them)")
 
 
 def _is_dns_name(name: str) -> bool:
@@ -494,7 +494,7 @@ class BundleChecker:
         yield from check_eku(ca, f, "intermediate")
         yield from check_key_strength(ca, f)
         yield from check_validity(ca, f, self.now, self.warn_days, "intermediate", cluster=self.cluster)
-        yield from check_sans(ca, f, "intermediate")
+        yield from check_sans(ca, f, "intermediate", self.cluster)
         if self.roots:
             result = self.paths.build(ca, self.chain, self.roots)
             if result.ok:

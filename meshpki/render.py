@@ -327,12 +327,18 @@ def verify_text(report: VerifyReport, verbose: bool = True, strict: bool = False
         for pair in report.pairs:
             lines.append(f"{'OK  ' if pair.ok else 'FAIL'} {pair.a} <-> {pair.b}")
             lines += [_finding_line(f) for f in pair.findings if verbose or f.severity.value != "info"]
-    failing = sum(1 for p in report.pairs if not p.ok)
+    from meshpki.checks import EVERY_PEER
+
+    pairs = [p for p in report.pairs if p.b != EVERY_PEER]  # the rest: one line per broken bundle
+    failing = sum(1 for p in pairs if not p.ok)
+    broken = len(report.pairs) - len(pairs)
     verdict = "FAIL" if not report.ok else ("FAIL (strict)" if report.exit_code(strict) else "OK")
-    summary = (f"{verdict}: {len(report.results)} bundle(s), {len(report.pairs)} pair(s); "
+    summary = (f"{verdict}: {len(report.results)} bundle(s), {len(pairs)} pair(s); "
                f"{report.errors} error(s), {report.warnings} warning(s)")
     if failing:
         summary += f"; {failing} pair(s) cannot do mTLS"
+    if broken:
+        summary += f"; {broken} broken bundle(s) cannot do mTLS with any peer"
     lines.append("")
     lines.append(summary)
     return "\n".join(lines)

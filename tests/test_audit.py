@@ -93,6 +93,20 @@ def test_the_reason_counts_days_like_the_days_column(left, days, words):
     assert audit.grade_expiry(at + left, at, 30, 7).reason.startswith(words)
 
 
+def test_audit_text_days_column_and_reason_agree(cli, store_path):
+    """An intermediate that expired 4.5 days ago: DAYS -5 and 'expired 5 days ago' on one row."""
+    now = t0()
+    root = f.make_root(slot=202)
+    inter = f.make_intermediate(root, "cluster1", slot=203, not_before=now - 400 * DAY, not_after=now - 4.5 * DAY)
+    soon = f.make_intermediate(root, "cluster2", slot=204, not_after=now + 4.5 * DAY)
+    seed_store(store_path, root, {"cluster1": f.bundle_files(inter, root), "cluster2": f.bundle_files(soon, root)})
+    text = cli("audit").stdout.splitlines()
+    expired = next(line for line in text if line.startswith("cluster1 ") and " intermediate " in line)
+    assert " -5 " in expired and "expired 5 days ago" in expired, expired
+    expiring = next(line for line in text if line.startswith("cluster2 ") and " intermediate " in line)
+    assert " 4 " in expiring and "expires in 4 days" in expiring, expiring
+
+
 @pytest.mark.parametrize("left, grade, codes", BOUNDARIES, ids=[str(b[0]) for b in BOUNDARIES])
 def test_grade_expiry_boundaries_pure(left, grade, codes):
     at = t0()

@@ -28,3 +28,14 @@ def test_docs_link_to_each_other_by_existing_names():
     for doc in ROOT.glob("docs/*.md"):
         for target in re.findall(r"\]\(([\w.-]+\.md)\)", doc.read_text()):
             assert (doc.parent / target).is_file(), f"{doc.name} links {target}, which does not exist"
+
+
+def test_readme_names_every_runtime_dependency():
+    import tomllib
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = [re.split(r"[<>=!~;\[ ]", spec, maxsplit=1)[0] for spec in declared]
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    sentence = readme.split("Runtime dependencies:", 1)[1].split(". ", 1)[0]
+    missing = [name for name in names if not re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", sentence)]
+    assert not missing, f"README's 'Runtime dependencies:' leaves out {missing}"

@@ -8,7 +8,7 @@ import subprocess
 from cryptography import x509
 
 from meshpki import ca, rotate
-from meshpki.bundle import parse_certs
+from meshpki.bundle import fingerprint, parse_certs
 from meshpki.keys import KeyType
 from meshpki.store import Store
 from tests.conftest import one_line_error, snapshot
@@ -126,6 +126,7 @@ def test_rotate_root_status_without_a_rotation_says_so(cli, store):
     result = cli("rotate-root", "status")
     assert result.exit_code == 0, result.output
     assert "no rotation in progress" in result.stdout and "old root" not in result.stdout
+    assert f"root: {fingerprint(store.root_cert())}" in result.stdout.splitlines()
     rotate_root(store)
     after = cli("rotate-root", "status")
     assert "no rotation in progress" in after.stdout and "old root" not in after.stdout

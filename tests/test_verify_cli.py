@@ -220,3 +220,38 @@ def test_a_live_secret_read_by_context_names_its_cluster_in_hints(cli, kubeconfi
         result = cli("verify", "--kubeconfig", str(kubeconfig), "--context", context)
         assert result.exit_code == 0, result.output
         assert "meshpki rotate cluster1, then meshpki push cluster1" in " ".join(_fixes(result.output)), result.output
+
+
+def test_five_broken_store_bundles_are_five_lines_not_a_pair_each(cli, store_path):
+    """A store of six clusters, five with someone else's key: `meshpki verify`
+    says peer-broken once per broken bundle, and judges no pair with them."""
+    from meshpki.store import Store
+
+    root = f.make_root(slot=116)
+    store = Store(store_path)
+    store.write_root(root.cert_pem, root.key_pem)
+    store.write_bundle("good", f.bundle_files(f.make_intermediate(root, "good", slot=117), root))
+    for i in range(5):
+        files = f.bundle_files(f.make_intermediate(root, f"broken{i}", slot=118), root)
+        files[CA_KEY] = f.Authority(root.cert, root.key).key_pem
+        store.write_bundle(f"broken{i}", files)
+    result = cli("verify")
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()
+    broken = [line for line in lines if "peer-broken" in line]
+    assert len(broken) == 5, result.output
+    assert sorted(line.split("peer-broken")[1].split(":")[0].strip() for line in broken) == [
+        f"broken{i}" for i in range(5)]
+    assert not [line for line in lines if "<->" in line and "broken" in line and "(every peer)" not in line]
+    assert lines[-1] == ("FAIL: 6 bundle(s), 0 pair(s); 10 error(s), 0 warning(s); "
+                         "5 broken bundle(s) cannot do mTLS with any peer"), lines[-1]
+
+
+def test_a_malformed_san_in_a_bundle_made_elsewhere_is_flagged(cli, tmp_path):
+    root = f.make_root(slot=119)
+    inter = f.make_intermediate(root, "east", slot=120, san_dns=("not a dns!!", "istiod.istio-system.svc"))
+    folder = f.write_folder(tmp_path / "made-elsewhere", f.bundle_files(inter, root))
+    result = cli("verify", str(folder))
+    line = next(line for line in result.output.splitlines() if "bad-san" in line)
+    assert "'not a dns!!'" in line and "meshpki issue east --force --san-dns" in line, line
+    assert result.exit_code == 0 and cli("verify", str(folder), "--strict").exit_code == 1
