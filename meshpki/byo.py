@@ -60,6 +60,13 @@ class CsrResult:
     csr_pem: bytes
 
 
+def check_request(cluster: str, org: str, san_dns: Sequence[str]) -> None:
+    """What a request names, checked before any key is made (as issue does)."""
+    validate_cluster_name(cluster)
+    profiles.check_name(org, "--org")
+    profiles.check_san_dns(san_dns)
+
+
 def make_csr(store: Store, cluster: str, key_type: KeyType, org: str = profiles.DEFAULT_ORG,
              san_dns: Sequence[str] = (profiles.DEFAULT_ISTIOD_SAN,), replace: bool = False) -> CsrResult:
     """Generate the intermediate key here and keep it pending; return the CSR.
@@ -67,7 +74,7 @@ def make_csr(store: Store, cluster: str, key_type: KeyType, org: str = profiles.
     The subject and SAN are what `issue` would use, so the root holder can
     read the cluster name from the CSR; `sign` still decides the profile.
     """
-    validate_cluster_name(cluster)
+    check_request(cluster, org, san_dns)
     with store.locked():
         if not replace:
             store.refuse_pending(cluster)  # before spending time on a key
@@ -92,6 +99,7 @@ def complete(store: Store, cluster: str, folder: Path) -> Path | None:
     Returns where a replaced bundle was archived.
     """
     validate_cluster_name(cluster)
+    store.pending_file(cluster, CA_KEY)  # refused before the lock, which would make a missing store folder
     with store.locked():
         key_pem = store.pending_file(cluster, CA_KEY)
         key = keys.load_private_key(key_pem, None, what=f"pending key of {cluster}")
@@ -213,6 +221,7 @@ def sign_csr(store: Store, csr_pem: bytes, what: str, issuer: ca.Issuer, out: Pa
     csr, public_key = read_csr(csr_pem, what)
     name = validate_cluster_name(cluster) if cluster else cluster_from_csr(csr, what)
     ca.check_days(days)
+    profiles.check_san_dns(san_dns)
     if store.has_cluster(name):
         raise StoreError(f"cluster {name!r} already has a full bundle in this store; a CSR is for a cluster whose "
                          "key lives at its site (pick another name, or use `meshpki rotate`)")

@@ -299,6 +299,7 @@ def record_push(store: Store, cluster: str, bundle: Bundle) -> None:
 def finish(store: Store, grace: dt.timedelta = DEFAULT_GRACE, force: bool = False,
            now: dt.datetime | None = None) -> StepResult:
     """Trust B alone; B becomes the store's root and A goes to history."""
+    _require_rotation(store)  # refused before the lock, which would make a missing store folder
     with store.locked():
         return _finish_locked(store, grace, force, now)
 

@@ -500,6 +500,8 @@ class Store:
         if keep < 0:
             raise InputError(f"--keep must be 0 or more, not {keep}")
         removed: list[HistoryEntry] = []
+        if not self.path.is_dir():
+            return removed  # no store, nothing to prune; locking would make the folder
         with self.locked():
             groups: dict[tuple[str, str], list[HistoryEntry]] = {}
             for entry in self.history():

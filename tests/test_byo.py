@@ -415,3 +415,27 @@ def test_revocation_reaches_site_clusters_and_evicts_them(cli, root_store, tmp_p
     assert "peer-revoked" in codes
     again = cli("revoke", "cluster2", env=at(root_store))
     assert again.exit_code == 1 and "already revoked" in one_line_error(again)
+
+
+@pytest.mark.parametrize(("extra", "needle"), [
+    (("--san-dns", "bad!!"), "--san-dns 'bad!!' is not a DNS name"),
+    (("--san-dns", ""), "is not a DNS name"),
+    (("--org", "o" * 65), "--org is 65 characters"),
+    (("--org", "Acme\x1b[2J"), "control characters"),
+])
+def test_csr_checks_its_names_before_any_key_is_made(cli, tmp_path, extra, needle):
+    site = tmp_path / "site"
+    out = tmp_path / "req.csr"
+    result = cli("csr", "cluster2", "--key-type", "rsa-4096", "--out", str(out), *extra, env=at(site))
+    assert result.exit_code == 2 and needle in one_line_error(result)
+    assert "generating" not in result.output
+    assert not out.exists() and not site.exists(), "no key, no request, no store folder"
+
+
+def test_sign_checks_san_dns_before_anything_is_written(cli, root_store, tmp_path):
+    req, out = tmp_path / "ok.csr", tmp_path / "out"
+    req.write_bytes(_csr(f.pooled_key(), _cluster_name("cluster3")))
+    before = snapshot(root_store)
+    result = cli("sign", str(req), "--san-dns", "not a name", "--out", str(out), env=at(root_store))
+    assert result.exit_code == 2 and "is not a DNS name" in one_line_error(result)
+    assert snapshot(root_store) == before and not out.exists()

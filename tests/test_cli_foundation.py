@@ -273,3 +273,12 @@ def test_demo_keep_says_plainly_that_its_root_key_is_unencrypted(cli, tmp_path):
     assert "root key is NOT encrypted" in result.stdout and "UNENCRYPTED" in result.stderr
     assert "thrown away" not in result.output
     assert not is_encrypted_pem((kept / "root" / "root-key.pem").read_bytes())
+
+
+@pytest.mark.parametrize("args", [("rotate-root", "finish"), ("history", "prune", "--keep", "1"),
+                                  ("complete", "cluster1", "."), ("rotate", "cluster1"), ("revoke", "cluster1"),
+                                  ("crl", "renew"), ("rotate-root", "begin"), ("change-passphrase",)])
+def test_a_refusal_on_a_store_that_does_not_exist_leaves_no_folder(cli, store_path, args):
+    result = cli(*args)
+    assert "Traceback" not in result.output
+    assert not store_path.exists(), f"{' '.join(args)} left {sorted(p.name for p in store_path.iterdir())}"

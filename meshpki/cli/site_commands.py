@@ -55,6 +55,7 @@ def csr_cmd(settings: Settings, cluster: str, key_type: str, org: str, san_dns: 
     from meshpki.keys import KeyType
 
     chosen = KeyType.parse(key_type)
+    byo.check_request(cluster, org, san_dns)
     if not force:
         settings.store.refuse_pending(cluster)  # before a word about keys
     say(f"generating the {chosen.value} key of {cluster}'s CA ...")
