@@ -130,7 +130,7 @@ class Finding:
 
     def to_dict(self) -> dict[str, Any]:
         return {"severity": self.severity.value, "code": self.code, "message": self.message, "file": self.file,
-                "by": self.by.value}
+                "by": self.by.value, "fix": self.fix or None}
 
 
 def finding(code: str, message: str, file: str | None = None, fix: str = "",

@@ -48,7 +48,7 @@ def test_json_shape(cli, tmp_path):
     for entry in data["results"]:
         assert set(entry) == {"target", "ok", "findings"} and entry["ok"] is True
         for item in entry["findings"]:
-            assert set(item) == {"severity", "code", "message", "file", "by"}
+            assert set(item) == {"severity", "code", "message", "file", "by", "fix"}
     assert len(data["pairs"]) == 1
     pair = data["pairs"][0]
     assert set(pair) == {"a", "b", "ok", "findings"} and (pair["a"], pair["b"]) == ("cluster1", str(folder))
@@ -188,6 +188,10 @@ def test_fix_hints_name_the_real_cluster_and_the_root_rotation(cli, store_path, 
     assert any("meshpki rotate east" in fix for fix in fixes), result.output
     assert any("meshpki rotate-root begin" in fix for fix in fixes), result.output
     assert not any("CLUSTER" in fix for fix in fixes), result.output
+    # -o json carries the same hints, for a pipeline that opens tickets from findings
+    as_data = as_json(cli("verify", "east", "-o", "json"))
+    json_fixes = [item["fix"] for entry in as_data["results"] for item in entry["findings"] if item["fix"]]
+    assert sorted(json_fixes) == sorted(fixes)
 
 
 def test_a_broken_bundle_outside_the_store_names_the_cluster_its_certificate_names(cli, tmp_path):
