@@ -410,8 +410,9 @@ def test_findings_serialise_to_the_contract(root, inter):
     data = report.to_dict()
     assert set(data) == {"target", "ok", "findings"} and data["ok"] is False
     for item in data["findings"]:
-        assert set(item) == {"severity", "code", "message", "file", "by"}
+        assert set(item) == {"severity", "code", "message", "file", "by", "fix"}
         assert item["severity"] in {"error", "warning", "info"} and item["by"] in {"istiod", "proxy", "meshpki"}
+        assert item["fix"] is None or item["fix"].strip()
         assert item["code"] in CODES
 
 
