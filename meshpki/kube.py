@@ -509,6 +509,19 @@ def b64(_key: str, value: bytes) -> str:
     return base64.b64encode(value).decode("ascii")
 
 
+def _metadata(labels: Mapping[str, str | None] | None, annotations: Mapping[str, str | None] | None,
+              resource_version: str | None) -> dict[str, Any]:
+    """The optional parts of an object's metadata, left out when not given."""
+    meta: dict[str, Any] = {}
+    if labels:
+        meta["labels"] = dict(labels)
+    if annotations:
+        meta["annotations"] = dict(annotations)
+    if resource_version is not None:
+        meta["resourceVersion"] = resource_version
+    return meta
+
+
 def secret_manifest(
     namespace: str,
     name: str,
@@ -525,13 +538,7 @@ def secret_manifest(
     (keys in kubectl's order, data sorted), so the printed manifest applies as
     it is. `show` turns a data value into text: base64 for the API, a
     redaction note for private keys in output."""
-    meta: dict[str, Any] = {"name": name, "namespace": namespace}
-    if labels:
-        meta["labels"] = dict(labels)
-    if annotations:
-        meta["annotations"] = dict(annotations)
-    if resource_version is not None:
-        meta["resourceVersion"] = resource_version
+    meta = {"name": name, "namespace": namespace, **_metadata(labels, annotations, resource_version)}
     body: dict[str, Any] = {"apiVersion": "v1"}
     if data is not None:
         body["data"] = {k: show(k, v) for k, v in sorted(data.items())}
@@ -893,14 +900,8 @@ class Cluster:
     ) -> LiveSecret:
         """Merge labels and annotations into the secret (a None value removes a
         key), leaving data untouched; conditional on `resource_version` when given."""
-        meta: dict[str, Any] = {}
-        if labels:
-            meta["labels"] = dict(labels)
-        if annotations:
-            meta["annotations"] = dict(annotations)
-        if resource_version is not None:
-            meta["resourceVersion"] = resource_version
         op = _Op("patch", "secrets", namespace, name)
+        meta = _metadata(labels, annotations, resource_version)
         return self._request(op, "PATCH", _secret_path(namespace, name), {"metadata": meta},
                              content_type="application/merge-patch+json", parse=answers.parse_secret)
 
