@@ -5,8 +5,8 @@ CPU time over wall time of the whole `meshpki issue c1 ... c6` process tree
 (start-up included; key workers are children, so RUSAGE_CHILDREN counts
 them). 2.0 would be both cores busy from start to end. meshpki unlocks the
 root (scrypt, one core for about 0.6 s) and signs each bundle while the
-workers make the remaining keys, so the parent never leaves a core idle for
-long. Target: cpu/wall >= 1.8 (median of the rounds) on an idle machine.
+workers make the remaining keys, and an idle worker races a busy one for the
+last keys, so no core is left idle for long. Target: cpu/wall >= 1.8 (median of the rounds) on an idle machine.
 
 Other load takes cores away from any program, so each round also runs a
 reference: a bare Python process that makes the same number of RSA-4096
