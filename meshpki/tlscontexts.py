@@ -24,6 +24,7 @@ messages do not change.
 
 from __future__ import annotations
 
+import hashlib
 import ssl
 import threading
 from typing import Any
@@ -42,6 +43,13 @@ def _read(path: str | None) -> bytes | None:
         return None
     with open(path, "rb") as f:
         return f.read()
+
+
+def _digest(content: str | bytes | None) -> bytes | None:
+    """What identifies a file's content in the cache: no private key bytes kept there."""
+    if content is None:
+        return None
+    return hashlib.sha256(content.encode() if isinstance(content, str) else content).digest()
 
 
 def share(api_client: Any) -> None:
@@ -65,7 +73,7 @@ def share(api_client: Any) -> None:
     if key is not None and b"ENCRYPTED" in key:
         return  # urllib3 refuses an encrypted client key with its own message
     ca_data = kw.get("ca_cert_data")
-    ident = (ca_file, ca_data, cert, key, kw.get("cert_file") is not None, kw.get("assert_hostname"))
+    ident = (_digest(ca_file), _digest(ca_data), _digest(cert), _digest(key), kw.get("assert_hostname"))
     with _LOCK:
         context = _CONTEXTS.get(ident)
         if context is None:
