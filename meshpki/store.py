@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import stat
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -123,7 +124,8 @@ class Store:
     def __init__(self, path: Path | str, lock_timeout: float | None = None) -> None:
         self.path = Path(path).expanduser()
         self._lock_timeout = lock_timeout
-        self._lock_depth = 0
+        self._lock_depth = 0  # how deep the thread holding _threads is in locked()
+        self._threads = threading.RLock()  # the flock is the process's; this orders its threads
         self._trusted = False
 
     @property
@@ -624,16 +626,30 @@ class Store:
     def locked(self) -> Iterator[Store]:
         """Hold the store's write lock: an flock, so a killed holder never blocks forever.
 
-        Re-entrant for this Store object: a workflow that holds the lock can
-        call helpers that take it too (a second flock would deadlock).
+        Re-entrant for the thread that holds it: a workflow that holds the lock
+        can call helpers that take it too (a second flock would deadlock).
+        Other threads of this process wait (push --all records pushes from
+        several threads): without that, one thread's recovery could delete
+        another's file half written.
         """
-        if self._lock_depth:
-            self._lock_depth += 1
-            try:
+        if not self._threads.acquire(timeout=self.lock_timeout):
+            raise StoreError(f"store {self.path} is locked by another thread of this meshpki; retry")
+        try:
+            if self._lock_depth:
+                self._lock_depth += 1
+                try:
+                    yield self
+                finally:
+                    self._lock_depth -= 1
+                return
+            with self._flocked():
                 yield self
-            finally:
-                self._lock_depth -= 1
-            return
+        finally:
+            self._threads.release()
+
+    @contextmanager
+    def _flocked(self) -> Iterator[Store]:
+        """The flock itself, then recovery of what a killed holder left."""
         from filelock import FileLock, Timeout
 
         self._ensure_dirs(self.path)

@@ -81,7 +81,8 @@ def test_rotation_walk_pushed_to_three_clusters(fleet, kube_api, store):
 
     assert fleet("rotate-root", "reissue").exit_code == 0
     assert_live_mesh_works(kube_api)  # store ahead of the clusters: live is still the mixed state
-    assert fleet("push", "--all").exit_code == 0
+    again = fleet("push", "--all")
+    assert again.exit_code == 0, again.output
     assert_live_mesh_works(kube_api)
 
     waiting = fleet("rotate-root", "finish")

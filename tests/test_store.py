@@ -184,6 +184,42 @@ def test_recover_discards_ready_when_old_still_in_place(store):
     assert (store.cluster_dir("cluster1") / "ca-cert.pem").read_bytes() == before
 
 
+def test_threads_sharing_a_store_take_its_lock_in_turn(store):
+    """push --all records pushes from several threads through one Store: a
+    second thread must wait for the first, not slip in as if it re-entered
+    (then a third thread's recovery deleted a file the second was writing)."""
+    import threading
+
+    make_store(store)
+    order: list[str] = []
+    inside, trying, leave = threading.Event(), threading.Event(), threading.Event()
+
+    def first() -> None:
+        with store.locked():
+            order.append("first in")
+            inside.set()
+            leave.wait(10)
+            order.append("first out")
+
+    def second() -> None:
+        inside.wait(10)
+        trying.set()
+        with store.locked():
+            order.append("second in")
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    trying.wait(10)
+    time.sleep(0.2)  # room for a wrong second thread to get in; the order, not the time, is asserted
+    leave.set()
+    for thread in threads:
+        thread.join(10)
+    assert order == ["first in", "first out", "second in"]
+    with store.locked(), store.locked():  # the holding thread still re-enters
+        pass
+
+
 REPLACE_TWO_FILES = """
 from pathlib import Path
 base = Path(sys.argv[2])
