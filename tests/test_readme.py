@@ -101,6 +101,19 @@ def test_the_audit_grade_table_gives_each_grade_its_exit_code_most_urgent_first(
     assert [row[0] for row in rows] == [g.name for g in sorted(Grade, key=lambda g: g.urgency, reverse=True)]
 
 
+def test_audit_help_gives_each_grade_its_exit_code_and_the_urgency_order():
+    """`meshpki audit --help` spells the codes out for cron users: it must say what Grade says."""
+    from click.testing import CliRunner
+
+    text = " ".join(CliRunner().invoke(cli, ["audit", "--help"]).output.split())
+    codes = dict(re.findall(r"(\d) ([A-Z]+)", text[text.index("Exit 0 OK"):text.index("(the most urgent wins")]))
+    assert {name: int(code) for code, name in codes.items()} == {grade.name: int(grade) for grade in Grade}
+    order = text[text.index("the most urgent wins:"):].split(")")[0]
+    named = re.findall(r"[A-Z]{4,}", order)
+    urgent_first = [g.name for g in sorted(Grade, key=lambda g: g.urgency, reverse=True) if g is not Grade.OK]
+    assert named == urgent_first
+
+
 def test_ci_runs_the_readmes_test_command_then_the_suite_at_the_floors():
     text = README.read_text()
     command = text[text.index("run the whole test suite (this is what CI runs):"):].split("\n\n")[1].strip()
