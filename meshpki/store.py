@@ -394,16 +394,7 @@ class Store:
     def evict_signed(self, cluster: str) -> Path:
         """`meshpki revoke` of a CSR-signed cluster: its inventory copy goes to history in one rename."""
         folder = self._inside(self.signed_dir / validate_cluster_name(cluster))
-        archive = self.history_dir / "signed" / cluster
-        self._ensure_dirs(archive)
-        target = archive / publish.unique_stamp(archive)
-        try:
-            os.rename(folder, target)
-            publish.fsync_dir(self.signed_dir)
-            publish.fsync_dir(archive)
-        except OSError as exc:
-            raise StoreError(f"cannot move {folder} to {target}: {exc.strerror or exc}") from None
-        return target
+        return self._move_to_history(folder, self.history_dir / "signed" / cluster)
 
     def signed_clusters(self) -> list[str]:
         """Clusters whose CA this store signed from a CSR (their keys live at their sites)."""
@@ -425,15 +416,21 @@ class Store:
     def evict(self, cluster: str) -> Path:
         """Move a cluster's bundle out of the members into history (`meshpki revoke`):
         one rename, so it is a member or an archived bundle, never half of each."""
-        folder = self.cluster_dir(cluster)
-        archive = self.history_dir / "clusters" / cluster
+        # history keeps certificates only (docs/store.md)
+        return self._move_to_history(self.cluster_dir(cluster), self.history_dir / "clusters" / cluster,
+                                     after=_drop_keys)
+
+    def _move_to_history(self, folder: Path, archive: Path, after: Callable[[Path], object] | None = None) -> Path:
+        """`folder` becomes a new entry of `archive` in one rename: there or archived,
+        never half of each. `after(entry)` then trims the archived copy."""
         self._ensure_dirs(archive)
         target = archive / publish.unique_stamp(archive)
         try:
             os.rename(folder, target)
-            publish.fsync_dir(self.clusters_dir)
+            publish.fsync_dir(folder.parent)
             publish.fsync_dir(archive)
-            _drop_keys(target)  # history keeps certificates only (docs/store.md)
+            if after is not None:
+                after(target)
         except OSError as exc:
             raise StoreError(f"cannot move {folder} to {target}: {exc.strerror or exc}") from None
         return target
@@ -604,9 +601,10 @@ class Store:
         """Let a reader see what a killed writer had committed.
 
         A write killed between its commit point and the swap leaves the new
-        folder as `.ready-*` (or several files' journal, `.commit-*`); readers take the lock briefly so recover() puts
-        it in place, instead of reporting a bundle missing. Best effort: a
-        busy or read-only store is left to the next writer.
+        folder as `.ready-*` (or several files' journal, `.commit-*`); readers
+        take the lock briefly so recover() puts it in place, instead of
+        reporting a bundle missing. Best effort: a busy or read-only store is
+        left to the next writer.
         """
         if self._lock_depth or not (self.crl_pending() or publish.journal_pending(self.path)
                                     or any(publish.pending(p) for p in self._publish_parents())):
