@@ -23,7 +23,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -45,6 +45,9 @@ from meshpki.keys import PrivateKey
 from meshpki.pathbuild import signed_by as issued_by
 from meshpki.signing import SigningKey, sign_crl
 from meshpki.store import CRL_PENDING_FILE, CRL_STATE_FILE, Store, validate_cluster_name
+
+if TYPE_CHECKING:
+    from meshpki.ca import Issuer  # ca builds on crl: a type only
 
 # nextUpdate 90 days out: `meshpki audit` warns 30 days before (its default
 # --warn-days), which leaves two quiet months between renewals and a whole
@@ -386,8 +389,14 @@ def _serial_of_pem(cert_pem: bytes) -> str | None:
 # -- signing the roots' CRLs ------------------------------------------------------
 
 def root_signers(store: Store, passphrase: bytes | None) -> list[tuple[x509.Certificate, SigningKey]]:
-    """Every root that is trusted now, with its key, obtained exactly as issue
-    does (the store's root; during a root rotation also the new one)."""
+    """Every root that is trusted now, with its key (root_issuers)."""
+    return [(issuer.cert, issuer.key) for issuer in root_issuers(store, passphrase)]
+
+
+def root_issuers(store: Store, passphrase: bytes | None) -> list[Issuer]:
+    """Every root that is trusted now, unlocked exactly as issue does: the
+    store's root, and during a root rotation also the new one. The last is
+    the one that signs intermediates now (rotate.current_issuer)."""
     from meshpki import ca, rotate
 
     above = store.signer_chain_pem()
@@ -397,10 +406,10 @@ def root_signers(store: Store, passphrase: bytes | None) -> list[tuple[x509.Cert
             f"the store signs as an intermediate under {top}; istiod would then need in every bundle a CRL "
             "signed by each certificate above it, which only their owner can sign: revoke through that CA, or "
             "rotate-root to a root of the store's own")
-    signers = [ca.store_issuer(store, passphrase)]
+    issuers = [ca.store_issuer(store, passphrase)]
     if store.has_rotation():
-        signers.append(rotate.current_issuer(store, passphrase))
-    return [(s.cert, s.key) for s in signers]
+        issuers.append(rotate.current_issuer(store, passphrase))
+    return issuers
 
 
 def _commit(store: Store, state: CrlState, signers: Sequence[tuple[x509.Certificate, SigningKey]],

@@ -83,10 +83,10 @@ def rotate(store: Store, clusters: Sequence[str], options: ca.IssueOptions, pass
         # replaced intermediates are revoked already and verify flags their clusters (a CRL
         # revoking the bundle's own intermediate) until `rotate` runs again; never a rotated
         # cluster whose replaced, maybe leaked, intermediate stays valid.
-        signers = crl.root_signers(store, passphrase)
-        issuer = current_issuer(store, passphrase)
-        crl.revoke_replaced(store, previous, passphrase, signers=signers)
-        return issue_now(store, clusters, options, passphrase, replace=True, progress=progress, issuer=issuer)
+        issuers = crl.root_issuers(store, passphrase)  # each root key unlocked once (scrypt)
+        crl.revoke_replaced(store, previous, passphrase, signers=[(i.cert, i.key) for i in issuers])
+        return issue_now(store, clusters, options, passphrase, replace=True, progress=progress,
+                         issuer=issuers[-1])
 
 
 # -- the root rotation's state -----------------------------------------------
