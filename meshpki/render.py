@@ -82,7 +82,7 @@ def history_data(rows: Sequence[HistoryRow]) -> dict[str, Any]:
                          "note": r.note, "path": str(r.path)} for r in rows]}
 
 
-def pruned_view(removed: Sequence[HistoryEntry]) -> tuple[dict[str, Any], str]:
+def pruned_view(removed: Sequence[HistoryEntry]) -> View:
     """What `history prune` deleted, one line each."""
     return ({"removed": [str(e.path) for e in removed]},
             "\n".join(f"removed {e.kind} {e.name} {e.stamp}" for e in removed) or "nothing to prune")
@@ -447,19 +447,16 @@ def audit_prometheus(report: AuditReport) -> str:
     return generate_latest(registry).decode()
 
 
-def render_audit(report: AuditReport, fmt: OutputFormat) -> tuple[str, str]:
-    """The one dispatch for `meshpki audit -o`: what to print (text made
-    printable), and the Prometheus exposition that --textfile and
-    --pushgateway deliver whatever -o says."""
-    exposition = audit_prometheus(report)
+def render_audit(report: AuditReport, fmt: OutputFormat) -> str:
+    """The one dispatch for `meshpki audit -o` (text made printable)."""
     formatters = {
         OutputFormat.TEXT: lambda: printable(audit_text(report)),
         OutputFormat.JSON: lambda: to_json(report.to_dict()),
-        OutputFormat.PROMETHEUS: lambda: exposition,
+        OutputFormat.PROMETHEUS: lambda: audit_prometheus(report),
     }
     if fmt not in formatters:
         raise ValueError(f"{fmt.value} output is not available for audit")
-    return formatters[fmt](), exposition
+    return formatters[fmt]()
 
 
 def crl_revoked_text(result: RevokeResult, next_step: str) -> str:

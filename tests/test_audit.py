@@ -578,7 +578,7 @@ def test_every_audit_format_renders(store_path):
     store = issued_store(store_path, "cluster1")
     report = audit.run(store, [])
     for fmt in AUDIT_FORMATS:
-        assert render_audit(report, fmt)[0].strip()
+        assert render_audit(report, fmt).strip()
     with pytest.raises(ValueError):
         render_audit(report, OutputFormat.YAML)
     assert {f.value for f in AUDIT_FORMATS} == {"text", "json", "prometheus"}
@@ -626,7 +626,7 @@ def test_prometheus_rules_alert_on_the_metrics_audit_writes(store_path):
     from meshpki import crl
 
     crl.revoke(store, "c2", None)  # so the CRL metric exists too
-    exposed = set(metrics(render_audit(audit.run(store, []), OutputFormat.PROMETHEUS)[0]))
+    exposed = set(metrics(render_audit(audit.run(store, []), OutputFormat.PROMETHEUS)))
     assert exposed == set(AUDIT_METRICS)  # every family, once something is revoked
     assert set(re.findall(r"meshpki_[a-z_]+", exprs)) <= exposed
 

@@ -147,5 +147,5 @@ def test_crl_alert_uses_the_metric_audit_exports(store_path):
 
     rules = yaml.safe_load((ROOT_DIR / "samples" / "prometheus-rules.yaml").read_text())["groups"][0]["rules"]
     [rule] = [r for r in rules if r["alert"] == "MeshPKICRLStale"]
-    exposed = set(metrics(render_audit(audit.run(revoked_store(store_path), []), OutputFormat.PROMETHEUS)[0]))
+    exposed = set(metrics(render_audit(audit.run(revoked_store(store_path), []), OutputFormat.PROMETHEUS)))
     assert set(re.findall(r"meshpki_[a-z_]+", rule["expr"])) <= exposed

@@ -93,19 +93,22 @@ def run(store: Any, targets: Sequence[SecretRef], at: dt.datetime | None = None,
     return build_report(view, live, at or run_at, warn_days, crit_days, verifier, run_at, layout)
 
 
-def export(exposition: str, textfile: Path | None = None, pushgateway: str | None = None) -> list[MeshPKIError]:
+def export(exposition: Callable[[], str], textfile: Path | None = None,
+           pushgateway: str | None = None) -> list[MeshPKIError]:
     """Deliver the metrics to node_exporter's textfile collector and/or a
     Pushgateway. Every sink is tried; what failed is returned, not raised, so
-    one broken sink neither hides the report nor stops the other."""
-    sinks: list[Callable[[], None]] = []
+    one broken sink neither hides the report nor stops the other. The
+    exposition is rendered once, and only when there is a sink."""
+    sinks: list[Callable[[str], None]] = []
     if textfile is not None:
-        sinks.append(lambda: write_textfile(textfile, exposition))
+        sinks.append(lambda text: write_textfile(textfile, text))
     if pushgateway is not None:
-        sinks.append(lambda: push_metrics(pushgateway, exposition))
+        sinks.append(lambda text: push_metrics(pushgateway, text))
+    text = exposition() if sinks else ""
     failures = []
     for sink in sinks:
         try:
-            sink()
+            sink(text)
         except MeshPKIError as exc:
             failures.append(exc)
     return failures

@@ -226,7 +226,7 @@ def audit_cmd(settings: Settings, contexts: tuple[str, ...], all_contexts: bool,
       meshpki audit --public-only --pushgateway http://pushgateway.monitoring:9091   # in-cluster CronJob
     """
     from meshpki import audit
-    from meshpki.render import OutputFormat, render_audit
+    from meshpki.render import OutputFormat, audit_prometheus, render_audit
 
     audit.check_thresholds(warn_days, crit_days)
     try:
@@ -246,9 +246,11 @@ def audit_cmd(settings: Settings, contexts: tuple[str, ...], all_contexts: bool,
     except MeshPKIError as exc:  # the audit could not run: UNKNOWN, not WARNING (exit 1)
         say(f"Error: {exc}")
         click.get_current_context().exit(int(audit.Grade.UNKNOWN))
-    shown, exposition = render_audit(report, OutputFormat(output))
+    shown = render_audit(report, OutputFormat(output))
     click.echo(shown, nl=not shown.endswith("\n"))
-    failures = audit.export(exposition, textfile, pushgateway)
+    # --textfile and --pushgateway get the exposition whatever -o printed
+    failures = audit.export(lambda: shown if output == "prometheus" else audit_prometheus(report),
+                            textfile, pushgateway)
     for failure in failures:
         say(f"Error: {failure}")
     code = audit.exit_code(report, failures)
