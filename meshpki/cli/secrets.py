@@ -63,10 +63,8 @@ def new_root_passphrase(passphrase_file: Path | None, insecure: bool, env: str =
     found = _passphrase_from_sources(passphrase_file, env)
     if found:
         return check_new_passphrase(found)
-    if sys.stdin.isatty():
-        typed = ask_secret(prompt, confirm="Repeat for confirmation")
-        if typed:
-            return check_new_passphrase(typed.encode())
+    if sys.stdin.isatty():  # ask_secret never returns an empty passphrase
+        return check_new_passphrase(ask_secret(prompt, confirm="Repeat for confirmation").encode())
     escape = ", or say --insecure-no-passphrase" if option == "--passphrase-file" else ""
     raise PassphraseError(f"the root key must be encrypted: set {env}, pass {option}, or run on a terminal{escape}")
 
