@@ -154,7 +154,9 @@ class KeyMaker:
         self.workers = min(os.cpu_count() or 1, len(self.key_types)) if slow >= 2 else 1
         self._procs: list[multiprocessing.process.BaseProcess] = []
         self._conns: list[Connection] = []
-        self._busy: dict[Connection, int] = {}
+        self._busy: dict[Connection, int] = {}  # keys each worker has been asked for and not delivered
+        self._waiting: dict[int, int] = {}  # keys not delivered yet -> how many workers are making each
+        self._jobs: Iterator[tuple[int, KeyType]] = iter(())  # keys no worker has been asked for yet
 
     def __enter__(self) -> KeyMaker:
         if self.workers < 2:
@@ -170,6 +172,12 @@ class KeyMaker:
                 child_end.close()
                 self._procs.append(proc)
                 self._conns.append(parent_end)
+            # Jobs go out now, not at the first next(): the caller's own work (the
+            # root's scrypt unlock) runs while the workers already make keys.
+            self._jobs = iter(list(enumerate(self.key_types)))
+            self._waiting = {index: 0 for index in range(len(self.key_types))}
+            self._busy = {conn: self._hand_out(conn, self._jobs, self.QUEUED_PER_WORKER, self._waiting)
+                          for conn in self._conns}
         except BaseException:
             self._stop(kill=True)
             raise
@@ -186,11 +194,7 @@ class KeyMaker:
                     self.progress(index + 1, total)
                 yield index, key
             return
-        jobs = iter(list(enumerate(self.key_types)))
-        busy = self._busy = {conn: 0 for conn in self._conns}  # keys each worker has been asked for
-        waiting: dict[int, int] = {index: 0 for index in range(total)}  # not delivered yet -> workers making it
-        for conn in self._conns:
-            busy[conn] += self._hand_out(conn, jobs, self.QUEUED_PER_WORKER, waiting)
+        jobs, busy, waiting = self._jobs, self._busy, self._waiting
         done = 0
         while True:
             for ready in multiprocessing.connection.wait([c for c, n in busy.items() if n]):

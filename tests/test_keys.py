@@ -90,3 +90,19 @@ def test_signature_hash_follows_key_strength():
     assert keys.signature_hash(KeyType.ECDSA_P384.generate()).name == "sha384"
     assert keys.signature_hash(KeyType.ECDSA_P256.generate()).name == "sha256"
     assert keys.signature_hash(KeyType.RSA_2048.generate()).name == "sha256"
+
+
+def test_workers_start_on_the_keys_as_the_block_is_entered():
+    """The caller's own work inside the block (the root's scrypt unlock in
+    `issue`) must overlap key generation: a worker delivers a key before
+    anything iterates the maker."""
+    import multiprocessing
+    import multiprocessing.connection
+
+    with keys.KeyMaker([KeyType.RSA_3072] * 2) as maker:
+        assert maker.workers == 2
+        # a hang guard, not a timing check: without the early hand-out nothing ever arrives
+        assert multiprocessing.connection.wait(maker._conns, timeout=120)
+        made = dict(maker)
+    assert sorted(made) == [0, 1] and {k.key_size for k in made.values()} == {3072}
+    assert multiprocessing.active_children() == []
