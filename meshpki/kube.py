@@ -728,6 +728,11 @@ class Cluster:
                     loader = KubeConfigLoader(config_dict=node, active_context=context,
                                               temp_file_path=scratch.folder())  # client keys: private, removed
                     loader.load_and_set(configuration)
+                if "expiry" not in vars(loader):
+                    # The loader's refresh hook re-applies its whole config (and rescans the
+                    # environment for proxies) before every request, for a token that may
+                    # expire; a token without an expiry never changes (bench/bench_audit.py).
+                    configuration.refresh_api_key_hook = None
             except ConfigException as exc:
                 msg = " ".join(str(exc).split())
                 raise KubeError(

@@ -342,6 +342,31 @@ def test_bad_token_is_401(kubeconfig: Path) -> None:
     )
 
 
+def test_a_static_token_is_sent_on_every_request_without_a_refresh_hook(
+    kube_api: KubeAPIServer, kubeconfig: Path
+) -> None:
+    """The loader's refresh hook re-reads its whole config before each request;
+    a token that cannot expire drops it, and every request still carries it."""
+    cluster = connect(kubeconfig, "cluster2")
+    assert cluster._client.configuration.refresh_api_key_hook is None
+    assert cluster.read_secret(NS, NAME) is None and cluster.read_secret(NS, NAME) is None
+    assert [c.user for c in kube_api.cluster("cluster2").calls][-2:] == ["admin", "admin"]
+
+
+def test_a_token_with_an_expiry_keeps_its_refresh_hook(kube_api: KubeAPIServer, tmp_path: Path) -> None:
+    kube_api.cluster("cluster1").add_token("gcp-token", "gke-user")
+    doc = kube_api.kubeconfig_dict({"gke": ("cluster1", "unused")})
+    doc["users"] = [{"name": "gke", "user": {"auth-provider": {"name": "gcp", "config": {
+        "access-token": "gcp-token", "expiry": "2999-01-01T00:00:00Z"}}}}]
+    doc["contexts"][0]["context"]["user"] = "gke"
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(doc))
+    cluster = connect(path, "gke")
+    assert cluster._client.configuration.refresh_api_key_hook is not None
+    assert cluster.read_secret(NS, NAME) is None
+    assert kube_api.cluster("cluster1").calls[-1].user == "gke-user"
+
+
 # --------------------------------------------------------------------------
 # transport failures
 
