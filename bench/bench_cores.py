@@ -10,11 +10,13 @@ last keys, so no core is left idle for long. Target: cpu/wall >= 1.8 (median of 
 
 Other load takes cores away from any program, so each round also runs a
 reference: a bare Python process that makes the same number of RSA-4096
-keys on every core and does nothing else (the most a key-making program
-can get from the machine at that moment). On a busy machine, judge meshpki
-by cpu/wall relative to the reference's (target >= 0.9).
+keys on every core and does nothing else. It is a yardstick, not a ceiling
+(its pool start-up and its last key run on one core: about 1.75 here). When
+meshpki misses the target and the reference misses it too (other load, or
+a slower machine), meshpki is judged relative to the reference instead
+(target >= 0.9).
 
-    python bench/bench_cores.py [--clusters 6] [--rounds 3] [--target 1.8]
+    python bench/bench_cores.py [--clusters 6] [--rounds 5] [--target 1.8]
 """
 
 from __future__ import annotations
@@ -79,10 +81,10 @@ def reference_round(count: int) -> tuple[float, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clusters", type=int, default=6)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5, help="RSA key generation time varies; the median evens it out")
     parser.add_argument("--target", type=float, default=1.8, help="minimum cpu/wall of the issue process tree")
     parser.add_argument("--relative-target", type=float, default=0.9,
-                        help="minimum cpu/wall relative to the reference's, when the machine is busy")
+                        help="minimum cpu/wall relative to the reference's, when both miss --target")
     args = parser.parse_args()
     clusters = [f"c{i}" for i in range(1, args.clusters + 1)]
     rows, ours, refs = [], [], []
@@ -98,17 +100,15 @@ def main() -> int:
           f"load average {load:.1f} at the end)")
     print(table(["", "wall s", "cpu s", "cpu/wall"], rows))
     ratio, reference = median(ours), median(refs)
-    idle = reference >= 0.95 * (os.cpu_count() or 1)
     relative = ratio / reference
     print(f"cpu/wall, median (range) of {args.rounds} rounds: meshpki {ratio:.2f} ({min(ours):.2f}-{max(ours):.2f}), "
-          f"reference {reference:.2f} ({min(refs):.2f}-{max(refs):.2f}); meshpki / reference {relative:.2f}"
-          + ("" if idle else " (machine busy: the reference got less than 95% of every core)"))
-    if idle:
+          f"reference {reference:.2f} ({min(refs):.2f}-{max(refs):.2f}); meshpki / reference {relative:.2f}")
+    if ratio >= args.target or reference >= args.target:
         return verdict(ratio >= args.target, f"cpu/wall {ratio:.2f} (target >= {args.target}); "
                                              f"reference {reference:.2f}")
     return verdict(relative >= args.relative_target,
-                   f"machine busy (reference cpu/wall {reference:.2f}): meshpki's cpu/wall {ratio:.2f} is "
-                   f"{relative:.2f} of the reference's (target >= {args.relative_target})")
+                   f"the reference too stays under {args.target} (cpu/wall {reference:.2f}: other load or a slower "
+                   f"machine): meshpki's {ratio:.2f} is {relative:.2f} of it (target >= {args.relative_target})")
 
 
 if __name__ == "__main__":
