@@ -2,17 +2,14 @@
 """Bench 3: audit fan-out over many clusters, each answering slowly.
 
 tests/kubeapi.py's HTTPS API server runs in this process with N virtual
-clusters (default 100), each holding a meshpki `cacerts` secret and answering
+clusters (default 100), each holding its own meshpki `cacerts` secret and answering
 every request after `delay` seconds (default 0.1). A kubeconfig with one
 context per cluster points at them. The sequential floor is N x delay (10 s):
 what reading one cluster after another must cost at least.
 
-What is timed (a fresh process, so start-up counts):
-- `meshpki audit` over every context, when meshpki/audit.py and the `audit`
-  command exist (--mode audit);
-- otherwise (--mode reads) the reads the audit makes, done the way it does
-  them: kube.Cluster.connect + read_secret per context in a bounded
-  ThreadPoolExecutor, then parse the bundle's certificates.
+What is timed: `meshpki audit` over every context, in a fresh process (so
+start-up counts), against a store holding all N bundles (both runs below
+grade the whole store; only the live reads differ).
 Targets: the whole run (start-up included) at most 0.3 of the sequential
 floor, and the fan-out (what the other N-1 clusters add to a one-cluster run,
 plus its one round trip) at most 0.06 of it: close to "one round trip plus
@@ -23,13 +20,12 @@ pair of runs on a shared 2-core machine varies by a third).
 Runs with meshpki's runtime dependencies plus the `bench` extra (trustme,
 for the test server's TLS): no pytest.
 
-    python bench/bench_audit.py [--clusters 100] [--delay 0.1] [--workers 64] [--mode auto|audit|reads] [--rounds 3]
+    python bench/bench_audit.py [--clusters 100] [--delay 0.1] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -44,75 +40,41 @@ from _common import REPO, clean_env, machine, median, meshpki_cmd, table, verdic
 TARGET_FRACTION = 0.3
 FAN_OUT_TARGET = 0.06
 
-# The reads an audit makes, fanned out like the audit does (bounded pool).
-FAN_OUT = r"""
-import concurrent.futures, sys, time
-from meshpki import kube
-from meshpki.bundle import Bundle, parse_certs
-start = time.perf_counter()
 
-kubeconfig, workers = sys.argv[1], int(sys.argv[2])
-contexts = sys.argv[3:]
-
-def audit_one(ctx):
-    with kube.Cluster.connect(ctx, kubeconfig, timeout=10.0) as cluster:
-        secret = cluster.read_secret("istio-system", "cacerts")
-    bundle = Bundle.from_secret_data(secret.data, ctx)
-    return min(c.not_valid_after_utc for c in parse_certs(bundle.ca_cert, ctx) + parse_certs(bundle.root_cert, ctx))
-
-with concurrent.futures.ThreadPoolExecutor(max_workers=min(workers, len(contexts))) as pool:
-    results = list(pool.map(audit_one, contexts))
-assert len(results) == len(contexts)
-print(f"{len(results)} clusters read in {time.perf_counter() - start:.3f} s")
-"""
-
-
-def audit_available() -> bool:
-    if importlib.util.find_spec("meshpki.audit") is None:
-        return False
-    from meshpki.cli import cli
-
-    return "audit" in cli.commands
-
-
-def make_bundle(work: Path) -> dict[str, bytes]:
-    """One real meshpki bundle (ECDSA, fast) to seed every virtual cluster with."""
+def make_bundles(work: Path, names: list[str]) -> dict[str, dict[str, bytes]]:
+    """A store with one real bundle per cluster (ECDSA, fast), as a fleet has:
+    the audit reads and verifies each cluster's own bundle, not one copy."""
     from meshpki import ca
     from meshpki.keys import KeyType
     from meshpki.store import Store
 
     store = Store(work / "store")
     ca.init_root(store, KeyType.ECDSA_P256, 3650, "Istio", "Root CA", passphrase=None)
-    ca.issue(store, ["cluster1"], ca.IssueOptions(), ca.store_issuer(store, None))
-    return dict(store.load_bundle("cluster1").secret_data())
+    ca.issue(store, names, ca.IssueOptions(), ca.store_issuer(store, None))
+    return {name: dict(store.load_bundle(name).secret_data()) for name in names}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clusters", type=int, default=100)
     parser.add_argument("--delay", type=float, default=0.1, help="seconds each API request waits")
-    parser.add_argument("--workers", type=int, default=64, help="thread pool bound (reads mode)")
-    parser.add_argument("--mode", choices=["auto", "audit", "reads"], default="auto")
     parser.add_argument("--rounds", type=int, default=3, help="each round times 1 cluster, then all of them")
     args = parser.parse_args()
-    mode = args.mode if args.mode != "auto" else ("audit" if audit_available() else "reads")
 
     from tests.kubeapi import KubeAPIServer
 
     work = Path(tempfile.mkdtemp(prefix="bench-audit-"))
-    data = make_bundle(work)
     names = [f"cluster{i}" for i in range(1, args.clusters + 1)]
+    bundles = make_bundles(work, names)
     with KubeAPIServer() as server:
         for name in names:
             vc = server.cluster(name)
-            vc.put_secret("istio-system", "cacerts", data)
+            vc.put_secret("istio-system", "cacerts", bundles[name])
             vc.delay = args.delay
         kubeconfig = server.write_kubeconfig(work / "kubeconfig", {n: (n, "admin-token") for n in names})
         env = clean_env(PYTHONPATH=str(REPO), MESHPKI_STORE=str(work / "store"), KUBECONFIG=str(kubeconfig))
 
         def command(contexts: list[str]) -> list[str]:
-            if mode == "reads":
-                return [sys.executable, "-c", FAN_OUT, str(kubeconfig), str(args.workers), *contexts]
             fleet = work / f"mesh-{len(contexts)}.yaml"
             fleet.write_text("clusters:\n" + "".join(f"  - name: {n}\n    context: {n}\n" for n in contexts))
             return [*meshpki_cmd(), "audit", "--config", str(fleet), "--kubeconfig", str(kubeconfig)]
@@ -130,19 +92,19 @@ def main() -> int:
             took, proc = timed_run(names)
             alls.append(took)
             served = sum(len(server.cluster(n).requests) for n in names)
-            if proc.returncode not in ((0,) if mode == "reads" else (0, 1, 2, 3)) or "Traceback" in proc.stderr:
+            if proc.returncode not in (0, 1, 2, 3) or "Traceback" in proc.stderr:
                 break
         one, elapsed = median(ones), median(alls)
     shutil.rmtree(work, ignore_errors=True)
-    label = "meshpki audit" if mode == "audit" else f"kube reads, {args.workers} threads"
-    if proc.returncode not in ((0,) if mode == "reads" else (0, 1, 2, 3)) or "Traceback" in proc.stderr:
+    label = "meshpki audit"
+    if proc.returncode not in (0, 1, 2, 3) or "Traceback" in proc.stderr:
         sys.stderr.write(proc.stdout + proc.stderr)
         return verdict(False, f"{label} failed (exit {proc.returncode})")
     floor = max(args.clusters * args.delay, 1e-9)
     fan_outs = sorted(b - a + args.delay for a, b in zip(ones, alls, strict=True))
     fan_out = median(fan_outs)  # what the other N-1 clusters added to the run
     print(f"bench 3: audit fan-out, {args.clusters} clusters x {args.delay * 1000:.0f} ms per request "
-          f"({machine()}; mode {mode}; {served} requests served)")
+          f"({machine()}; {served} requests served)")
     print(table(["", "seconds", "fraction of floor"], [
         [f"sequential floor ({args.clusters} x {args.delay} s)", floor, "1.00"],
         [f"{label}: {args.clusters} clusters, whole process", elapsed, f"{elapsed / floor:.2f}"],
@@ -152,9 +114,6 @@ def main() -> int:
     if len(fan_outs) > 1:
         print(f"  median of {len(fan_outs)} rounds; fan-out per round "
               + ", ".join(f"{f / floor:.2f}" for f in fan_outs) + f" of the floor; load average {os.getloadavg()[0]:.1f}")
-    if mode == "reads":
-        print("  note: timed the reads an audit makes (kube.Cluster.connect + read_secret in a bounded thread "
-              "pool), not the `meshpki audit` command" + ("" if audit_available() else " (it does not exist yet)"))
     # The target is graded end to end, start-up included: that is what cron pays.
     status = verdict(elapsed / floor <= TARGET_FRACTION,
                      f"{args.clusters} clusters take {elapsed:.2f} s end to end, {elapsed / floor:.2f} of the "
@@ -162,6 +121,7 @@ def main() -> int:
     return status | verdict(fan_out / floor <= FAN_OUT_TARGET,
                             f"the fan-out takes {fan_out:.2f} s, {fan_out / floor:.2f} of the sequential floor "
                             f"(target <= {FAN_OUT_TARGET})")
+
 
 if __name__ == "__main__":
     sys.exit(main())
