@@ -217,7 +217,7 @@ def issue(store: Store, clusters: Sequence[str], options: IssueOptions, issuer: 
     written atomically as soon as its key is ready, so an interruption
     leaves whole bundles only. `issuer` may be a function that unlocks the
     signing key: it runs while the workers make keys (scrypt takes a core
-    for 0.6 s), and then `signer` (its certificate) picks the default key type.
+    for 0.3-0.6 s), and then `signer` (its certificate) picks the default key type.
     """
     names = _unique(clusters)
     for name in names:
