@@ -213,6 +213,11 @@ def subject_text(cert: x509.Certificate) -> str:
     return cert.subject.rfc4514_string() or "(empty subject)"
 
 
+def describe(cert: x509.Certificate) -> str:
+    """A certificate as findings and errors name it: its quoted subject."""
+    return f"'{subject_text(cert)}'"
+
+
 def differing_roles(ours: Bundle, theirs: Bundle) -> list[str]:
     """Which of the four roles differ byte for byte between two bundles, whatever
     their form; cert-chain.pem only counts when both carry it as a file (the

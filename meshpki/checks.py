@@ -42,9 +42,9 @@ from meshpki.bundle import (
     ROOT_CERT,
     Bundle,
     cert_to_pem,
+    describe,
     fingerprint,
     openssl_serial,
-    subject_text,
 )
 from meshpki.findings import CODES, By, Finding, Severity, finding
 from meshpki.keys import PrivateKey, public_keys_match
@@ -123,10 +123,6 @@ class PairReport(_Verdict):
 
 
 # -- small certificate helpers -------------------------------------------------
-
-def describe(cert: x509.Certificate) -> str:
-    return f"'{subject_text(cert)}'"
-
 
 def _ext(cert: x509.Certificate, cls: type) -> x509.Extension | None:
     try:

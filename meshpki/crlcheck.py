@@ -23,9 +23,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from meshpki import pem
-from meshpki.bundle import openssl_serial
+from meshpki.bundle import describe, openssl_serial
 from meshpki.findings import Finding, Severity, finding
-from meshpki.pathbuild import describe
 
 CRL_FILE = "ca-crl.pem"
 

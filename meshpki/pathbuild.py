@@ -17,12 +17,10 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from meshpki.bundle import describe
+
 MAX_DEPTH = 8  # CA certificates above the start; Istio meshes use one or two
 MAX_SIGNATURE_CHECKS = 512  # a real bundle needs a handful; this bounds hostile ones
-
-
-def describe(cert: x509.Certificate) -> str:
-    return f"'{cert.subject.rfc4514_string() or '(empty subject)'}'"
 
 
 def signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
