@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from meshpki import ca, crl, keys, profiles
+from meshpki import ca, crl, keys, pem, profiles
 from meshpki.bundle import CA_CERT, CA_CRL, CA_KEY, CERT_CHAIN, ROOT_CERT, cert_to_pem, parse_certs
 from meshpki.errors import BundleError, InputError, MeshPKIError, StoreError
 from meshpki.keys import KeyType
@@ -129,6 +129,78 @@ def _read_signed(folder: Path, name: str) -> bytes:
         raise InputError(f"{folder / name} is missing; pass the folder `meshpki sign --out` wrote") from None
     except OSError as exc:
         raise InputError(f"cannot read {folder / name}: {exc.strerror or exc}") from None
+
+
+@dataclass(frozen=True)
+class CrlRefresh:
+    cluster: str
+    path: Path  # the bundle's ca-crl.pem
+    changed: bool  # False: it already held exactly these CRLs
+    number: int | None
+    next_update: dt.datetime | None
+
+
+def refresh_crl(store: Store, cluster: str, received: bytes, what: str,
+                now: dt.datetime | None = None) -> CrlRefresh:
+    """At a cluster's site: ca-crl.pem becomes the root holder's current CRLs
+    (`meshpki crl export`) plus a fresh one signed by this site's own
+    intermediate, with no new key or certificate. The result is judged like
+    verify judges ca-crl.pem before it is written; an older CRL than the one
+    the bundle holds is refused (it could un-revoke a cluster)."""
+    from meshpki import checks
+    from meshpki.bundle import Bundle
+    from meshpki.findings import Severity, first_of
+
+    validate_cluster_name(cluster)
+    _refuse_refresh(store, cluster)  # before the lock, which would make a missing store's folder
+    with store.locked():
+        _refuse_refresh(store, cluster)
+        bundle = store.load_bundle(cluster)
+        files = dict(bundle.files)
+        cert = parse_certs(files[CA_CERT], f"{cluster}: ca-cert.pem")[0]
+        key = keys.load_private_key(files[CA_KEY], None, what=f"{cluster}: ca-key.pem")
+        new_crls, error = pem.read_crls(received)
+        if error is not None or not new_crls:
+            raise BundleError(f"{what}: {error or 'no CRL in it'}; pass the file `meshpki crl export {cluster}` "
+                              "wrote at the root holder")
+        path = store.cluster_dir(cluster) / CA_CRL
+        old = files.get(CA_CRL)
+        if old is not None and old.startswith(received):
+            own = crl.parse_crls(old, str(path))[-1]
+            return CrlRefresh(cluster, path, False, crl.crl_number(own), own.next_update_utc)
+        _refuse_older(new_crls, crl.parse_crls(old, str(path)) if old else [], what, cluster)
+        files[CA_CRL] = crl.site_bundle_crl(received, cert, key)
+        report = checks.check_bundle(Bundle(files, cluster), now, cluster=cluster)
+        errors = [f for f in report.findings if f.file == CA_CRL and f.severity is Severity.ERROR]
+        if errors:
+            raise BundleError(f"{what} cannot serve {cluster}: {first_of(errors)}; nothing was changed (ask the "
+                              f"root holder for `meshpki crl renew` if needed, then `meshpki crl export {cluster}`)")
+        store.replace_bundle_file(cluster, CA_CRL, files[CA_CRL])
+    own = crl.parse_crls(files[CA_CRL], str(path))[-1]
+    return CrlRefresh(cluster, path, True, crl.crl_number(own), own.next_update_utc)
+
+
+def _refuse_refresh(store: Store, cluster: str) -> None:
+    if crl.load_state(store) is not None:
+        raise InputError("this store revokes and signs its own CRLs: its bundles follow `meshpki crl renew`, "
+                         "then push them; crl refresh is for a site signed from a CSR")
+    if not store.has_cluster(cluster):
+        known = ", ".join(store.clusters()) or "none"
+        raise StoreError(f"no bundle for cluster {cluster!r} in store {store.path} (clusters: {known}); "
+                         f"finish it first (meshpki complete {cluster} DIR)")
+
+
+def _refuse_older(new: Sequence[x509.CertificateRevocationList], old: Sequence[x509.CertificateRevocationList],
+                  what: str, cluster: str) -> None:
+    """A CRL with a lower number than the one held from the same issuer is an
+    older list: it may lack a revocation the bundle already enforces."""
+    for received in new:
+        held = [crl.crl_number(c) for c in old if c.issuer == received.issuer]
+        number = crl.crl_number(received)
+        if held and number is not None and any(h is not None and h > number for h in held):
+            raise BundleError(f"{what}: the CRL of '{received.issuer.rfc4514_string()}' is number {number}, older "
+                              f"than number {max(h for h in held if h is not None)} that {cluster} already holds; "
+                              f"nothing was changed (ask the root holder for a current `meshpki crl export {cluster}`)")
 
 
 def check_chain(cert: x509.Certificate, chain: Sequence[x509.Certificate], roots: Sequence[x509.Certificate],
@@ -262,7 +334,6 @@ def write_public(path: Path, data: bytes) -> None:
         replace_file(path, data, 0o644)
     except OSError as exc:
         raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from None
-
 
 
 # -- adopting an existing CA --------------------------------------------------------------

@@ -272,6 +272,39 @@ def roots_part_for(store: Store, files: Mapping[str, bytes]) -> bytes | None:
     return _roots_part(files, _crls_for_chain(store, files))
 
 
+def export_for_site(store: Store, cluster: str) -> bytes:
+    """The roots' current CRLs for a cluster this store signed from a CSR:
+    what its site hands to `meshpki crl refresh` (byo.py) after a renewal or
+    a revocation. The root holder cannot sign the site's own intermediate
+    CRL, and a new csr / sign / complete round would replace its key."""
+    validate_cluster_name(cluster)
+    _refuse_export(store, cluster)  # before the lock, which would make a missing store's folder
+    with store.locked():
+        _refuse_export(store, cluster)  # again: a killed revocation is finished by now
+        files = {name: store.signed_file(cluster, name) for name in (CERT_CHAIN, ROOT_CERT)}
+        return _roots_part(files, _crls_for_chain(store, files))
+
+
+def _refuse_export(store: Store, cluster: str) -> None:
+    state = load_state(store)
+    if state is None:
+        raise RevocationError("this mesh has revoked nothing, so there is no CRL to export (a site's bundle "
+                              "needs no ca-crl.pem until the first `meshpki revoke`)")
+    if cluster in store.signed_clusters():
+        return
+    earlier = state.evicted_entry(cluster)
+    if earlier is not None:
+        raise RevocationError(f"cluster {cluster!r} was revoked on {earlier.revoked_at} (serial "
+                              f"{openssl_serial(earlier.serial)}): it is out of the mesh, so it gets no CRLs")
+    if store.has_cluster(cluster):
+        raise InputError(f"{cluster} is a member of this store: its ca-crl.pem follows `meshpki crl renew` "
+                         f"by itself; push it (meshpki push {cluster})")
+    signed = store.signed_clusters()
+    raise InputError(f"this store signed no cluster {cluster!r} from a CSR "
+                     + (f"(signed: {', '.join(signed)}); pass one of those" if signed else
+                        "(it signed none: `meshpki sign` does, for a site's request)"))
+
+
 def site_bundle_crl(roots_part: bytes, cert: x509.Certificate, key: SigningKey) -> bytes:
     """ca-crl.pem made at a cluster's site: the root holder's CRLs, then one
     signed by the site's own intermediate with the same number and window,

@@ -27,6 +27,10 @@ from meshpki.bundle import describe, openssl_serial
 from meshpki.findings import Finding, Severity, finding
 
 CRL_FILE = "ca-crl.pem"
+# How a CRL is renewed: by the store that holds the bundle, or for a cluster
+# signed from a CSR (its key at its site) in two steps (docs/revocation.md).
+RENEW = ("meshpki crl renew, then push (for a cluster signed from a CSR: meshpki crl export CLUSTER at the "
+         "root holder, then meshpki crl refresh at its site)")
 
 
 def _fmt(moment: dt.datetime) -> str:
@@ -117,11 +121,11 @@ def _proxy_rules(crls: Sequence[x509.CertificateRevocationList], ca: x509.Certif
         if end is not None and now > end:
             found.append(finding("crl-expired", f"{CRL_FILE}: the CRL of {who} expired on {_fmt(end)} (nextUpdate); "
                           "proxies fail every handshake whose chain it covers", CRL_FILE,
-                          "re-sign it now (meshpki crl renew) and push"))
+                          f"re-sign it now: {RENEW}"))
         elif end is not None and end - now < (end - start) / 4:
             found.append(finding("crl-expiring-soon", f"{CRL_FILE}: the CRL of {who} reaches its nextUpdate on "
                           f"{_fmt(end)}; after that proxies fail every handshake", CRL_FILE,
-                          "meshpki crl renew, then push"))
+                          RENEW))
     below = [c for c in [ca, *path] if c is not None]
     for child, parent in itertools.pairwise(below):
         for crl in crls:

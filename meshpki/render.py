@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from meshpki.audit import AuditReport
-    from meshpki.byo import Adopted, SignResult
+    from meshpki.byo import Adopted, CrlRefresh, SignResult
     from meshpki.ca import IssueResult, RootResult
     from meshpki.crl import CrlReport, RevokeResult
     from meshpki.demo import DemoReport
@@ -508,6 +508,17 @@ def completed_view(cluster: str, path: Path, archived: Path | None) -> View:
     if archived:
         text += f"\n  previous bundle archived in {archived}"
     return data, text + f"\nnext: meshpki verify {cluster}, then meshpki push {cluster} --context CTX"
+
+
+def crl_refreshed_view(result: CrlRefresh) -> View:
+    due = result.next_update.isoformat(timespec="seconds") if result.next_update else None
+    data = {"cluster": result.cluster, "path": str(result.path), "changed": result.changed,
+            "crl_number": result.number, "next_update": due}
+    if not result.changed:
+        return data, (f"{result.cluster}: ca-crl.pem already holds these CRLs (number {result.number}, next update "
+                       f"{due}); nothing changed")
+    return data, (f"{result.cluster}: ca-crl.pem refreshed in {result.path} (CRL number {result.number}, next update "
+                  f"{due})\nnext: meshpki verify {result.cluster}, then meshpki push {result.cluster} --context CTX")
 
 
 # -- remote-secret --------------------------------------------------------------

@@ -439,3 +439,132 @@ def test_sign_checks_san_dns_before_anything_is_written(cli, root_store, tmp_pat
     result = cli("sign", str(req), "--san-dns", "not a name", "--out", str(out), env=at(root_store))
     assert result.exit_code == 2 and "is not a DNS name" in one_line_error(result)
     assert snapshot(root_store) == before and not out.exists()
+
+
+# -- a site's CRLs: crl export at the root holder, crl refresh at the site -------------------
+
+def site_cluster(cli, root_store: Path, tmp_path: Path, cluster: str = "cluster2") -> Path:
+    """A cluster completed at its own site from a request the root holder signed; its bundle folder."""
+    site, req, signed = tmp_path / "site", tmp_path / f"{cluster}.csr", tmp_path / f"signed-{cluster}"
+    make_request(cli, site, req, cluster)
+    assert cli("sign", str(req), "--out", str(signed), env=at(root_store)).exit_code == 0
+    assert cli("complete", cluster, str(signed), env=at(site)).exit_code == 0
+    return site / "clusters" / cluster
+
+
+def crl_numbers(data: bytes) -> dict[str, int]:
+    from meshpki.crl import crl_number
+
+    crls, error = read_crls(data)
+    assert error is None
+    return {c.issuer.rfc4514_string(): crl_number(c) for c in crls}
+
+
+def test_a_site_refreshes_its_crls_with_no_new_key(cli, root_store, tmp_path):
+    bundle = site_cluster(cli, root_store, tmp_path)  # completed before the mesh revoked anything
+    site, exported = bundle.parent.parent, tmp_path / "cluster2-crl.pem"
+    assert not (bundle / "ca-crl.pem").exists()
+    kept = {name: (bundle / name).read_bytes() for name in (CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT)}
+    assert cli("issue", "cluster4", env=at(root_store)).exit_code == 0
+    assert cli("revoke", "cluster4", env=at(root_store)).exit_code == 0
+    member = root_store / "clusters" / "cluster1"
+
+    older = tmp_path / "older.pem"
+    for number in (1, 2):  # the first revocation, then a renewal
+        if number == 2:
+            older.write_bytes(exported.read_bytes())
+            assert cli("crl", "renew", "--days", "30", env=at(root_store)).exit_code == 0
+        result = cli("crl", "export", "cluster2", "--out", str(exported), env=at(root_store))
+        assert result.exit_code == 0, result.output
+        assert "meshpki crl refresh cluster2" in result.output
+        assert crl_numbers(exported.read_bytes()) == {"CN=Root CA,O=Istio": number}
+        result = cli("crl", "refresh", "cluster2", str(exported), "-o", "json", env=at(site))
+        assert result.exit_code == 0, result.output
+        data = json.loads(result.stdout)
+        assert (data["changed"], data["crl_number"]) == (True, number)
+        held = (bundle / "ca-crl.pem").read_bytes()
+        assert held.startswith(exported.read_bytes())  # the roots' CRLs as signed, then the site's own
+        assert crl_numbers(held) == {"CN=Root CA,O=Istio": number, "CN=Intermediate CA,L=cluster2,O=Istio": number}
+        assert {n: (bundle / n).read_bytes() for n in kept} == kept  # no new key, no new certificate
+        assert (bundle / "ca-crl.pem").stat().st_mode & 0o777 == 0o644
+        verify = cli("verify", str(member), str(bundle))
+        assert verify.exit_code == 0, verify.output
+
+    # the same file again changes nothing; an older one is refused and changes nothing
+    before = snapshot(site)
+    again = cli("crl", "refresh", "cluster2", str(exported), env=at(site))
+    assert again.exit_code == 0 and "nothing changed" in again.output
+    result = cli("crl", "refresh", "cluster2", str(older), env=at(site))
+    assert result.exit_code == 1
+    assert "is number 1, older than number 2 that cluster2 already holds" in one_line_error(result)
+    assert snapshot(site) == before
+
+
+def test_crl_refresh_refuses_what_would_break_the_bundle_and_changes_nothing(cli, root_store, tmp_path):
+    bundle = site_cluster(cli, root_store, tmp_path)
+    site = bundle.parent.parent
+    assert cli("issue", "cluster4", env=at(root_store)).exit_code == 0
+    assert cli("revoke", "cluster4", env=at(root_store)).exit_code == 0
+    other = tmp_path / "other-mesh"  # another root holder, who revoked something too
+    for args in (("init-root", INSECURE, "--key-type", "ecdsa-p256"), ("issue", "a"), ("issue", "b"), ("revoke", "b")):
+        assert cli(*args, env=at(other)).exit_code == 0
+    foreign, not_crl = tmp_path / "foreign.pem", tmp_path / "not-a-crl.pem"
+    foreign.write_bytes(next((other / "crl").glob("root-*.crl.pem")).read_bytes())
+    not_crl.write_bytes((bundle / CA_CERT).read_bytes())
+    revoking = tmp_path / "revoking.pem"  # the root holder evicts the site: its own CRL revokes it
+    assert cli("revoke", "cluster2", env=at(root_store)).exit_code == 0
+    revoking.write_bytes(next((root_store / "crl").glob("root-*.crl.pem")).read_bytes())
+    before = snapshot(site)
+    for args, code, needle in [
+        (("cluster2", str(foreign)), 1, "crl-missing"),
+        (("cluster2", str(revoking)), 1, "crl-revokes-path"),
+        (("cluster2", str(not_crl)), 1, "pass the file `meshpki crl export cluster2` wrote"),
+        (("cluster2", str(tmp_path / "missing.pem")), 2, "cannot read"),
+        (("cluster9", str(revoking)), 1, "no bundle for cluster 'cluster9'"),
+        (("Bad_Name", str(revoking)), 2, "Bad_Name"),
+    ]:
+        result = cli("crl", "refresh", *args, env=at(site))
+        assert result.exit_code == code, result.output
+        assert needle in one_line_error(result)
+        assert snapshot(site) == before
+    # the root holder's own bundles follow crl renew, not refresh
+    result = cli("crl", "refresh", "cluster1", str(revoking), env=at(root_store))
+    assert result.exit_code == 2 and "meshpki crl renew" in one_line_error(result)
+
+
+def test_a_stale_crl_is_refused_at_the_site(cli, root_store, tmp_path):
+    import datetime as dt
+
+    from meshpki import byo
+    from meshpki.errors import BundleError
+    from meshpki.store import Store
+
+    bundle = site_cluster(cli, root_store, tmp_path)
+    assert cli("issue", "cluster4", env=at(root_store)).exit_code == 0
+    assert cli("revoke", "cluster4", env=at(root_store)).exit_code == 0
+    assert cli("crl", "renew", "--days", "2", env=at(root_store)).exit_code == 0
+    data = cli("crl", "export", "cluster2", env=at(root_store)).stdout.encode()
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=3)
+    with pytest.raises(BundleError, match="crl-expired"):
+        byo.refresh_crl(Store(bundle.parent.parent), "cluster2", data, "cluster2-crl.pem", now=later)
+    assert not (bundle / "ca-crl.pem").exists()
+
+
+def test_crl_export_says_what_it_cannot_export(cli, root_store, tmp_path):
+    result = cli("crl", "export", "cluster2", env=at(root_store))
+    assert result.exit_code == 1 and "has revoked nothing" in one_line_error(result)
+    assert cli("issue", "cluster4", env=at(root_store)).exit_code == 0
+    assert cli("revoke", "cluster4", env=at(root_store)).exit_code == 0
+    for cluster, code, needle in [
+        ("cluster2", 2, "it signed none"),
+        ("cluster1", 2, "is a member of this store"),
+        ("cluster4", 1, "was revoked on"),
+    ]:
+        result = cli("crl", "export", cluster, env=at(root_store))
+        assert result.exit_code == code, result.output
+        assert needle in one_line_error(result)
+    site_cluster(cli, root_store, tmp_path, "cluster3")
+    result = cli("crl", "export", "cluster2", env=at(root_store))
+    assert result.exit_code == 2 and "(signed: cluster3)" in one_line_error(result)
+    result = cli("crl", "export", "cluster3", env=at(root_store))
+    assert result.exit_code == 0 and result.stdout.startswith("-----BEGIN X509 CRL-----")

@@ -277,7 +277,8 @@ def test_demo_keep_says_plainly_that_its_root_key_is_unencrypted(cli, tmp_path):
 
 @pytest.mark.parametrize("args", [("rotate-root", "finish"), ("history", "prune", "--keep", "1"),
                                   ("complete", "cluster1", "."), ("rotate", "cluster1"), ("revoke", "cluster1"),
-                                  ("crl", "renew"), ("rotate-root", "begin"), ("change-passphrase",)])
+                                  ("crl", "renew"), ("crl", "export", "cluster1"), ("crl", "refresh", "cluster1", "f"),
+                                  ("rotate-root", "begin"), ("change-passphrase",)])
 def test_a_refusal_on_a_store_that_does_not_exist_leaves_no_folder(cli, store_path, args):
     result = cli(*args)
     assert "Traceback" not in result.output

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 
-from meshpki import checks, crl, pem, profiles, public
+from meshpki import checks, crl, crlcheck, pem, profiles, public
 from meshpki.audit.model import (
     DEFAULT_CRIT_DAYS,
     DEFAULT_WARN_DAYS,
@@ -88,7 +88,7 @@ def grade_next_update(next_update: dt.datetime, at: dt.datetime, warn_days: int,
         return found
     reason = found.reason.replace("expired", "stale since", 1).replace("expires", "goes stale", 1)
     return Condition(found.grade, f"crl-{found.code}",
-                     f"CRL {reason}; meshpki crl renew, then meshpki push --all")
+                     f"CRL {reason}; {crlcheck.RENEW}")
 
 
 def _crl_id(one: x509.CertificateRevocationList) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from meshpki.ca import DEFAULT_ROOT_DAYS
-from meshpki.cli.console import emit, print_issued, print_step, progress_printer, say
+from meshpki.cli.console import deliver, emit, print_issued, print_step, progress_printer, say
 from meshpki.cli.group import cli
 from meshpki.cli.options import (
     BadInput,
@@ -476,7 +476,9 @@ def crl_group() -> None:
     """Keep the mesh's CRLs fresh and list what is revoked.
 
     A CRL whose nextUpdate has passed makes proxies reject every peer: renew
-    before then (meshpki audit warns --warn-days ahead) and push --all.
+    before then (meshpki audit warns --warn-days ahead) and push --all. A
+    cluster signed from a CSR gets them by crl export (root holder), then crl
+    refresh (its site).
     """
 
 
@@ -501,6 +503,59 @@ def crl_renew_cmd(settings: Settings, days: int | None, passphrase_file: Path | 
     for note in result.notes:
         say(note)
     emit(*render.renewed_view(result, settings.push_everything()), output)
+
+
+@crl_group.command("export")
+@store_options
+@click.argument("cluster")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default="-", show_default=True,
+              metavar="FILE", help="Where to write the PEM CRLs ('-' for stdout).")
+def crl_export_cmd(settings: Settings, cluster: str, out: Path) -> None:
+    """At the root holder: the roots' current CRLs for a cluster signed from a CSR.
+
+    Its site cannot take them from `crl renew` (that reaches only the bundles
+    this store holds): send the file after every renew or revoke, and the site
+    runs `meshpki crl refresh`. No passphrase: the CRLs are already signed.
+
+    \b
+    Example (root holder, then site):
+      meshpki crl renew && meshpki crl export cluster3 --out cluster3-crl.pem
+      meshpki crl refresh cluster3 cluster3-crl.pem && meshpki push cluster3 --context cluster3
+    """
+    from meshpki import crl
+
+    where = deliver(out, crl.export_for_site(settings.store, cluster))
+    say(f"{cluster}: the roots' CRLs written to {where}; next: the site runs meshpki crl refresh {cluster} FILE")
+
+
+@crl_group.command("refresh")
+@store_options
+@click.argument("cluster")
+@click.argument("crl_file", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path))
+@output_option("text", "json")
+def crl_refresh_cmd(settings: Settings, cluster: str, crl_file: Path, output: str) -> None:
+    """At a cluster's site: take the root holder's CRLs, re-sign this site's own.
+
+    For a cluster signed from a CSR: ca-crl.pem becomes the CRLs of FILE
+    (`meshpki crl export` at the root holder) plus a new CRL signed by the
+    cluster's intermediate with the same number and window, as istiod
+    requires. Key and certificates stay as they are. The new file is judged
+    like verify judges it before it is written; an older CRL than the bundle
+    holds is refused.
+
+    \b
+    Example:
+      meshpki crl refresh cluster3 cluster3-crl.pem && meshpki push cluster3 --context cluster3
+    """
+    from meshpki import byo, render
+    from meshpki.bundle import read_limited
+
+    try:
+        received = read_limited(crl_file)
+    except OSError as exc:
+        raise BadInput(f"cannot read {crl_file}: {exc.strerror or exc}") from None
+    result = byo.refresh_crl(settings.store, cluster, received, str(crl_file))
+    emit(*render.crl_refreshed_view(result), output)
 
 
 @crl_group.command("show")

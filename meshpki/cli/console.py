@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -89,6 +90,17 @@ def document(data: Any, output: str) -> None:
 
     text = render_data(data, OutputFormat(output), "")
     click.echo(text, nl=not text.endswith("\n"))
+
+
+def deliver(out: Path, data: bytes) -> str:
+    """A public PEM (a CSR, CRLs) to FILE, or to stdout for '-'; says where it went."""
+    from meshpki import byo
+
+    if str(out) == "-":
+        click.echo(data.decode(), nl=False)
+        return "stdout"
+    byo.write_public(out, data)
+    return str(out)
 
 
 def emit(data: Any, text: str, output: str) -> None:

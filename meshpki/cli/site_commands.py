@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from meshpki.ca import DEFAULT_INTERMEDIATE_DAYS
-from meshpki.cli.console import emit, say
+from meshpki.cli.console import deliver, emit, say
 from meshpki.cli.group import cli
 from meshpki.cli.options import (
     BadInput,
@@ -61,13 +61,9 @@ def csr_cmd(settings: Settings, cluster: str, key_type: str, org: str, san_dns: 
     say(f"generating the {chosen.value} key of {cluster}'s CA ...")
     result = byo.make_csr(settings.store, cluster, chosen, org,
                           san_dns or (profiles.DEFAULT_ISTIOD_SAN,), replace=force)
-    if str(out) == "-":
-        click.echo(result.csr_pem.decode(), nl=False)
-    else:
-        byo.write_public(out, result.csr_pem)
-    say(f"{cluster}: key kept pending in {result.pending} (it never leaves this store); "
-        f"request written to {'stdout' if str(out) == '-' else out}")
-    say(f"next: send it to the root holder (meshpki sign {out if str(out) != '-' else 'FILE'} --out DIR), "
+    where = deliver(out, result.csr_pem)
+    say(f"{cluster}: key kept pending in {result.pending} (it never leaves this store); request written to {where}")
+    say(f"next: send it to the root holder (meshpki sign {out if where != 'stdout' else 'FILE'} --out DIR), "
         f"then run meshpki complete {cluster} DIR here")
 
 
