@@ -442,7 +442,23 @@ def root_issuers(store: Store, passphrase: bytes | None) -> list[Issuer]:
     issuers = [ca.store_issuer(store, passphrase)]
     if store.has_rotation():
         issuers.append(rotate.current_issuer(store, passphrase))
+    for issuer in issuers:
+        if not may_sign_crls(issuer.cert):
+            raise RevocationError(
+                f"the root {issuer.cert.subject.rfc4514_string()} may not sign CRLs (its keyUsage lacks cRLSign), so "
+                "istiod would refuse every bundle's ca-crl.pem; nothing was changed. Replace the cluster's "
+                "intermediate instead (meshpki rotate CLUSTER), or move the mesh to a root of meshpki's own "
+                "(meshpki rotate-root begin), which may")
     return issuers
+
+
+def may_sign_crls(cert: x509.Certificate) -> bool:
+    """Go (istiod) checks a CRL against a signer whose keyUsage, when it has
+    one, includes cRLSign; Istio's Makefile root has none of that bit."""
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.KeyUsage).value.crl_sign)
+    except x509.ExtensionNotFound:
+        return True
 
 
 def _commit(store: Store, state: CrlState, signers: Sequence[tuple[x509.Certificate, SigningKey]],

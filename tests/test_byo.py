@@ -211,6 +211,24 @@ def test_adopting_istios_makefile_root_lets_both_kinds_of_cluster_trust_each_oth
     assert verify.exit_code == 0, verify.output
 
 
+def test_a_root_that_may_not_sign_crls_is_warned_of_and_refuses_to_revoke(cli, store_path, tmp_path):
+    # Istio's Makefile root has no cRLSign: istiod would refuse every CRL it signed
+    _, makefile_root = f.istio_makefile_bundle("cluster1")
+    cert, key = _write_ca(tmp_path / "makefile", makefile_root)
+    result = cli("init-root", "--import-cert", str(cert), "--import-key", str(key), env=PASSPHRASE)
+    assert result.exit_code == 0, result.output
+    assert "may not sign CRLs" in result.stderr and "rotate-root begin" in result.stderr
+    for name in ("cluster2", "cluster3"):
+        assert cli("issue", name, "--key-type", "ecdsa-p256", env=PASSPHRASE).exit_code == 0
+    before = snapshot(store_path)
+    for args in (("revoke", "cluster3"), ("rotate", "cluster2", "--revoke-previous")):
+        result = cli(*args, env=PASSPHRASE)
+        assert result.exit_code == 1, result.output
+        assert "may not sign CRLs (its keyUsage lacks cRLSign)" in one_line_error(result)
+        assert snapshot(store_path) == before
+    assert cli("verify", "--all").exit_code == 0  # nothing half-done: every bundle still sound
+
+
 def _corporate_chain() -> tuple[f.Authority, f.Authority, f.Authority]:
     """A corporate root, an issuing CA under it, and the mesh CA meshpki adopts."""
     corp = f.make_root("Corp Root", slot=60)

@@ -125,7 +125,7 @@ def _adopt_root(settings: Settings, passphrase_file: Path | None, insecure_no_pa
                 import_cert: Path | None, import_key: Path | None, import_chain: Path | None,
                 import_from_context: str | None, kubeconfig: str | None, timeout: float, output: str) -> None:
     """init-root's second door: check an existing CA, then store it like a new root."""
-    from meshpki import byo, render
+    from meshpki import byo, crl, render
 
     if import_from_context and (import_cert or import_key or import_chain):
         raise BadInput("--import-from-context adopts istiod's root by itself; leave out --import-cert/-key/-chain")
@@ -144,6 +144,9 @@ def _adopt_root(settings: Settings, passphrase_file: Path | None, insecure_no_pa
     passphrase = new_root_passphrase(passphrase_file, insecure_no_passphrase)
     adopted = byo.check_import(cert_pem, key_pem, chain_pem, what, key_passphrase=passphrase)
     emit(*render.adopted_view(byo.adopt(store, adopted, passphrase), adopted), output)
+    if not adopted.chain_above and not crl.may_sign_crls(adopted.cert):  # (an intermediate cannot revoke at all)
+        say(f"warning: {adopted.cert.subject.rfc4514_string()} may not sign CRLs (keyUsage without cRLSign): `meshpki revoke` "
+            "cannot evict a cluster under it; `meshpki rotate-root begin` moves the mesh to a root that may")
 
 
 @cli.command("issue")
