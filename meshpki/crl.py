@@ -614,6 +614,14 @@ def renew(store: Store, passphrase: bytes | None, days: int | None = None,
     return RevokeResult((), new_state.number, new_state.next_update, tuple(notes))
 
 
+def refuse_renew_at_site(store: Store) -> None:
+    """A store with bundles but no root is a site (its clusters signed from a
+    CSR): `crl renew` there would only say to make a root, the wrong fix."""
+    if not store.has_root() and store.clusters():
+        raise InputError(f"store {store.path} holds no root: its clusters' CRLs come from the root holder; get "
+                         "`meshpki crl export CLUSTER --out FILE` from there, then run meshpki crl refresh CLUSTER FILE here")
+
+
 def after_root_added(store: Store, passphrase: bytes | None) -> list[str]:
     """rotate-root begin: the new root gets its own (empty) CRL at once, so
     bundles that trust it, and later chains under it, satisfy istiod."""
@@ -666,18 +674,23 @@ class CrlReport:
 
 
 def show(store: Store) -> CrlReport:
-    """What is revoked, and every CRL the store holds (roots' and bundles')."""
+    """What is revoked, and every CRL the store holds (roots' and bundles').
+    A site's store (clusters signed from a CSR) has no state of its own: its
+    bundles' CRLs, the root holder's included, are all it can show."""
     state = load_state(store)
     infos = []
     for name, root_pem in root_crls(store).items():
         for crl in parse_crls(root_pem, f"crl/{name}"):
             infos.append(describe(crl, "root " + name[len("root-"):-len(".crl.pem")]))
     for cluster in store.clusters():
-        data = store.load_bundle(cluster).files.get(CA_CRL)
+        files = store.load_bundle(cluster).files
+        data = files.get(CA_CRL)
         if data is None:
             continue
-        cert = parse_certs(store.load_bundle(cluster).files[CA_CERT], "ca-cert.pem")[0]
+        cert = parse_certs(files[CA_CERT], "ca-cert.pem")[0]
         for crl in parse_crls(data, f"{cluster}: ca-crl.pem"):
             if signed_by(crl, cert):
                 infos.append(describe(crl, cluster))
+            elif state is None:
+                infos.append(describe(crl, f"root, in {cluster}'s ca-crl.pem"))
     return CrlReport(state, tuple(infos))

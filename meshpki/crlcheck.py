@@ -29,8 +29,8 @@ from meshpki.findings import Finding, Severity, finding
 CRL_FILE = "ca-crl.pem"
 # How a CRL is renewed: by the store that holds the bundle, or for a cluster
 # signed from a CSR (its key at its site) in two steps (docs/revocation.md).
-RENEW = ("meshpki crl renew, then push (for a cluster signed from a CSR: meshpki crl export CLUSTER at the "
-         "root holder, then meshpki crl refresh at its site)")
+RENEW = ("where the root is: meshpki crl renew, then push; at a site whose cluster was signed from a CSR: "
+         "meshpki crl refresh CLUSTER FILE with the file of the root holder's meshpki crl export CLUSTER, then push")
 
 
 def _fmt(moment: dt.datetime) -> str:

@@ -469,14 +469,17 @@ def crl_revoked_text(result: RevokeResult, next_step: str) -> str:
 
 def crl_show_text(report: CrlReport) -> str:
     """`meshpki crl show`: the revoked intermediates, then every CRL's window."""
-    if report.state is None:
-        return "nothing revoked; bundles carry no ca-crl.pem"
-    revoked = table(["CLUSTER", "SERIAL", "REASON", "REVOKED", "EVICTED"],
-                    [[r.cluster, _openssl_serial(r.serial), r.reason, r.revoked_at, "yes" if r.evicted else "no"]
-                     for r in report.state.revoked]) if report.state.revoked else "no intermediate revoked"
     crls = table(["CRL OF", "NUMBER", "THIS UPDATE", "NEXT UPDATE", "ENTRIES"],
                  [[c.where, c.number, iso(c.this_update), iso(c.next_update) if c.next_update else "-", c.entries]
                   for c in report.crls])
+    if report.state is None:
+        if not report.crls:
+            return "nothing revoked; bundles carry no ca-crl.pem"
+        return ("this store revokes nothing itself; its bundles carry the root holder's CRLs (a site: refresh them "
+                f"with meshpki crl refresh CLUSTER FILE from the root holder's meshpki crl export)\n\n{crls}")
+    revoked = table(["CLUSTER", "SERIAL", "REASON", "REVOKED", "EVICTED"],
+                    [[r.cluster, _openssl_serial(r.serial), r.reason, r.revoked_at, "yes" if r.evicted else "no"]
+                     for r in report.state.revoked]) if report.state.revoked else "no intermediate revoked"
     return f"{revoked}\n\n{crls}"
 
 

@@ -508,6 +508,15 @@ def test_a_site_refreshes_its_crls_with_no_new_key(cli, root_store, tmp_path):
         verify = cli("verify", str(member), str(bundle))
         assert verify.exit_code == 0, verify.output
 
+    # the site's own view of its CRLs, and the wrong tool refused with the right one named
+    shown = cli("crl", "show", "-o", "json", env=at(site))
+    assert shown.exit_code == 0 and not json.loads(shown.stdout)["active"]
+    assert {(c["where"], c["number"]) for c in json.loads(shown.stdout)["crls"]} == {
+        ("cluster2", 2), ("root, in cluster2's ca-crl.pem", 2)}
+    assert "meshpki crl refresh" in cli("crl", "show", env=at(site)).stdout
+    renew = cli("crl", "renew", env=at(site))
+    assert renew.exit_code == 2 and "holds no root" in one_line_error(renew) and "crl export" in renew.output
+
     # the same file again changes nothing; an older one is refused and changes nothing
     before = snapshot(site)
     again = cli("crl", "refresh", "cluster2", str(exported), env=at(site))

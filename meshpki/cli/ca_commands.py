@@ -502,6 +502,7 @@ def crl_renew_cmd(settings: Settings, days: int | None, passphrase_file: Path | 
     from meshpki import crl, render
 
     store = settings.store
+    crl.refuse_renew_at_site(store)  # before the passphrase prompt
     result = crl.renew(store, root_passphrase(store, passphrase_file), days=days)
     for note in result.notes:
         say(note)
