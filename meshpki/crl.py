@@ -41,6 +41,7 @@ from meshpki.bundle import (
     parse_certs,
 )
 from meshpki.errors import BundleError, InputError, MeshPKIError
+from meshpki.findings import shortlist
 from meshpki.keys import PrivateKey
 from meshpki.pathbuild import signed_by as issued_by
 from meshpki.signing import SigningKey, sign_crl
@@ -556,7 +557,7 @@ def revoke(store: Store, cluster: str, passphrase: bytes | None, reason: str = D
         new_state = _next_state(state, (state.revoked if state else ()) + tuple(new), None, now)
         _commit(store, new_state, signers,
                 evict=[{"cluster": cluster, "serial": current, "kind": "signed" if site else "member"}])
-        notes += reconcile(store)
+        notes += reconcile(store) + site_notes(store)
     return RevokeResult(tuple(new), new_state.number, new_state.next_update, tuple(notes))
 
 
@@ -592,7 +593,7 @@ def revoke_replaced(store: Store, replaced: Sequence[tuple[str, x509.Certificate
                 done.add(entry.serial)
         new_state = _next_state(state, (state.revoked if state else ()) + tuple(new), None, now)
         _commit(store, new_state, signers)
-        notes = reconcile(store)
+        notes = reconcile(store) + site_notes(store)
     return RevokeResult(tuple(new), new_state.number, new_state.next_update, tuple(notes))
 
 
@@ -610,8 +611,18 @@ def renew(store: Store, passphrase: bytes | None, days: int | None = None,
         signers = root_signers(store, passphrase)
         new_state = _next_state(state, state.revoked, days, now)
         _commit(store, new_state, signers)
-        notes = reconcile(store)
+        notes = reconcile(store) + site_notes(store)
     return RevokeResult((), new_state.number, new_state.next_update, tuple(notes))
+
+
+def site_notes(store: Store) -> list[str]:
+    """After the CRLs changed: the sites this store signed from a CSR are not
+    reached by reconcile (their keys are elsewhere) and need an export each."""
+    sites = store.signed_clusters()
+    if not sites or load_state(store) is None:
+        return []
+    return [f"sites signed from a CSR need these CRLs too: for each of {shortlist(sites)}, send the file of "
+            "meshpki crl export SITE --out FILE to that site, which runs meshpki crl refresh SITE FILE"]
 
 
 def refuse_renew_at_site(store: Store) -> None:

@@ -218,7 +218,7 @@ def rotate_cmd(settings: Settings, clusters: tuple[str, ...], key_type: str | No
       meshpki rotate cluster1 cluster2 --days 365 && meshpki push --all
       meshpki rotate cluster1 --revoke-previous && meshpki push --all
     """
-    from meshpki import rotate
+    from meshpki import crl, rotate
     from meshpki.locate import push_commands
     from meshpki.store import validate_cluster_name
 
@@ -232,6 +232,8 @@ def rotate_cmd(settings: Settings, clusters: tuple[str, ...], key_type: str | No
                             progress=progress_printer("generating keys"), revoke_previous=revoke_previous)
     if revoke_previous:
         say(f"revoked the replaced intermediate(s) of {', '.join(clusters)}; every bundle carries the new ca-crl.pem")
+        for note in crl.site_notes(store):
+            say(note)
     # a revocation changes every bundle's ca-crl.pem: every cluster needs the push
     push = settings.push_everything() if revoke_previous else push_commands(settings.fleet, clusters)
     print_issued(results, output, verb="rotated", next_step=f"next: {push}")
