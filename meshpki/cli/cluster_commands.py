@@ -122,8 +122,8 @@ def _push_one(store, target, allow_root_change: bool, output: str, form: str, tr
 @click.option("--warn-days", type=click.IntRange(min=0, max=MAX_DAYS), default=DEFAULT_WARN_DAYS, show_default=True,
               help="Warn when a certificate on the path expires within this many days.")
 @click.option("--context", "contexts", multiple=True, metavar="CTX",
-              help="Also verify the live cacerts secret of this kubeconfig context, and compare it with the "
-                   "store (repeatable).")
+              help="Verify the live cacerts secret of this kubeconfig context and compare it with the store "
+                   "(repeatable); without TARGET only the live secrets, with --all the store's clusters too.")
 @connection_options
 @secret_options
 @trust_domain_option
@@ -182,7 +182,7 @@ def verify_cmd(settings: Settings, targets: tuple[str, ...], all_clusters: bool,
 @click.option("--crit-days", type=click.IntRange(min=0, max=MAX_DAYS), default=DEFAULT_CRIT_DAYS, show_default=True,
               help="CRITICAL when a certificate has fewer than this many days left (or has expired).")
 @click.option("--at", type=MOMENT, metavar="DATE", default=None,
-              help="Grade as of this date instead of now, e.g. 2026-06-01 or 2026-06-01T12:00:00Z.")
+              help="Grade as of this date instead of now, e.g. 2027-06-01 or 2027-06-01T12:00:00Z.")
 @click.option("--parallel", type=click.IntRange(min=1, max=256), default=64, show_default=True,
               help="Clusters read at the same time.")
 @click.option("--textfile", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="PATH",
@@ -221,7 +221,7 @@ def audit_cmd(settings: Settings, contexts: tuple[str, ...], all_contexts: bool,
     Examples:
       meshpki audit                                  # the store, and the fleet file's clusters
       meshpki audit --context kind-cluster1 --context kind-cluster2 -o json
-      meshpki audit --all-contexts --at 2026-06-01   # what will have expired by June
+      meshpki audit --all-contexts --at 2027-06-01   # what will have expired by June 2027
       meshpki audit -o prometheus --textfile /var/lib/node_exporter/textfile/meshpki.prom
       meshpki audit --public-only --pushgateway http://pushgateway.monitoring:9091   # in-cluster CronJob
     """

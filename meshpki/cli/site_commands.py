@@ -43,7 +43,8 @@ def csr_cmd(settings: Settings, cluster: str, key_type: str, org: str, san_dns: 
     CSR does. The root holder runs `meshpki sign`, sends back the folder it
     writes, and you finish with `meshpki complete`. Rotating such a cluster is
     the same three steps again (`csr --force` if a request is still pending).
-    The key type defaults to the fleet file's, else rsa-4096 like `issue`.
+    The key type defaults to the fleet file's, else rsa-4096 (a site store has
+    no root whose key type `issue` would follow).
 
     \b
     Examples (site, then root holder, then site):
