@@ -61,9 +61,11 @@ class VerifyReport:
         """0 clean (warnings allowed), 1 any error, or any warning under --strict."""
         return ExitCode.FAILED if self.errors or (strict and self.warnings) else ExitCode.OK
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, strict: bool = False) -> dict[str, Any]:
+        """`ok` agrees with the exit code, so under --strict warnings make it false."""
         return {
-            "ok": self.ok,
+            "ok": self.exit_code(strict) == ExitCode.OK,
+            "strict": strict,
             "errors": self.errors,
             "warnings": self.warnings,
             "results": [r.to_dict() for r in self.results],

@@ -42,7 +42,7 @@ def test_json_shape(cli, tmp_path):
     result = cli("verify", "cluster1", str(folder), "-o", "json")
     assert result.exit_code == 0, result.output
     data = as_json(result)
-    assert set(data) == {"ok", "errors", "warnings", "results", "pairs"}
+    assert set(data) == {"ok", "strict", "errors", "warnings", "results", "pairs"}
     assert data["ok"] is True and data["errors"] == 0 and isinstance(data["warnings"], int)
     assert [r["target"] for r in data["results"]] == ["cluster1", str(folder)]
     for entry in data["results"]:
@@ -119,7 +119,12 @@ def test_strict_and_warn_days(cli, tmp_path):
     assert relaxed.output.strip().splitlines()[-1].startswith("OK: ")
     quiet = cli("verify", str(folder), "--strict", "--warn-days", "5", "-o", "json")
     assert quiet.exit_code == 0, quiet.output
-    assert as_json(quiet)["warnings"] == 0
+    assert as_json(quiet)["warnings"] == 0 and as_json(quiet)["ok"] is True
+    # the JSON verdict agrees with the exit code: a warning under --strict is a failure
+    loud = cli("verify", str(folder), "--strict", "-o", "json")
+    assert loud.exit_code == 1
+    assert (as_json(loud)["ok"], as_json(loud)["strict"], as_json(loud)["errors"]) == (False, True, 0)
+    assert as_json(cli("verify", str(folder), "-o", "json"))["ok"] is True
 
 
 def test_usage_errors_exit_2_naming_the_target(cli, tmp_path):

@@ -160,7 +160,7 @@ def verify_cmd(settings: Settings, targets: tuple[str, ...], all_clusters: bool,
     live = [resolver.context(ctx) for ctx in contexts]
     report = verify.run(settings.store, targets, all_clusters=all_clusters, warn_days=warn_days, live=live,
                         trust_domain=resolve_trust_domain(settings, trust_domain))
-    emit(report.to_dict(), verify_text(report, strict=strict), output)
+    emit(report.to_dict(strict), verify_text(report, strict=strict), output)
     code = report.exit_code(strict)
     if code:
         click.get_current_context().exit(code)
