@@ -287,16 +287,21 @@ def demo_text(report: DemoReport) -> str:
     manifest = dict(report.manifest)
     data: dict[str, str] = manifest["data"]  # type: ignore[assignment]
     manifest["data"] = {k: v[:24] + "..." for k, v in data.items()}
+    # the hints must run as printed: against the kept store, or a new one once this is gone
+    store = f" --store {report.kept}" if report.kept is not None else ""
     lines += ["", verify_text(report.verify),
               "", f"# the cacerts secret for {report.pushed} (data shortened; "
-                  f"`meshpki push {report.pushed} --dry-run -o yaml` prints it whole):",
-              to_yaml(manifest).rstrip(),
-              "", f"next, with a real cluster: meshpki push {report.pushed} --context <your kubeconfig context>"]
+                  + (f"`meshpki push {report.pushed}{store} --dry-run -o yaml` prints it whole):" if store else
+                     "with --keep DIR, `push --dry-run -o yaml` prints it whole):"),
+              to_yaml(manifest).rstrip()]
     if report.kept is not None:
-        lines += ["", f"kept the demo store in {report.kept}: its root key is NOT encrypted; use it to try "
+        lines += ["", f"next, with a real cluster: meshpki push {report.pushed}{store} --context <your kubeconfig context>",
+                  "", f"kept the demo store in {report.kept}: its root key is NOT encrypted; use it to try "
                       "meshpki, never for a real mesh (make one with `meshpki init-root`)"]
     else:
-        lines += ["", "deleted the demo store (keep one with `meshpki demo --keep DIR`)"]
+        lines += ["", "deleted the demo store (keep one with `meshpki demo --keep DIR`)",
+                  "next, for a real mesh: meshpki init-root, meshpki issue cluster1 cluster2, then "
+                  f"meshpki push {report.pushed} --context <your kubeconfig context>"]
     return "\n".join(lines)
 
 

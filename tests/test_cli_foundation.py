@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -273,6 +274,11 @@ def test_demo_keep_says_plainly_that_its_root_key_is_unencrypted(cli, tmp_path):
     assert "root key is NOT encrypted" in result.stdout and "UNENCRYPTED" in result.stderr
     assert "thrown away" not in result.output
     assert not is_encrypted_pem((kept / "root" / "root-key.pem").read_bytes())
+    # its hint runs as printed, against the kept store (not the default one)
+    [hint] = re.findall(r"`meshpki (push [^`]+)`", result.stdout)
+    assert f"--store {kept}" in hint
+    shown = cli(*hint.split(), env={"MESHPKI_STORE": str(tmp_path / "elsewhere")})
+    assert shown.exit_code == 0 and "kind: Secret" in shown.stdout, shown.output
 
 
 @pytest.mark.parametrize("args", [("rotate-root", "finish"), ("history", "prune", "--keep", "1"),
