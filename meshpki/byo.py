@@ -298,6 +298,7 @@ def sign_csr(store: Store, csr_pem: bytes, what: str, issuer: ca.Issuer, out: Pa
         raise StoreError(f"cluster {name!r} already has a full bundle in this store; a CSR is for a cluster whose "
                          "key lives at its site (pick another name, or use `meshpki rotate`)")
     _refuse_unwritable_out(out)
+    rejoining = crl.rejoin_warnings(store, name)
     issued = profiles.make_intermediate(
         issuer.cert, issuer.key, public_key, name, days,
         org=ca.organization_of(issuer.cert), san_dns=san_dns)
@@ -306,7 +307,7 @@ def sign_csr(store: Store, csr_pem: bytes, what: str, issuer: ca.Issuer, out: Pa
     with store.locked():
         store.write_signed(name, files)
         _write_out(out, {**files, CA_CRL: roots_part} if roots_part else files)
-    return SignResult(name, out, issued.cert, issued.warnings)
+    return SignResult(name, out, issued.cert, rejoining + issued.warnings)
 
 
 def _refuse_unwritable_out(out: Path) -> None:

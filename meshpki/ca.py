@@ -231,6 +231,7 @@ def issue(store: Store, clusters: Sequence[str], options: IssueOptions, issuer: 
             raise ValueError("issue: pass the signer's certificate with a lazy issuer")
         key_type = options.key_type or key_type_of(signer)  # type: ignore[arg-type]
         results: dict[int, IssueResult] = {}
+        rejoining = {name: crl.rejoin_warnings(store, name) for name in names}
         with keys.KeyMaker([key_type] * len(names), progress=progress) as maker:
             unlocked = issuer if isinstance(issuer, Issuer) else issuer()
             for index, key in maker:
@@ -238,7 +239,8 @@ def issue(store: Store, clusters: Sequence[str], options: IssueOptions, issuer: 
                 files, issued = build_bundle(unlocked, name, key, options)
                 files = crl.files_with_crl(store, files, key)  # ca-crl.pem once the mesh has revoked something
                 archived = store.write_bundle(name, files, replace=replace)
-                results[index] = IssueResult(name, store.cluster_dir(name), issued.cert, archived, issued.warnings)
+                results[index] = IssueResult(name, store.cluster_dir(name), issued.cert, archived,
+                                             rejoining[name] + issued.warnings)
     return [results[i] for i in range(len(names))]
 
 

@@ -155,12 +155,22 @@ def root_crls(store: Store) -> dict[str, bytes]:
 
 
 def evicted_clusters(store: Store) -> dict[str, Revoked]:
-    """Clusters `revoke` took out of the mesh (and not issued again since)."""
+    """Clusters `revoke` took out of the mesh (and not issued or signed again since)."""
     state = load_state(store)
     if state is None:
         return {}
-    members = set(store.clusters())
+    members = set(store.clusters()) | set(store.signed_clusters())
     return {r.cluster: r for r in state.revoked if r.evicted and r.cluster not in members}
+
+
+def rejoin_warnings(store: Store, cluster: str) -> tuple[str, ...]:
+    """A new intermediate for a name `revoke` evicted brings it back into the
+    mesh: legitimate (a rebuilt cluster), but never silently."""
+    entry = evicted_clusters(store).get(cluster)
+    if entry is None:
+        return ()
+    return (f"{cluster} was revoked on {entry.revoked_at} ({entry.reason}); this new intermediate brings it back "
+            "into the mesh: make sure that cluster is trusted again",)
 
 
 def skip_evicted(store: Store, targets: Sequence[T]) -> tuple[list[T], list[str]]:

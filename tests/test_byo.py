@@ -597,3 +597,22 @@ def test_crl_export_says_what_it_cannot_export(cli, root_store, tmp_path):
     assert result.exit_code == 2 and "(signed: cluster3)" in one_line_error(result)
     result = cli("crl", "export", "cluster3", env=at(root_store))
     assert result.exit_code == 0 and result.stdout.startswith("-----BEGIN X509 CRL-----")
+
+
+def test_a_revoked_name_signed_again_is_said_and_audited_as_a_member(cli, root_store, tmp_path):
+    assert cli("issue", "cluster3", env=at(root_store)).exit_code == 0
+    assert cli("revoke", "cluster3", "--reason", "key-compromise", env=at(root_store)).exit_code == 0
+    req = tmp_path / "c3.csr"
+    make_request(cli, tmp_path / "site", req, "cluster3")
+    signed = cli("sign", str(req), "--out", str(tmp_path / "signed"), env=at(root_store))
+    assert signed.exit_code == 0, signed.output
+    assert "warning: cluster3 was revoked on" in signed.stderr and "(key-compromise)" in signed.stderr
+    fleet = tmp_path / "mesh.yaml"
+    fleet.write_text("clusters:\n  - name: cluster3\n    context: nowhere\n")
+    audit = cli("audit", "--config", str(fleet), "-o", "json", env=at(root_store))
+    assert "skipped, revoked" not in audit.output  # back in the mesh: audited, not skipped
+    assert any(r["cluster"] == "cluster3" and r["source"] == "signed" for r in json.loads(audit.stdout)["rows"])
+    # the root holder's own issue says the same when it brings an evicted name back
+    assert cli("revoke", "cluster1", env=at(root_store)).exit_code == 0
+    again = cli("issue", "cluster1", env=at(root_store))
+    assert again.exit_code == 0 and "warning: cluster1 was revoked on" in again.stderr
