@@ -34,13 +34,25 @@ def rows(store: Store, cluster: str | None = None) -> list[HistoryRow]:
         known = ", ".join(sorted(set(store.clusters()) | set(store.history_names()))) or "none yet"
         raise InputError(f"no cluster {cluster!r} in store {store.path} (clusters: {known})")
     entries = store.history(cluster)
+    revoked = _revoked(store)
     result = []
     for i, entry in enumerate(entries):
         cert = _cert(entry.cert_file)
         later = entries[i + 1] if i + 1 < len(entries) and entries[i + 1].name == entry.name else None
-        result.append(HistoryRow(entry.kind, entry.name, entry.stamp, cert, _note(store, entry, cert, later),
-                                 entry.path))
+        note = _note(store, entry, cert, later)
+        when = revoked.get(format(cert.serial_number, "x")) if cert is not None and entry.kind == "cluster" else None
+        if when is not None:  # on a CRL: evicted by revoke, or replaced and revoked (rotate --revoke-previous)
+            note = ("revoked" if later is None and not store.has_cluster(entry.name) else f"{note}; revoked") + when
+        result.append(HistoryRow(entry.kind, entry.name, entry.stamp, cert, note, entry.path))
     return result
+
+
+def _revoked(store: Store) -> dict[str, str]:
+    """Serial (lowercase hex) -> ' on DATE (reason)' for every intermediate on a CRL."""
+    from meshpki import crl
+
+    state = crl.load_state(store)
+    return {r.serial: f" on {r.revoked_at} ({r.reason})" for r in state.revoked} if state else {}
 
 
 def _note(store: Store, entry: HistoryEntry, cert: x509.Certificate | None, later: HistoryEntry | None) -> str:

@@ -55,6 +55,17 @@ def test_history_after_a_root_rotation_explains_the_twin_serial_and_lists_the_re
     assert "same intermediate, trust changed" in text.stdout and "rotation" in text.stdout
 
 
+def test_history_says_which_intermediates_were_revoked(cli, store):
+    make_store(store, ("cluster1", "cluster2"))
+    assert cli("rotate", "cluster1", "--revoke-previous").exit_code == 0
+    assert cli("revoke", "cluster2", "--reason", "key-compromise").exit_code == 0
+    rows = json.loads(cli("history", "-o", "json").stdout)["history"]
+    notes = {r["name"]: r["note"] for r in rows if r["kind"] == "cluster"}
+    assert notes["cluster1"].startswith("replaced by intermediate ") and notes["cluster1"].endswith("(superseded)")
+    assert "; revoked on " in notes["cluster1"]
+    assert notes["cluster2"].startswith("revoked on ") and notes["cluster2"].endswith("(key-compromise)")
+
+
 def test_root_b_has_a_subject_of_its_own(store):
     make_store(store)
     old = store.root_cert()
