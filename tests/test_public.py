@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from meshpki import ca, public
 from meshpki.keys import KeyType
 from meshpki.store import Store
+from tests.conftest import one_line_error
 from tests.kubeapi import Context, KubeAPIServer
 
 NS = "istio-system"
@@ -141,6 +142,16 @@ def test_pushgateway_gets_the_exposition(cli, kube_api, public_only_kubeconfig):
     down = cli("audit", "--public-only", "--kubeconfig", str(public_only_kubeconfig), "--context", "cluster1",
                "--pushgateway", KubeAPIServer.refused_url().replace("https", "http"))
     assert down.exit_code == 3 and "cannot push metrics to --pushgateway" in down.output
+
+
+@pytest.mark.parametrize("url", ["", "::::", "file:///etc/hostname#", "pushgateway:9091", "http://"])
+def test_a_pushgateway_that_is_no_http_url_is_a_usage_error_before_any_read(cli, kube_api, public_only_kubeconfig, url):
+    calls = len(kube_api.cluster("cluster1").calls)
+    result = cli("audit", "--public-only", "--kubeconfig", str(public_only_kubeconfig), "--context", "cluster1",
+                 "--pushgateway", url)
+    assert result.exit_code == 2
+    assert "is not an http:// or https:// URL" in one_line_error(result)
+    assert len(kube_api.cluster("cluster1").calls) == calls  # refused before the audit read anything
 
 
 def test_cronjob_sample_reads_only_the_public_configmap_and_uses_no_host_path():

@@ -16,7 +16,7 @@ from cryptography import x509
 
 from meshpki.audit.model import SOURCE_LIVE, SOURCE_STORE, Observation, RemoteSecrets, RemoteToken, StoreView
 from meshpki.bundle import Bundle, fingerprint
-from meshpki.errors import KubeError, MeshPKIError
+from meshpki.errors import InputError, KubeError, MeshPKIError
 from meshpki.fanout import fan_out
 from meshpki.kube import SecretRef
 from meshpki.publish import replace_file
@@ -180,6 +180,23 @@ def write_textfile(path: Path, text: str) -> None:
         raise MeshPKIError(f"cannot write --textfile {path}: {exc.strerror or exc}") from None
 
 
+def pushgateway_url(text: str) -> str:
+    """--pushgateway as a usage check: an http(s) URL with a host. urllib would
+    also 'push' to file:// (reading the file instead) or fail on a bare word
+    only after the whole audit ran."""
+    import urllib.parse
+
+    try:
+        parts = urllib.parse.urlsplit(text)
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # e.g. a bracketed host that is no IPv6 address
+        usable = False
+    if not usable:
+        raise InputError(f"{text!r} is not an http:// or https:// URL; pass the Pushgateway's "
+                         "address, e.g. http://pushgateway.monitoring:9091")
+    return text
+
+
 def push_metrics(url: str, text: str, timeout: float = 10.0) -> None:
     """PUT the exposition to a Prometheus Pushgateway as job meshpki_audit,
     replacing the previous run's metrics (a CronJob's pod is gone before any
@@ -188,9 +205,9 @@ def push_metrics(url: str, text: str, timeout: float = 10.0) -> None:
     import urllib.request
 
     target = url.rstrip("/") + "/metrics/job/meshpki_audit"
-    request = urllib.request.Request(target, data=text.encode(), method="PUT",
-                                     headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
     try:
+        request = urllib.request.Request(target, data=text.encode(), method="PUT",
+                                         headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
         with urllib.request.urlopen(request, timeout=timeout) as answer:
             answer.read(1 << 16)
     except (urllib.error.URLError, OSError, ValueError) as exc:

@@ -14,6 +14,7 @@ from meshpki.cli.console import emit, for_each, progress_printer, say
 from meshpki.cli.group import cli
 from meshpki.cli.options import (
     MOMENT,
+    PUSHGATEWAY_URL,
     TOKEN_TTL,
     Settings,
     connection_options,
@@ -188,7 +189,7 @@ def verify_cmd(settings: Settings, targets: tuple[str, ...], all_clusters: bool,
 @click.option("--textfile", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="PATH",
               help="Also write the Prometheus exposition here, atomically (node_exporter's textfile collector "
                    "reads *.prom).")
-@click.option("--pushgateway", envvar="MESHPKI_PUSHGATEWAY", default=None, metavar="URL",
+@click.option("--pushgateway", envvar="MESHPKI_PUSHGATEWAY", default=None, metavar="URL", type=PUSHGATEWAY_URL,
               help="Also push the exposition to this Prometheus Pushgateway (job meshpki_audit): metrics from a "
                    "CronJob without a hostPath [env MESHPKI_PUSHGATEWAY].")
 @click.option("--public-only", is_flag=True,

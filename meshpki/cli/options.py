@@ -105,7 +105,7 @@ class Parsed(click.ParamType):
         self.name, self.parse, self.kind = name, parse, kind
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, self.kind):
+        if isinstance(value, self.kind) and self.kind is not str:  # a str is what gets parsed
             return value
         try:
             return self.parse(str(value))
@@ -120,6 +120,15 @@ TOKEN_TTL = Parsed("duration", functools.partial(dates.parse_duration, at_least=
 
 
 MOMENT = Parsed("date", dates.parse_moment, dt.datetime)  # ISO date or date-time, UTC unless it says otherwise
+
+
+def _pushgateway_url(text: str) -> str:
+    from meshpki.audit.read import pushgateway_url  # the audit's own rule, imported only when used
+
+    return pushgateway_url(text)
+
+
+PUSHGATEWAY_URL = Parsed("url", _pushgateway_url, str)
 
 
 class Settings:
