@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -283,12 +283,15 @@ def cluster_from_csr(csr: x509.CertificateSigningRequest, what: str) -> str:
 
 def sign_csr(store: Store, csr_pem: bytes, what: str, issuer: ca.Issuer, out: Path,
              cluster: str | None = None, days: int = ca.DEFAULT_INTERMEDIATE_DAYS,
-             san_dns: Sequence[str] = (profiles.DEFAULT_ISTIOD_SAN,)) -> SignResult:
+             san_dns: Sequence[str] = (profiles.DEFAULT_ISTIOD_SAN,),
+             before_write: Callable[[], object] | None = None) -> SignResult:
     """Issue a cluster CA for a request with meshpki's own profile.
 
     Writes ca-cert.pem, cert-chain.pem and root-cert.pem into `out` and the
     same into the store's inventory of signed clusters (never a key, never
-    among the members the store pushes).
+    among the members the store pushes). `before_write` runs under the lock
+    once every check has passed, before the first byte is written (rotate.py
+    starts a root rotation's grace clock there).
     """
     csr, public_key = read_csr(csr_pem, what)
     name = validate_cluster_name(cluster) if cluster else cluster_from_csr(csr, what)
@@ -305,6 +308,8 @@ def sign_csr(store: Store, csr_pem: bytes, what: str, issuer: ca.Issuer, out: Pa
     files = ca.certificate_files(issuer, issued.cert)
     roots_part = crl.roots_part_for(store, files)  # once the mesh revokes, the site must ship its roots' CRLs
     with store.locked():
+        if before_write is not None:
+            before_write()
         store.write_signed(name, files)
         _write_out(out, {**files, CA_CRL: roots_part} if roots_part else files)
     return SignResult(name, out, issued.cert, rejoining + issued.warnings)

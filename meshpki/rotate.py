@@ -19,10 +19,11 @@ import datetime as dt
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography import x509
 
-from meshpki import ca, crl, keys, profiles
+from meshpki import byo, ca, crl, keys, profiles
 from meshpki.bundle import ROOT_CERT, Bundle, cert_to_pem, fingerprint, join_pem, parse_certs
 from meshpki.credentials import RootSecret
 from meshpki.errors import InputError, MeshPKIError, PassphraseError
@@ -60,6 +61,18 @@ def issue_now(store: Store, clusters: Sequence[str], options: ca.IssueOptions, p
     with store.locked():
         signer = new_root_cert(store)[0] if store.has_rotation() else store.root_cert()
         return ca.issue(store, clusters, options, unlock, replace=replace, progress=progress, signer=signer)
+
+
+def sign_now(store: Store, csr_pem: bytes, what: str, passphrase: bytes | None, out: Path,
+             cluster: str | None = None, days: int = ca.DEFAULT_INTERMEDIATE_DAYS,
+             san_dns: Sequence[str] = (profiles.DEFAULT_ISTIOD_SAN,)) -> byo.SignResult:
+    """`sign` lands here, as `issue` does: during a root rotation a site's CA is
+    signed by the new root, its root-cert.pem is old+new, and the signing
+    restarts the grace clock like a reissue (its site pushes it after)."""
+    issuer = current_issuer(store, passphrase)
+    note = (lambda: _note_reissue(store)) if store.has_rotation() else None
+    return byo.sign_csr(store, csr_pem, what, issuer, out, cluster=cluster, days=days, san_dns=san_dns,
+                        before_write=note)
 
 
 def rotate(store: Store, clusters: Sequence[str], options: ca.IssueOptions, passphrase: bytes | None,

@@ -89,6 +89,8 @@ def sign_cmd(settings: Settings, csr_file: Path, cluster: str | None, days: int,
     checked; the cluster CA is issued with meshpki's own profile (nothing but
     the key and the name comes from the request). The store keeps an inventory
     of what it signed (certificates only); no key and no bundle is made here.
+    During a root rotation the new root signs and root-cert.pem is old + new,
+    as for `issue`; that is how a site follows `meshpki rotate-root`.
 
     \b
     Example:
@@ -102,9 +104,8 @@ def sign_cmd(settings: Settings, csr_file: Path, cluster: str | None, days: int,
         raise BadInput(f"cannot read {csr_file}: {exc.strerror or exc}") from None
     store = settings.store
     byo.read_csr(pem, str(csr_file))  # a bad request is refused before the passphrase is asked
-    issuer = rotate.current_issuer(store, signing_secret(store, passphrase_file))
-    result = byo.sign_csr(store, pem, str(csr_file), issuer, out, cluster=cluster, days=days,
-                          san_dns=san_dns or (profiles.DEFAULT_ISTIOD_SAN,))
+    result = rotate.sign_now(store, pem, str(csr_file), signing_secret(store, passphrase_file), out,
+                             cluster=cluster, days=days, san_dns=san_dns or (profiles.DEFAULT_ISTIOD_SAN,))
     for warning in result.warnings:
         say(f"warning: {warning}")
     emit(*render.signed_view(result), output)
