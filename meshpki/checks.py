@@ -702,7 +702,8 @@ def check_pair(a: BundleReport, b: BundleReport) -> PairReport:
                     "peer-untrusted", f"{truster.target}'s root-cert.pem does not hold the root that signed "
                     f"{signer.target}'s chain ({_root_names(signer.material, path_only=True)}): {truster.target}'s "
                     f"proxies reject {signer.target}'s workloads with UNKNOWN_CA", None,
-                    f"add that root to {truster.target}'s root-cert.pem (meshpki rotate-root keeps them in step)"))
+                    f"add that root to {truster.target}'s root-cert.pem (meshpki rotate-root does this for the root "
+                    "holder's own clusters; a site signed from a CSR needs a new csr, sign, complete)"))
     for signer, truster in ((a, b), (b, a)):
         findings.extend(_revoked_by_peer(signer, truster))
     assert ma.endpoint is not None and mb.endpoint is not None  # can_sign above
