@@ -181,14 +181,14 @@ def store_issuer(store: Store, passphrase: bytes | None) -> Issuer:
         raise PassphraseError(f"root key in {store.root_dir} does not match its root-cert.pem; the store is damaged")
     # An adopted intermediate "mesh CA" (byo.py) signs; its chain leads to someone else's root.
     above = store.signer_chain_pem()
-    if not above:
-        return Issuer(cert, pem, key, pem)
-    return Issuer(cert, join_pem(pem, above), key, _last_pem(above))
+    return Issuer(cert, join_pem(pem, above) if above else pem, key, trust_pem(store))
 
 
-def _last_pem(pem: bytes) -> bytes:
-    """The last certificate of a PEM file, as PEM (the root of an imported chain)."""
-    return cert_to_pem(parse_certs(pem, "root/chain.pem")[-1])
+def trust_pem(store: Store) -> bytes:
+    """root-cert.pem of what the store's signer issues: the store's root, or the
+    last certificate of an adopted intermediate's chain (someone else's root)."""
+    above = store.signer_chain_pem()
+    return cert_to_pem(parse_certs(above, "root/chain.pem")[-1]) if above else store.root_cert_pem()
 
 
 def build_bundle(issuer: Issuer, cluster: str, key: PrivateKey, options: IssueOptions,

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from meshpki.push import DryRun, Plan, PushResult
     from meshpki.remote import RemoteResult, RemoteTarget
     from meshpki.rootkey import Changed, Exported
-    from meshpki.rotate import RotationStatus, StepResult
+    from meshpki.rotate import ClusterRotation, RotationStatus, StepResult
     from meshpki.store import HistoryEntry
     from meshpki.verify import VerifyReport
 
@@ -158,8 +158,10 @@ def adopted_view(result: RootResult, adopted: Adopted) -> View:
     return data, text + "\n  next: meshpki issue CLUSTER..."
 
 
-def issued_view(results: Sequence[IssueResult], verb: str, next_step: str | None = None) -> View:
-    """One line per new bundle (and where the old one went), then what to run next."""
+def issued_view(results: Sequence[IssueResult], verb: str, next_step: str | None = None,
+                sites: Sequence[ClusterRotation] = ()) -> View:
+    """One line per new bundle (and where the old one went), the sites signed
+    from a CSR (rotate-root reissue), then what to run next."""
     clusters = [{"cluster": r.cluster, "path": str(r.path), "archived": str(r.archived) if r.archived else None,
                  "certificate": cert_facts(r.cert)} for r in results]
     lines = []
@@ -170,16 +172,28 @@ def issued_view(results: Sequence[IssueResult], verb: str, next_step: str | None
                      f"in {r.path}")
         if r.archived:
             lines.append(f"  previous bundle archived in {r.archived}")
+    lines += site_lines(sites)
     lines.append(next_step or "next: meshpki verify " + " ".join(r.cluster for r in results))
-    return {"clusters": clusters}, "\n".join(lines)
+    data: dict[str, Any] = {"clusters": clusters}
+    if sites:
+        data["sites"] = [s.site_dict() for s in sites]
+    return data, "\n".join(lines)
+
+
+def site_lines(sites: Sequence[ClusterRotation]) -> list[str]:
+    """A rotate-root step's word on each site signed from a CSR, which only its site can change."""
+    return [f"{s.cluster}: signed from a CSR (key at its site), issued by {s.issuer}, trusts {'+'.join(s.trusts)}; "
+            + (s.next or "nothing to do") for s in sites]
 
 
 def step_view(result: StepResult, changed_text: str, next_step: str) -> View:
     """A rotate-root step: which clusters it changed, which were already done."""
     lines = [f"{c}: {changed_text}" for c in result.changed]
     lines += [f"{c}: unchanged (already done)" for c in result.unchanged]
+    lines += site_lines(result.sites)
     lines.append(f"next: {next_step}")
-    data = {"changed": list(result.changed), "unchanged": list(result.unchanged), "notes": list(result.notes)}
+    data = {"changed": list(result.changed), "unchanged": list(result.unchanged), "notes": list(result.notes),
+            "sites": [s.site_dict() for s in result.sites]}
     return data, "\n".join(lines)
 
 
@@ -192,6 +206,10 @@ def rotation_status_text(report: RotationStatus) -> str:
         lines.append(f"grace period ends: {report.grace_ends}")
     lines.append(table(["CLUSTER", "ISSUED BY", "TRUSTS"],
                        [[c.cluster, c.issuer, "+".join(c.trusts)] for c in report.clusters]))
+    if report.sites:
+        lines.append(table(["SITE (signed from a CSR)", "ISSUED BY", "TRUSTS"],
+                           [[s.cluster, s.issuer, "+".join(s.trusts)] for s in report.sites]))
+        lines += [f"{s.cluster}: {s.next}" for s in report.sites if s.next]
     return "\n".join(lines)
 
 

@@ -175,12 +175,7 @@ def issued_by(bundle: Bundle, root: x509.Certificate) -> bool:
 
 
 def trusts(bundle: Bundle, root: x509.Certificate) -> bool:
-    if bundle.root_cert is None:
-        return False
-    try:
-        return fingerprint(root) in {fingerprint(c) for c in parse_certs(bundle.root_cert, "root-cert.pem")}
-    except MeshPKIError:
-        return False
+    return fingerprint(root) in _trusted(bundle)
 
 
 # -- begin / reissue / finish -------------------------------------------------
@@ -192,6 +187,7 @@ class StepResult:
     changed: tuple[str, ...]
     unchanged: tuple[str, ...]
     notes: tuple[str, ...] = ()
+    sites: tuple[ClusterRotation, ...] = ()  # clusters signed from a CSR: their sites act themselves
 
 
 def begin(store: Store, key_type: KeyType | None, days: int, passphrase: bytes | None,
@@ -240,7 +236,7 @@ def begin(store: Store, key_type: KeyType | None, days: int, passphrase: bytes |
             store.write_bundle(cluster, files, replace=True)
             changed.append(cluster)
         crl.after_root_added(store, passphrase)  # B's CRL, when the mesh has revoked something
-    return StepResult(tuple(changed), tuple(unchanged), tuple(notes))
+    return StepResult(tuple(changed), tuple(unchanged), tuple(notes), site_rows(store))
 
 
 def _root_cn(old_root: x509.Certificate) -> str:
@@ -260,6 +256,13 @@ def pending_reissue(store: Store) -> list[str]:
     """Clusters whose intermediate is not yet signed by the new root."""
     new_cert, _ = new_root_cert(store)
     return [c for c in store.clusters() if not issued_by(store.load_bundle(c), new_cert)]
+
+
+def pending_sites(store: Store) -> list[str]:
+    """Clusters signed from a CSR (byo.py) whose inventory certificate is not
+    yet signed by the new root: only their sites can change their bundles."""
+    new_cert, _ = new_root_cert(store)
+    return [c for c in store.signed_clusters() if not issued_by(store.load_signed(c), new_cert)]
 
 
 def reissue(store: Store, clusters: Sequence[str], options: ca.IssueOptions, passphrase: bytes | None,
@@ -325,6 +328,13 @@ def _finish_locked(store: Store, grace: dt.timedelta, force: bool, now: dt.datet
             f"{', '.join(pending)} still issue under the old root; run `meshpki rotate-root reissue` "
             "and push first (finishing now would break their workloads' certificates)"
         )
+    sites = pending_sites(store)
+    if sites:
+        raise RotationError(
+            f"{', '.join(sites)} (signed from a CSR) still issue under the old root; re-sign each "
+            "(`meshpki rotate-root status` lists the steps) or `meshpki revoke` one that is gone "
+            "(finishing now would break their workloads' certificates)"
+        )
     now = now or profiles.utcnow()
     starts = state.grace_starts()
     if not force and starts is not None and now < starts + grace:
@@ -349,7 +359,8 @@ def _finish_locked(store: Store, grace: dt.timedelta, force: bool, now: dt.datet
         store.retire_root(new_pem, record, key_name)
     archived = store.end_rotation()
     crl.reconcile(store)  # ca-crl.pem drops the old root's CRL with the old root
-    return StepResult(tuple(changed), tuple(unchanged), (f"old root archived; rotation record in {archived}",))
+    return StepResult(tuple(changed), tuple(unchanged), (f"old root archived; rotation record in {archived}",),
+                      site_rows(store))
 
 
 def _human(delta: dt.timedelta) -> str:
@@ -364,6 +375,13 @@ class ClusterRotation:
     cluster: str
     issuer: str  # "root" (no rotation), "old", "new" or "other"
     trusts: tuple[str, ...]  # the same names, or a fingerprint prefix for anything else
+    next: str | None = None  # a site signed from a CSR: what it and the root holder still have to do
+
+    def to_dict(self) -> dict[str, object]:
+        return {"cluster": self.cluster, "issuer": self.issuer, "trusts": list(self.trusts)}
+
+    def site_dict(self) -> dict[str, object]:
+        return {**self.to_dict(), "next": self.next}
 
 
 @dataclass(frozen=True)
@@ -373,41 +391,83 @@ class RotationStatus:
     old_root: str
     new_root: str | None
     grace_ends: str | None
+    sites: tuple[ClusterRotation, ...] = ()  # signed from a CSR, read from the inventory
 
     def to_dict(self) -> dict[str, object]:
         return {"phase": self.phase, "old_root": self.old_root, "new_root": self.new_root,
-                "grace_ends": self.grace_ends,
-                "clusters": [{"cluster": c.cluster, "issuer": c.issuer, "trusts": list(c.trusts)}
-                             for c in self.clusters]}
+                "grace_ends": self.grace_ends, "clusters": [c.to_dict() for c in self.clusters],
+                "sites": [s.site_dict() for s in self.sites]}
+
+
+class _Roots:
+    """The store's root and a rotation's new one, named as status shows them."""
+
+    def __init__(self, store: Store) -> None:
+        self.old = store.root_cert()
+        self.new = new_root_cert(store)[0] if store.has_rotation() else None
+        self.names = {fingerprint(self.old): "old" if self.new is not None else "root"}
+        if self.new is not None:
+            self.names[fingerprint(self.new)] = "new"
+        # what a bundle signed now trusts, outside a rotation (an adopted signer's is another PKI's root)
+        self.shipped = {fingerprint(c) for c in parse_certs(ca.trust_pem(store), "root-cert.pem")}
+
+    def row(self, cluster: str, bundle: Bundle) -> ClusterRotation:
+        issuer = ("new" if self.new is not None and issued_by(bundle, self.new)
+                  else self.names[fingerprint(self.old)] if issued_by(bundle, self.old) else "other")
+        return ClusterRotation(cluster, issuer, tuple(self.names.get(f, f[:16]) for f in _trusted(bundle)))
+
+    def site_todo(self, row: ClusterRotation, bundle: Bundle) -> str | None:
+        """During a rotation a site follows it by a new certificate under the new root;
+        after one, by one more that drops the retired root from its trust."""
+        if self.new is not None:
+            return None if row.issuer == "new" else "re-sign it under the new root (after begin's push, before reissue's)"
+        if row.issuer == "root" and set(_trusted(bundle)) == self.shipped:
+            return None
+        return "re-sign it to trust the current root alone"
+
+
+def _trusted(bundle: Bundle) -> list[str]:
+    """The fingerprints of the roots in a bundle's root-cert.pem, in order ([] when unreadable)."""
+    try:
+        return [fingerprint(r) for r in parse_certs(bundle.root_cert or b"", "root-cert.pem")]
+    except MeshPKIError:
+        return []
+
+
+def site_rows(store: Store) -> tuple[ClusterRotation, ...]:
+    """Every cluster signed from a CSR, as its inventory copy shows it, and what
+    its site must still do (its key is there, so no rotate-root step reaches it)."""
+    roots = _Roots(store)
+    rows = []
+    for site in store.signed_clusters():
+        bundle = store.load_signed(site)
+        row = roots.row(site, bundle)
+        todo = roots.site_todo(row, bundle)
+        rows.append(ClusterRotation(row.cluster, row.issuer, row.trusts, todo and f"{todo}: {_resign_steps(site)}"))
+    return tuple(rows)
+
+
+def _resign_steps(site: str) -> str:
+    return (f"at its site `meshpki csr {site} --out {site}.csr` (--force if one is pending), here "
+            f"`meshpki sign {site}.csr --out signed-{site}`, at its site `meshpki complete {site} signed-{site}` "
+            "and push it")
 
 
 def status(store: Store, grace: dt.timedelta = DEFAULT_GRACE, now: dt.datetime | None = None) -> RotationStatus:
-    old = store.root_cert()
-    new = new_root_cert(store)[0] if store.has_rotation() else None
-    names = {fingerprint(old): "old" if new is not None else "root"}
-    if new is not None:
-        names[fingerprint(new)] = "new"
-    rows = []
-    for cluster in store.clusters():
-        bundle = store.load_bundle(cluster)
-        issuer = ("new" if new is not None and issued_by(bundle, new)
-                  else names[fingerprint(old)] if issued_by(bundle, old) else "other")
-        try:
-            roots = parse_certs(bundle.root_cert or b"", "root-cert.pem")
-        except MeshPKIError:
-            roots = []
-        rows.append(ClusterRotation(cluster, issuer, tuple(names.get(fingerprint(r), fingerprint(r)[:16])
-                                                           for r in roots)))
-    if new is None:
-        return RotationStatus("none", tuple(rows), fingerprint(old), None, None)
+    roots = _Roots(store)
+    rows = tuple(roots.row(cluster, store.load_bundle(cluster)) for cluster in store.clusters())
+    sites = site_rows(store)
+    if roots.new is None:
+        return RotationStatus("none", rows, fingerprint(roots.old), None, None, sites)
     state = load_state(store)
     starts = state.grace_starts()
     grace_ends = starts + grace if starts else None
-    if any(r.issuer != "new" for r in rows):
-        phase = "reissuing" if any(r.issuer == "new" for r in rows) else "trusting-both"
+    every = rows + sites
+    if any(r.issuer != "new" for r in every):
+        phase = "reissuing" if any(r.issuer == "new" for r in every) else "trusting-both"
     elif grace_ends and (now or profiles.utcnow()) < grace_ends:
         phase = "grace"
     else:
         phase = "ready-to-finish"
-    return RotationStatus(phase, tuple(rows), fingerprint(old), fingerprint(new),
-                          grace_ends.isoformat(timespec="seconds") if grace_ends else None)
+    return RotationStatus(phase, rows, fingerprint(roots.old), fingerprint(roots.new),
+                          grace_ends.isoformat(timespec="seconds") if grace_ends else None, sites)

@@ -391,6 +391,14 @@ class Store:
     def signed_file(self, cluster: str, name: str) -> bytes:
         return self._read(self._inside(self.signed_dir / validate_cluster_name(cluster)) / name)
 
+    def load_signed(self, cluster: str) -> Bundle:
+        """The inventory copy of a cluster signed from a CSR, as a bundle with no key:
+        which root signed it and which roots its site was sent to trust."""
+        folder = self._inside(self.signed_dir / validate_cluster_name(cluster))
+        for name in bundlemod.FILES:
+            self._inside(folder / name)  # as load_bundle: a file symlinked out of the store is never read
+        return bundlemod.load_folder(folder, source=f"signed/{cluster}", follow_symlinks=False)
+
     def evict_signed(self, cluster: str) -> Path:
         """`meshpki revoke` of a CSR-signed cluster: its inventory copy goes to history in one rename."""
         folder = self._inside(self.signed_dir / validate_cluster_name(cluster))

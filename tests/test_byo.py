@@ -4,6 +4,7 @@ self-signed root from a live cluster)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 from pathlib import Path
@@ -13,6 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
+from freezegun import freeze_time
 
 from meshpki.bundle import CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT, parse_certs
 from meshpki.keys import KeyType, is_encrypted_pem, to_pem
@@ -376,6 +378,11 @@ def test_rotate_root_refuses_an_adopted_intermediate(cli, store_path, tmp_path):
     assert result.exit_code == 1 and "adopted intermediate" in one_line_error(result)
     assert snapshot(store_path) == before
     assert cli("rotate", "cluster1").exit_code == 0  # cluster CAs still rotate under the mesh CA
+    # a site it signed trusts the corporate root, as every bundle of this store does: nothing for it to do
+    make_request(cli, tmp_path / "site", tmp_path / "r.csr")
+    assert cli("sign", str(tmp_path / "r.csr"), "--out", str(tmp_path / "signed")).exit_code == 0
+    sites = json.loads(cli("rotate-root", "status", "-o", "json").stdout)["sites"]
+    assert [(s["cluster"], s["issuer"], s["next"]) for s in sites] == [("cluster2", "root", None)]
 
 
 def test_a_site_completed_bundle_pushes(cli, root_store, tmp_path, kube_api, kubeconfig):
@@ -616,3 +623,94 @@ def test_a_revoked_name_signed_again_is_said_and_audited_as_a_member(cli, root_s
     assert cli("revoke", "cluster1", env=at(root_store)).exit_code == 0
     again = cli("issue", "cluster1", env=at(root_store))
     assert again.exit_code == 0 and "warning: cluster1 was revoked on" in again.stderr
+
+
+# -- a site signed from a CSR through a root rotation ----------------------------------------
+
+def resign(cli, root_store: Path, site: Path, folder: Path, cluster: str) -> Path:
+    """One csr / sign / complete round for a site that already has a bundle; its signed folder."""
+    folder.mkdir()
+    make_request(cli, site, folder / "req.csr", cluster, "--force")  # a request may be pending
+    result = cli("sign", str(folder / "req.csr"), "--out", str(folder / "signed"), env=at(root_store))
+    assert result.exit_code == 0, result.output
+    result = cli("complete", cluster, str(folder / "signed"), env=at(site))
+    assert result.exit_code == 0, result.output
+    return folder / "signed"
+
+
+def rotation_state(root_store: Path) -> dict[str, str]:
+    return json.loads((root_store / "rotation" / "state.json").read_text())
+
+
+def test_rotate_root_waits_for_a_site_signed_from_a_csr(cli, root_store, tmp_path):
+    site_bundle = site_cluster(cli, root_store, tmp_path, "site4")
+    member = root_store / "clusters" / "cluster1"
+    old_root = (root_store / "root" / ROOT_CERT).read_bytes()
+    earlier = dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
+    with freeze_time(earlier):  # begin and reissue two hours ago: only a later signing holds finish back below
+        begun = cli("rotate-root", "begin", "-o", "json", env=at(root_store))
+        assert begun.exit_code == 0, begun.output
+        reissued = cli("rotate-root", "reissue", "-o", "json", env=at(root_store))
+        assert reissued.exit_code == 0, reissued.output
+    for step in (begun, reissued):  # both name the site and the round that brings it along
+        (row,) = json.loads(step.stdout)["sites"]
+        assert (row["cluster"], row["issuer"], row["trusts"]) == ("site4", "old", ["old"])
+        assert "meshpki csr site4" in row["next"] and "meshpki sign site4.csr" in row["next"]
+        assert "meshpki complete site4" in row["next"]
+    status = cli("rotate-root", "status", env=at(root_store))
+    assert "SITE (signed from a CSR)" in status.output and "site4: re-sign it under the new root" in status.output
+    data = json.loads(cli("rotate-root", "status", "-o", "json", env=at(root_store)).stdout)
+    assert data["phase"] == "reissuing", "every member is under the new root, the site is not"
+    assert [(s["cluster"], s["issuer"]) for s in data["sites"]] == [("site4", "old")]
+
+    # the member under the new root is now untrusted at the site, and the fix says how a site gets the root
+    verify = cli("verify", str(member), str(site_bundle), "-o", "json")
+    assert verify.exit_code == 1
+    (untrusted,) = [x for p in json.loads(verify.stdout)["pairs"] for x in p["findings"] if x["code"] == "peer-untrusted"]
+    assert "a site signed from a CSR needs a new csr, sign, complete" in untrusted["fix"]
+
+    # finish refuses, --force or not, and changes nothing
+    before = snapshot(root_store)
+    for extra in ((), ("--force",)):
+        refused = cli("rotate-root", "finish", *extra, env=at(root_store))
+        assert refused.exit_code == 1
+        line = one_line_error(refused)
+        assert "site4 (signed from a CSR) still issue under the old root" in line and "meshpki revoke" in line
+    assert snapshot(root_store) == before
+
+    # a sign refused during the rotation leaves the grace clock alone too
+    make_request(cli, tmp_path / "site", tmp_path / "again.csr", "site4", "--force")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / CA_CERT).write_bytes(b"taken")
+    refused = cli("sign", str(tmp_path / "again.csr"), "--out", str(tmp_path / "full"), env=at(root_store))
+    assert refused.exit_code == 2 and "already holds signed files" in one_line_error(refused)
+    assert snapshot(root_store) == before
+
+    # the site's new round: a certificate under the new root, trusting old + new, and the pair verifies
+    signed = resign(cli, root_store, tmp_path / "site", tmp_path / "round2", "site4")
+    new_root = (root_store / "rotation" / ROOT_CERT).read_bytes()
+    assert (site_bundle / ROOT_CERT).read_bytes() == old_root + new_root
+    cert = parse_certs((signed / CA_CERT).read_bytes(), "ca-cert")[0]
+    assert cert.issuer == parse_certs(new_root, "new root")[0].subject
+    assert (site_bundle / CERT_CHAIN).read_bytes().endswith(new_root)
+    verify = cli("verify", str(member), str(site_bundle))
+    assert verify.exit_code == 0, verify.output
+    data = json.loads(cli("rotate-root", "status", "-o", "json", env=at(root_store)).stdout)
+    assert data["phase"] == "grace" and data["sites"] == [
+        {"cluster": "site4", "issuer": "new", "trusts": ["old", "new"], "next": None}]
+
+    # the signing restarted the grace clock like a reissue: two hours after the reissue, finish still waits
+    assert rotation_state(root_store)["last_reissue"] > earlier.isoformat(timespec="seconds")
+    waiting = cli("rotate-root", "finish", "--grace", "1h", env=at(root_store))
+    assert waiting.exit_code == 1 and "grace period not over" in one_line_error(waiting)
+    done = cli("rotate-root", "finish", "--grace", "0s", "-o", "json", env=at(root_store))
+    assert done.exit_code == 0, done.output
+    (row,) = json.loads(done.stdout)["sites"]  # one more round drops the retired root at the site
+    assert row["issuer"] == "root" and "re-sign it to trust the current root alone" in row["next"]
+    assert cli("verify", str(member), str(site_bundle)).exit_code == 0
+
+    resign(cli, root_store, tmp_path / "site", tmp_path / "round3", "site4")
+    assert (site_bundle / ROOT_CERT).read_bytes() == new_root
+    data = json.loads(cli("rotate-root", "status", "-o", "json", env=at(root_store)).stdout)
+    assert data["sites"] == [{"cluster": "site4", "issuer": "root", "trusts": ["root"], "next": None}]
+    assert cli("verify", str(member), str(site_bundle)).exit_code == 0

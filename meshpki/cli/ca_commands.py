@@ -252,7 +252,7 @@ def rotate_root_group() -> None:
       meshpki rotate-root begin      # new root B; every cluster trusts A+B
       meshpki push --all
       meshpki rotate-root reissue    # intermediates re-issued under B, still trusting A+B
-      meshpki push --all
+      meshpki push --all             # and each site signed from a CSR: csr, sign, complete, push
       meshpki rotate-root status     # wait out the grace period (a workload cert lifetime)
       meshpki rotate-root finish     # every cluster trusts B alone; B becomes the root
       meshpki push --all
@@ -315,8 +315,10 @@ def rotate_root_reissue(settings: Settings, clusters: tuple[str, ...], key_type:
     """New intermediates under the new root (default: every cluster not yet done).
 
     root-cert.pem stays old + new; cert-chain.pem becomes new intermediate + new root.
+    A cluster signed from a CSR keeps its key at its site: it is named with the
+    steps that re-sign it (csr there, sign here, complete and push there).
     """
-    from meshpki import rotate
+    from meshpki import render, rotate
     from meshpki.store import validate_cluster_name
 
     for name in clusters:
@@ -327,12 +329,15 @@ def rotate_root_reissue(settings: Settings, clusters: tuple[str, ...], key_type:
                                       progress=progress_printer("generating keys"))
     for name in skipped:
         say(f"{name}: already issues under the new root; unchanged")
+    sites = rotate.site_rows(store)
     if not results:
-        emit({"clusters": [], "unchanged": skipped}, "nothing to reissue: every cluster issues under the new root", output)
+        data, text = render.issued_view([], "reissued", "nothing to reissue: every cluster issues under the new root",
+                                        sites)
+        emit({**data, "unchanged": skipped}, text, output)
         return
     print_issued(results, output, verb="reissued",
                  next_step=f"next: {settings.push_everything()}, wait the grace period, "
-                           "then meshpki rotate-root finish")
+                           "then meshpki rotate-root finish", sites=sites)
 
 
 @rotate_root_group.command("finish")
@@ -343,8 +348,8 @@ def rotate_root_reissue(settings: Settings, clusters: tuple[str, ...], key_type:
 def rotate_root_finish(settings: Settings, grace: dt.timedelta, force: bool, output: str) -> None:
     """Trust the new root alone; it becomes the store's root, the old one goes to history.
 
-    Refused while any cluster still issues under the old root, and until the
-    grace period has passed.
+    Refused while any cluster, or any site signed from a CSR, still issues
+    under the old root, and until the grace period has passed.
     """
     from meshpki import rotate
 
@@ -357,7 +362,10 @@ def rotate_root_finish(settings: Settings, grace: dt.timedelta, force: bool, out
 @grace_option("Grace period used to compute when finish may run.")
 @output_option("text", "json")
 def rotate_root_status(settings: Settings, grace: dt.timedelta, output: str) -> None:
-    """The rotation's phase, and per cluster which root issues it and which it trusts."""
+    """The rotation's phase, and per cluster which root issues it and which it trusts.
+
+    Sites signed from a CSR are read from the inventory, each with what it still has to do.
+    """
     from meshpki import render, rotate
 
     report = rotate.status(settings.store, grace)

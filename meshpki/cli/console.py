@@ -110,13 +110,13 @@ def emit(data: Any, text: str, output: str) -> None:
     click.echo(render_data(data, OutputFormat(output), printable(text)))
 
 
-def print_issued(results, output: str, verb: str, next_step: str | None = None) -> None:
+def print_issued(results, output: str, verb: str, next_step: str | None = None, sites=()) -> None:
     from meshpki import render
 
     for result in results:
         for warning in result.warnings:
             say(f"warning: {warning}")
-    emit(*render.issued_view(results, verb, next_step), output)
+    emit(*render.issued_view(results, verb, next_step, sites), output)
 
 
 def print_step(result, output: str, changed_text: str, next_step: str) -> None:
