@@ -250,9 +250,9 @@ def rotate_root_group() -> None:
     \b
     The runbook:
       meshpki rotate-root begin      # new root B; every cluster trusts A+B
-      meshpki push --all
+      meshpki push --all             # then each site signed from a CSR: csr, sign, complete, push
       meshpki rotate-root reissue    # intermediates re-issued under B, still trusting A+B
-      meshpki push --all             # and each site signed from a CSR: csr, sign, complete, push
+      meshpki push --all
       meshpki rotate-root status     # wait out the grace period (a workload cert lifetime)
       meshpki rotate-root finish     # every cluster trusts B alone; B becomes the root
       meshpki push --all
