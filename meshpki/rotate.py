@@ -23,10 +23,10 @@ from pathlib import Path
 
 from cryptography import x509
 
-from meshpki import byo, ca, crl, keys, profiles
+from meshpki import byo, ca, crl, profiles
 from meshpki.bundle import ROOT_CERT, Bundle, cert_to_pem, fingerprint, join_pem, parse_certs
 from meshpki.credentials import RootSecret
-from meshpki.errors import InputError, MeshPKIError, PassphraseError
+from meshpki.errors import InputError, MeshPKIError
 from meshpki.keys import KeyType
 from meshpki.limits import MAX_NAME_LENGTH
 from meshpki.pathbuild import signed_by
@@ -157,9 +157,7 @@ def current_issuer(store: Store, passphrase: bytes | None) -> ca.Issuer:
     if not store.has_rotation():
         return ca.store_issuer(store, passphrase)
     cert, pem = new_root_cert(store)
-    key = store.load_key(store.rotation_dir, passphrase, "new root key")
-    if not keys.public_keys_match(key, cert.public_key()):
-        raise PassphraseError(f"{store.rotation_dir}: the new root key does not match its certificate")
+    key = store.load_key(store.rotation_dir, passphrase, "new root key")  # proven to match cert
     return ca.Issuer(cert, pem, key, join_pem(store.root_cert_pem(), pem))
 
 

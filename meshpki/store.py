@@ -41,7 +41,7 @@ from meshpki import publish
 from meshpki.bundle import Bundle
 from meshpki.credentials import RootSecret
 from meshpki.errors import InputError, MeshPKIError, StoreError
-from meshpki.keys import is_encrypted_pem, load_private_key
+from meshpki.keys import is_encrypted_pem, load_private_key, public_keys_match
 
 if TYPE_CHECKING:
     from meshpki.signing import SigningKey
@@ -225,19 +225,30 @@ class Store:
         return self.load_key(self.root_dir, passphrase, "root key")
 
     def load_key(self, folder: Path, secret: bytes | None, what: str) -> SigningKey:
-        """A root key from its record: decrypt the PEM, or open the token key (hsm.py)."""
+        """A root key from its record (decrypt the PEM, or open the token key,
+        hsm.py), proven to be the key of the certificate beside it: every use
+        of a root key (issue, revoke, export, a new passphrase, finish) goes
+        through here, so a swapped key file is refused by all of them alike."""
         name, data = self.key_record(folder)
         if isinstance(secret, RootSecret) and folder == self.rotation_dir:
             secret = secret.new_root  # the new root's key is kept another way than the old one's
         if name == ROOT_KEY_FILE:
-            return load_private_key(data, secret, what=f"{what} {folder / name}")
-        from meshpki import hsm
+            key: SigningKey = load_private_key(data, secret, what=f"{what} {folder / name}")
+        else:
+            from meshpki import hsm
 
-        try:
-            uri = hsm.TokenURI.parse(data.decode("utf-8", "replace"))
-        except InputError as exc:
-            raise StoreError(f"{folder / name} does not hold a usable PKCS#11 URI ({exc}); the store is damaged") from None
-        return hsm.open_key(uri, secret)
+            try:
+                uri = hsm.TokenURI.parse(data.decode("utf-8", "replace"))
+            except InputError as exc:
+                raise StoreError(f"{folder / name} does not hold a usable PKCS#11 URI ({exc}); "
+                                 "the store is damaged") from None
+            key = hsm.open_key(uri, secret)
+        cert_file = self._inside(folder) / ROOT_CERT_FILE
+        cert = bundlemod.parse_certs(self._read(cert_file), str(cert_file))[0]
+        if not public_keys_match(key, cert.public_key()):
+            raise StoreError(f"{folder / name} is not the key of {cert_file}; the store is damaged: restore both "
+                             "from a backup")
+        return key
 
     def refuse_existing_root(self) -> None:
         if self.has_root():

@@ -177,3 +177,24 @@ def test_rotate_root_begin_with_its_own_passphrase(cli, store_path, tmp_path):
     assert cli("issue", "cluster2", env={"MESHPKI_ROOT_PASSPHRASE": NEW}).exit_code == 0
     assert cli("rotate-root", "finish", "--force").exit_code == 0
     assert cli("rotate", "cluster1", env={"MESHPKI_ROOT_PASSPHRASE": NEW}).exit_code == 0
+
+
+def test_a_swapped_root_key_is_refused_by_every_use_alike(cli, store_path, tmp_path):
+    """Another store's key under the same passphrase decrypts fine: only the
+    match with root-cert.pem tells it apart, and every command must check it."""
+    env = {"MESHPKI_ROOT_PASSPHRASE": OLD}
+    other = tmp_path / "other"
+    for store in (store_path, other):
+        assert cli("init-root", *FAST, env={**env, "MESHPKI_STORE": str(store)}).exit_code == 0
+    assert cli("issue", "cluster1", env=env).exit_code == 0
+    shutil.copy(other / "root" / ROOT_KEY_FILE, store_path / "root" / ROOT_KEY_FILE)
+    before = snapshot(store_path)
+    for args in (("issue", "cluster2"), ("rotate", "cluster1"), ("revoke", "cluster1"),
+                 ("export-root-key", "--out", str(tmp_path / "out.pem")), ("change-passphrase",),
+                 ("rotate-root", "begin")):
+        result = cli(*args, env={**env, "MESHPKI_NEW_ROOT_PASSPHRASE": NEW})
+        assert result.exit_code == 1, (args, result.output)
+        assert "is not the key of" in one_line_error(result) and "restore both from a backup" in result.output
+        assert snapshot(store_path) == before
+    assert not (tmp_path / "out.pem").exists()
+
