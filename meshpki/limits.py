@@ -12,6 +12,7 @@ import datetime as dt
 MAX_DAYS = 30 * 365
 MAX_NAME_LENGTH = 64  # ub-common-name, ub-organization-name
 MIN_TOKEN_TTL = dt.timedelta(minutes=10)  # the shortest TokenRequest the API server grants
+TOKEN_TTL_NEVER = "never"  # remote-secret --token-ttl never: a long-lived token Secret
 
 # Expiry thresholds: verify warns and audit says WARNING under DEFAULT_WARN_DAYS
 # days left; audit says CRITICAL under DEFAULT_CRIT_DAYS.

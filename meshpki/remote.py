@@ -12,6 +12,12 @@ account, role and binding, a new token if one is needed, the primary's
 secret is written with the resourceVersion we read and read back, and only
 after that is an old token Secret deleted, so istiod never holds a dead
 token. A token Secret this run made is deleted again if a later step fails.
+
+The kind of token is a policy the primary's secret keeps: without
+--token-ttl a run (and --rotate) makes the kind the live secret has, a
+TokenRequest token of the same lifetime or a long-lived token Secret, so
+renewing a token never quietly changes how long tokens live. --token-ttl
+DURATION or --token-ttl never changes it.
 """
 
 from __future__ import annotations
@@ -28,10 +34,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from meshpki import kube
+from meshpki import dates, kube
 from meshpki.dates import iso
 from meshpki.errors import InputError, KubeError, MeshPKIError
 from meshpki.kube import DEFAULT_NAMESPACE, DEFAULT_TIMEOUT, Cluster, LiveSecret, secret_manifest
+from meshpki.limits import DEFAULT_WARN_DAYS, MAX_DAYS, MIN_TOKEN_TTL, TOKEN_TTL_NEVER
 from meshpki.push import MANAGED_BY, MANAGED_BY_LABEL
 
 DEFAULT_SERVICE_ACCOUNT = "istio-reader-service-account"
@@ -39,6 +46,7 @@ READER_ROLE = "meshpki-istio-reader"
 LABEL_MULTICLUSTER = "istio/multiCluster"  # what istiod's secret controller selects on
 ANN_CLUSTER = "networking.istio.io/cluster"
 ANN_TOKEN_SECRET = "meshpki.io/token-secret"  # the remote token Secret this kubeconfig's token comes from
+ANN_TOKEN_TTL = "meshpki.io/token-ttl"  # the lifetime its TokenRequest token was asked for, e.g. 90d
 LABEL_FOR_PRIMARY = "meshpki.io/remote-secret-for"
 SA_TOKEN_TYPE = "kubernetes.io/service-account-token"
 SA_NAME_ANNOTATION = "kubernetes.io/service-account.name"
@@ -81,7 +89,9 @@ class RemoteTarget:
     primary_kubeconfig: str | None = None
     service_account: str = DEFAULT_SERVICE_ACCOUNT
     namespace: str = DEFAULT_NAMESPACE
-    token_ttl: dt.timedelta | None = None  # None: a long-lived token Secret
+    # --token-ttl: a TokenRequest token that lives this long; TOKEN_TTL_NEVER, a long-lived
+    # token Secret; None (not given), the kind and lifetime the live secret has (`token_policy`)
+    token_ttl: dt.timedelta | str | None = None
     timeout: float = DEFAULT_TIMEOUT
     token_wait: float = 30.0  # seconds for the token controller to fill a token Secret
 
@@ -109,32 +119,49 @@ class RemoteResult:
     deleted: str | None = None  # the old token Secret deleted after the primary took the new token
     warnings: tuple[str, ...] = field(default_factory=tuple)
     dry_run: bool = False
+    token_ttl: dt.timedelta | None = None  # the TokenRequest lifetime (None: a token Secret's token)
 
     def summary(self) -> dict[str, Any]:
         """What happened, without the token: the data `-o json|yaml` prints after a real run."""
         t = self.target
         return {"cluster": t.cluster, "primary": t.primary, "secret": f"{t.namespace}/{t.secret_name}",
                 "action": self.action, "token": self.token_source,
+                "token_ttl": dates.format_duration(self.token_ttl) if self.token_ttl else None,
                 "token_expires": iso(self.token_expires) if self.token_expires else None,
                 "created": list(self.created), "deleted": self.deleted}
 
 
 # -- tokens and kubeconfigs ----------------------------------------------------
 
-def token_expiry(token: str) -> dt.datetime | None:
-    """The JWT's `exp` claim (no signature check: only the issuer can check it);
-    None for a token without one, a legacy service-account token."""
+def _claim_time(token: str, claim: str) -> dt.datetime | None:
+    """A time claim of the JWT (no signature check: only the issuer can check it);
+    None when the token has no such claim."""
     try:
         payload = token.split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     except (IndexError, ValueError):
         raise RemoteError("the token is not a JWT (header.payload.signature)") from None
-    exp = claims.get("exp") if isinstance(claims, dict) else None
-    if exp is None:
+    value = claims.get(claim) if isinstance(claims, dict) else None
+    if value is None:
         return None
-    if not isinstance(exp, int | float) or isinstance(exp, bool):
-        raise RemoteError("the token's exp claim is not a number")
-    return dt.datetime.fromtimestamp(exp, dt.UTC)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise RemoteError(f"the token's {claim} claim is not a number")
+    try:
+        return dt.datetime.fromtimestamp(value, dt.UTC)
+    except (OverflowError, OSError, ValueError):
+        raise RemoteError(f"the token's {claim} claim is not a time") from None
+
+
+def token_expiry(token: str) -> dt.datetime | None:
+    """The JWT's `exp` claim; None for a token without one, a legacy service-account token."""
+    return _claim_time(token, "exp")
+
+
+def token_lifetime(token: str) -> dt.timedelta | None:
+    """exp - iat: how long the API server made a TokenRequest token live; None
+    without both claims."""
+    exp, iat = token_expiry(token), _claim_time(token, "iat")
+    return exp - iat if exp is not None and iat is not None else None
 
 
 def build_kubeconfig(cluster: str, server: str, ca_pem: bytes | None, token: str) -> bytes:
@@ -156,19 +183,29 @@ def build_kubeconfig(cluster: str, server: str, ca_pem: bytes | None, token: str
     return yaml.safe_dump(doc, sort_keys=False).encode()
 
 
-def kubeconfig_token(data: bytes) -> str | None:
-    """The bearer token of the current context's user in a kubeconfig; None if there is none."""
+def _current_field(data: bytes, kind: str, field_name: str) -> str | None:
+    """One string of the current context's cluster or user (`kind`) in a kubeconfig; None if there is none."""
     import yaml
 
     try:
         doc = yaml.safe_load(data.decode("utf-8"))
         current = doc.get("current-context")
         ctx = next(c["context"] for c in doc["contexts"] if c["name"] == current)
-        user = next(u["user"] for u in doc["users"] if u["name"] == ctx["user"])
-        token = user.get("token")
+        entry = next(e[kind] for e in doc[f"{kind}s"] if e["name"] == ctx[kind])
+        value = entry.get(field_name)
     except (yaml.YAMLError, UnicodeDecodeError, AttributeError, KeyError, TypeError, StopIteration):
         return None
-    return token if isinstance(token, str) and token else None
+    return value if isinstance(value, str) and value else None
+
+
+def kubeconfig_token(data: bytes) -> str | None:
+    """The bearer token of the current context's user in a kubeconfig; None if there is none."""
+    return _current_field(data, "user", "token")
+
+
+def kubeconfig_server(data: bytes) -> str | None:
+    """The API server of the current context's cluster in a kubeconfig; None if there is none."""
+    return _current_field(data, "cluster", "server")
 
 
 def loopback_warning(context: str, server: str) -> str | None:
@@ -232,14 +269,72 @@ class SecretSpec:
         return secret_manifest(self.namespace, self.name, self.data, self.labels, self.annotations)
 
 
-def _desired(t: RemoteTarget, kubeconfig: bytes, token_secret: str | None, live: LiveSecret | None) -> SecretSpec:
-    """Data, labels and annotations of the primary's secret; other tools' metadata survives."""
+def _desired(t: RemoteTarget, kubeconfig: bytes, token_secret: str | None, ttl: dt.timedelta | None,
+             live: LiveSecret | None) -> SecretSpec:
+    """Data, labels and annotations of the primary's secret; other tools' metadata survives.
+    The annotations record where the token came from: its token Secret, or its TokenRequest lifetime."""
     labels = {**(live.labels if live else {}), LABEL_MULTICLUSTER: "true", **_managed()}
-    annotations = {k: v for k, v in (live.annotations if live else {}).items() if k != ANN_TOKEN_SECRET}
+    annotations = {k: v for k, v in (live.annotations if live else {}).items()
+                   if k not in (ANN_TOKEN_SECRET, ANN_TOKEN_TTL)}
     annotations[ANN_CLUSTER] = t.cluster
     if token_secret:
         annotations[ANN_TOKEN_SECRET] = token_secret
+    elif ttl is not None:
+        annotations[ANN_TOKEN_TTL] = dates.format_duration(ttl)
     return SecretSpec(t.namespace, t.secret_name, {t.cluster: kubeconfig}, labels, annotations)
+
+
+# -- the token policy ----------------------------------------------------------
+
+def live_token_ttl(live: LiveSecret | None, cluster: str) -> dt.timedelta | None:
+    """The TokenRequest lifetime of the live secret's token; None when it is a
+    token Secret's (or there is no usable token: the default, a token Secret).
+
+    The lifetime is the one meshpki recorded (ANN_TOKEN_TTL), else exp - iat of
+    the token (a secret some other tool made, or an older meshpki). A token that
+    expires but whose lifetime cannot be told is refused: guessing would
+    change the policy."""
+    if live is None or ANN_TOKEN_SECRET in live.annotations:
+        return None
+    recorded = live.annotations.get(ANN_TOKEN_TTL)
+    if recorded:
+        with contextlib.suppress(InputError):
+            return dates.parse_duration(recorded, at_least=MIN_TOKEN_TTL)
+    token = kubeconfig_token(live.data.get(cluster, b""))
+    try:
+        if token is None or token_expiry(token) is None:
+            return None  # no token, or one that never expires
+        lifetime = token_lifetime(token)
+    except RemoteError:
+        return None  # not a JWT we can read: nothing to keep
+    if lifetime is not None and MIN_TOKEN_TTL <= lifetime <= dt.timedelta(days=MAX_DAYS):
+        return dt.timedelta(seconds=int(lifetime.total_seconds()))
+    raise RemoteError(
+        f"{live.namespace}/{live.name}: its token expires, but how long its tokens live cannot be told (no "
+        f"{ANN_TOKEN_TTL} annotation, no usable iat claim); pass --token-ttl DURATION for a TokenRequest "
+        f"token, or --token-ttl {TOKEN_TTL_NEVER} for a long-lived token Secret")
+
+
+def token_policy(t: RemoteTarget, live: LiveSecret | None) -> dt.timedelta | None:
+    """The TokenRequest lifetime this run makes tokens with, None for a token
+    Secret: --token-ttl when given, else what the live secret has."""
+    if t.token_ttl == TOKEN_TTL_NEVER:
+        return None
+    if isinstance(t.token_ttl, dt.timedelta):
+        return t.token_ttl
+    try:
+        return live_token_ttl(live, t.cluster)
+    except RemoteError as exc:
+        raise RemoteError(f"{t.label}: {exc}") from None
+
+
+def short_ttl_warning(ttl: dt.timedelta | None) -> str | None:
+    """A lifetime within audit's default --warn-days: audit warns from the token's first day."""
+    if ttl is None or ttl >= dt.timedelta(days=DEFAULT_WARN_DAYS):
+        return None
+    return (f"tokens that live {dates.format_duration(ttl)} are within audit's default --warn-days "
+            f"{DEFAULT_WARN_DAYS} from the start, so audit warns about each one until it is rotated; a "
+            f"--token-ttl longer than --warn-days (e.g. 90d) leaves time to rotate before the warning")
 
 
 # -- the workflow --------------------------------------------------------------
@@ -253,6 +348,7 @@ class _Run:
     primary: Cluster
     endpoint: kube.Endpoint
     live: LiveSecret | None
+    ttl: dt.timedelta | None  # the token policy (`token_policy`): a TokenRequest lifetime, None a token Secret
     made_token_secret: str | None = None
 
     def where(self, conn: Cluster) -> str:
@@ -267,7 +363,9 @@ def remote_secret(t: RemoteTarget, rotate: bool = False, dry_run: bool = False,
     warnings = [w for w in (loopback_warning(t.context, endpoint.server),) if w]
     with Cluster.connect(t.context, t.kubeconfig, t.timeout) as remote, \
             Cluster.connect(t.primary_context, t.primary_kubeconfig, t.timeout) as primary:
-        run = _Run(t, remote, primary, endpoint, primary.read_secret(t.namespace, t.secret_name))
+        live = primary.read_secret(t.namespace, t.secret_name)
+        run = _Run(t, remote, primary, endpoint, live, token_policy(t, live))
+        warnings += [w for w in (short_ttl_warning(run.ttl),) if w]
         missing = [o for o in _remote_objects(t) if not _exists(remote, o)]
         reuse = None if rotate else _reusable_token(run)
         if dry_run or (reuse is not None and not missing):
@@ -315,19 +413,20 @@ def _retire(run: _Run, result: RemoteResult, old: str) -> RemoteResult:
 def _reusable_token(run: _Run) -> tuple[str, str | None, bytes | None] | None:
     """(token, token Secret, CA) the primary may keep using: its token Secret
     still exists and is filled, or its TokenRequest token has not expired
-    (and the mode asked for is the one it has)."""
+    (and the kind and lifetime asked for are the ones it has)."""
     t, live = run.t, run.live
-    if t.token_ttl is None and (live is None or ANN_TOKEN_SECRET not in live.annotations):
+    if run.ttl is None and (live is None or ANN_TOKEN_SECRET not in live.annotations):
         return _labelled_token(run)
     current = kubeconfig_token(live.data.get(t.cluster, b"")) if live is not None else None
     if live is None or current is None:
         return None
-    if t.token_ttl is not None:
+    if run.ttl is not None:
         try:
             exp = token_expiry(current)
+            same_ttl = live_token_ttl(live, t.cluster) == run.ttl
         except RemoteError:
             return None
-        if exp is None or exp <= dt.datetime.now(dt.UTC) or ANN_TOKEN_SECRET in live.annotations:
+        if exp is None or exp <= dt.datetime.now(dt.UTC) or not same_ttl:
             return None
         return current, None, None
     name = live.annotations.get(ANN_TOKEN_SECRET)
@@ -386,11 +485,11 @@ def _preflight(run: _Run, missing: list[tuple[kube._Op, str, dict[str, Any]]],
     for o in missing:
         if _create_unless_there(run.remote, o, dry_run=True):
             to_create.append(o)
-    if reuse is None and t.token_ttl is None:
+    if reuse is None and run.ttl is None:
         name = f"{t.service_account}-{t.primary}-token-preflight"
         run.remote.create_object(kube.op("create", "secrets", t.namespace, name),
                                  f"/api/v1/namespaces/{t.namespace}/secrets", _token_secret_body(t, name), dry_run=True)
-    body = _desired(t, b"", None, run.live).manifest()
+    body = _desired(t, b"", None, run.ttl, run.live).manifest()
     if run.live is None:
         run.primary.create_object(kube.op("create", "secrets", t.namespace, t.secret_name),
                                   f"/api/v1/namespaces/{t.namespace}/secrets", body, dry_run=True)
@@ -405,8 +504,8 @@ def _new_token(run: _Run, say: Callable[[str], None]) -> tuple[str, str | None, 
     """(token, token Secret name or None, the Secret's ca.crt): a TokenRequest
     with --token-ttl, else a fresh token Secret filled by the token controller."""
     t, remote = run.t, run.remote
-    if t.token_ttl is not None:
-        return remote.request_token(t.namespace, t.service_account, int(t.token_ttl.total_seconds())), None, None
+    if run.ttl is not None:
+        return remote.request_token(t.namespace, t.service_account, int(run.ttl.total_seconds())), None, None
     name = f"{t.service_account}-{t.primary}-token-{secrets.token_hex(3)}"[:253]
     remote.create_object(kube.op("create", "secrets", t.namespace, name),
                          f"/api/v1/namespaces/{t.namespace}/secrets", _token_secret_body(t, name))
@@ -435,7 +534,8 @@ def _planned(run: _Run, token: str, token_secret: str | None, ca: bytes | None, 
     if ca_pem is None:
         warnings.append(f"context {t.context}: the kubeconfig names no CA for {run.endpoint.server} and the token "
                         "carries none; istiod will trust the system's CAs for it")
-    secret = _desired(t, build_kubeconfig(t.cluster, run.endpoint.server, ca_pem, token), token_secret, live)
+    secret = _desired(t, build_kubeconfig(t.cluster, run.endpoint.server, ca_pem, token), token_secret, run.ttl,
+                      live)
     if live is None:
         action = CREATE
     elif (dict(live.data), live.labels, live.annotations) == (secret.data, secret.labels, secret.annotations):
@@ -444,7 +544,7 @@ def _planned(run: _Run, token: str, token_secret: str | None, ca: bytes | None, 
         action = UPDATE
     source = f"secret {t.namespace}/{token_secret}" if token_secret else "TokenRequest"
     return RemoteResult(t, action, secret, source, token_expiry(token), tuple(created), None, tuple(warnings),
-                        dry_run)
+                        dry_run, run.ttl)
 
 
 def _write_primary(run: _Run, result: RemoteResult) -> RemoteResult:

@@ -19,7 +19,7 @@ from cryptography import x509
 
 from meshpki.bundle import fingerprint, serial_hex, subject_text
 from meshpki.bundle import openssl_serial as _openssl_serial
-from meshpki.dates import iso
+from meshpki.dates import format_duration, iso
 from meshpki.history import HistoryRow
 
 if TYPE_CHECKING:
@@ -573,9 +573,10 @@ def remote_secret_lines(result: RemoteResult) -> list[str]:
     if result.dry_run:
         verbs = {CREATE: "would create", UPDATE: "would update", UNCHANGED: "unchanged"}
     expires = f", expires {iso(result.token_expires)}" if result.token_expires else ", never expires"
+    lifetime = f" for {format_duration(result.token_ttl)}" if result.token_ttl else ""
     lines = [f"{t.label}: {t.namespace}/{t.secret_name} in context {t.primary_context}: {verbs[result.action]}"
              + (", read back and identical" if result.action != UNCHANGED and not result.dry_run else ""),
-             f"  token: {result.token_source}{expires}"]
+             f"  token: {result.token_source}{lifetime}{expires}"]
     made = "would create" if result.dry_run else "created"
     lines += [f"  {made} in context {t.context}: {what}" for what in result.created]
     if result.deleted:

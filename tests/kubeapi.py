@@ -855,9 +855,10 @@ class VirtualCluster:
         }, {}
 
     def _mint(self, ns: str, sa: str, exp: int | None, secret: str | None) -> str:
-        """A JWT like the API server's (HS256 with this cluster's key instead of RS256)."""
+        """A JWT like the API server's (HS256 with this cluster's key instead of RS256); each has
+        its own jti, as since Kubernetes 1.30, so two tokens minted in one second differ."""
         claims: dict[str, Any] = {"iss": "kubernetes/serviceaccount", "sub": f"system:serviceaccount:{ns}:{sa}",
-                                  "iat": int(time.time())}
+                                  "iat": int(time.time()), "jti": str(uuid.uuid4())}
         if exp is not None:
             claims["exp"] = exp
         if secret is not None:  # the legacy token's claim: valid only while that Secret holds it

@@ -19,6 +19,7 @@ from meshpki.push import MANAGED_BY_LABEL
 from meshpki.remote import (
     ANN_CLUSTER,
     ANN_TOKEN_SECRET,
+    ANN_TOKEN_TTL,
     LABEL_MULTICLUSTER,
     READER_ROLE,
     kubeconfig_token,
@@ -160,16 +161,95 @@ def test_token_ttl_uses_an_expiring_token_request(rs, mesh):
     remote = mesh.cluster("cluster2")
     assert not [k for k, o in remote._secrets.items() if o["type"] == "kubernetes.io/service-account-token"]
     assert kubeconfig_token(live["data"]["cluster2"]) not in result.output, "the summary never shows the token"
+    assert live["metadata"]["annotations"][ANN_TOKEN_TTL] == "2h" and summary["token_ttl"] == "2h"
     again = rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1", "--token-ttl", "2h", "-o", "json")
     assert json.loads(again.stdout)["action"] == "unchanged", "a valid TokenRequest token is kept"
-    switched = rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1")
+    kept = rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1", "-o", "json")
+    assert json.loads(kept.stdout)["action"] == "unchanged", "without --token-ttl the secret keeps its kind"
+    switched = rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1", "--token-ttl", "never")
     assert switched.exit_code == 0, switched.output
-    assert token_expiry(kubeconfig_token(primary_secret(mesh)["data"]["cluster2"])) is None
+    live = primary_secret(mesh)
+    assert token_expiry(kubeconfig_token(live["data"]["cluster2"])) is None
+    assert ANN_TOKEN_TTL not in live["metadata"]["annotations"] and ANN_TOKEN_SECRET in live["metadata"]["annotations"]
+    assert "never expires" in switched.stdout
 
 
 def test_short_token_ttl_is_a_usage_error(rs):
     result = rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1", "--token-ttl", "5m")
     assert result.exit_code == 2 and "shorter than 10m" in one_line_error(result)
+    typo = rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1", "--token-ttl", "nevr")
+    assert typo.exit_code == 2 and "or never for a long-lived token Secret" in one_line_error(typo)
+
+
+def token_lifetime_of(mesh) -> dt.timedelta:
+    token = kubeconfig_token(primary_secret(mesh)["data"]["cluster2"])
+    return token_expiry(token) - dt.datetime.now(dt.UTC)
+
+
+def test_rotate_keeps_a_token_request_and_its_lifetime(rs, mesh):
+    first = rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1", "--token-ttl", "40d")
+    assert first.exit_code == 0, first.output
+    old_token = kubeconfig_token(primary_secret(mesh)["data"]["cluster2"])
+    for name in ("cluster1", "cluster2"):
+        mesh.cluster(name).clear_requests()
+    rotated = rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1", "--rotate")
+    assert rotated.exit_code == 0, rotated.output
+    live = primary_secret(mesh)
+    assert kubeconfig_token(live["data"]["cluster2"]) != old_token
+    assert dt.timedelta(days=40, minutes=-1) < token_lifetime_of(mesh) <= dt.timedelta(days=40)
+    assert live["metadata"]["annotations"][ANN_TOKEN_TTL] == "40d" and ANN_TOKEN_SECRET not in live["metadata"]["annotations"]
+    assert "token: TokenRequest for 40d, expires" in rotated.stdout
+    remote = mesh.cluster("cluster2")
+    assert not [k for k, o in remote._secrets.items() if o["type"] == "kubernetes.io/service-account-token"]
+    assert not [w for w in remote.writes if "/secrets" in w[1]], "no token Secret, not even a dry-run one"
+
+
+def test_rotate_tells_the_lifetime_from_the_token_without_meshpkis_annotation(rs, mesh):
+    assert rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1", "--token-ttl", "3h").exit_code == 0
+    primary = mesh.cluster("cluster1")
+    live = primary_secret(mesh)
+    annotations = {k: v for k, v in live["metadata"]["annotations"].items() if k != ANN_TOKEN_TTL}
+    primary.put_secret(NS, SECRET, live["data"], live["metadata"]["labels"], annotations)  # an older meshpki's
+    rotated = rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1", "--rotate")
+    assert rotated.exit_code == 0, rotated.output
+    assert dt.timedelta(hours=3, minutes=-1) < token_lifetime_of(mesh) <= dt.timedelta(hours=3)
+    assert primary_secret(mesh)["metadata"]["annotations"][ANN_TOKEN_TTL] == "3h"
+
+
+def test_a_token_whose_lifetime_cannot_be_told_is_refused_in_one_line(rs, mesh):
+    from meshpki.remote import build_kubeconfig
+
+    claims = base64.urlsafe_b64encode(json.dumps({"exp": 4102444800}).encode()).decode().rstrip("=")
+    kubeconfig = build_kubeconfig("cluster2", mesh.cluster("cluster2").url, None, f"e30.{claims}.sig")
+    mesh.cluster("cluster1").put_secret(NS, SECRET, {"cluster2": kubeconfig}, {LABEL_MULTICLUSTER: "true"},
+                                        {ANN_CLUSTER: "cluster2"})
+    before = primary_secret(mesh)
+    for name in ("cluster1", "cluster2"):
+        mesh.cluster(name).clear_requests()
+    refused = rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1", "--rotate")
+    assert refused.exit_code == 1
+    line = one_line_error(refused)
+    assert "cannot be told" in line and "--token-ttl DURATION" in line and "--token-ttl never" in line
+    assert primary_secret(mesh) == before and mesh.cluster("cluster2").writes == []
+    told = rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1", "--rotate", "--token-ttl", "1d")
+    assert told.exit_code == 0, told.output
+    assert dt.timedelta(hours=23, minutes=59) < token_lifetime_of(mesh) <= dt.timedelta(days=1)
+
+
+def test_another_token_ttl_makes_a_new_token(rs, mesh):
+    assert rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1", "--token-ttl", "2h").exit_code == 0
+    longer = rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1", "--token-ttl", "90d", "-o", "json")
+    assert longer.exit_code == 0, longer.output
+    assert json.loads(longer.stdout)["action"] == "update" and json.loads(longer.stdout)["token_ttl"] == "90d"
+    assert dt.timedelta(days=90, minutes=-1) < token_lifetime_of(mesh) <= dt.timedelta(days=90)
+
+
+def test_a_token_within_audits_warn_days_is_warned_about(rs):
+    short = rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1", "--token-ttl", "20d")
+    assert short.exit_code == 0, short.output
+    assert "tokens that live 20d are within audit's default --warn-days 30" in short.stderr
+    longer = rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1", "--token-ttl", "90d")
+    assert longer.exit_code == 0 and "--warn-days" not in longer.stderr
 
 
 def nothing_changed(mesh) -> None:

@@ -275,11 +275,12 @@ def audit_cmd(settings: Settings, contexts: tuple[str, ...], all_contexts: bool,
 @click.option("--namespace", default="istio-system", show_default=True,
               help="Namespace of the service account (remote) and of the secret (primary).")
 @click.option("--token-ttl", type=TOKEN_TTL, default=None, metavar="DURATION",
-              help=f"Use a TokenRequest token that expires after DURATION (e.g. 30d, 12h; at least "
-                   f"{dates.format_duration(MIN_TOKEN_TTL)}) "
-                   "instead of a long-lived token Secret.")
+              help=f"A TokenRequest token that expires after DURATION (e.g. 90d, 12h; at least "
+                   f"{dates.format_duration(MIN_TOKEN_TTL)}), or `never` for a long-lived token Secret "
+                   "[default: the kind and lifetime the primary's secret has, else a long-lived token Secret].")
 @click.option("--rotate", is_flag=True,
-              help="Make a new token, update the primary, then delete the old token Secret.")
+              help="Make a new token (of the kind and lifetime the secret has, unless --token-ttl says "
+                   "otherwise), update the primary, then delete the old token Secret.")
 @click.option("--token-wait", type=click.FloatRange(min=0), default=30.0, show_default=True, metavar="SECONDS",
               help="How long to wait for the token controller to fill a new token Secret.")
 @click.option("--dry-run", is_flag=True,
@@ -289,7 +290,7 @@ def audit_cmd(settings: Settings, contexts: tuple[str, ...], all_contexts: bool,
 @output_option("text", "yaml", "json")
 def remote_secret_cmd(settings: Settings, cluster: str | None, context: str | None, primary_context: str | None,
                       kubeconfig: str | None, timeout: float, all_remotes: bool, service_account: str,
-                      namespace: str, token_ttl: dt.timedelta | None, rotate: bool, token_wait: float, dry_run: bool,
+                      namespace: str, token_ttl: dt.timedelta | str | None, rotate: bool, token_wait: float, dry_run: bool,
                       insecure_tls: bool, parallel: int, output: str) -> None:
     """Give a primary's istiod read access to a remote cluster.
 
@@ -297,13 +298,16 @@ def remote_secret_cmd(settings: Settings, cluster: str | None, context: str | No
     and watch what istiod reads, the binding, and a token. In the primary:
     the Secret istio-remote-secret-CLUSTER (label istio/multiCluster=true)
     holding a kubeconfig with that token. Every write is checked with
-    dryRun=All first; an unchanged secret writes nothing.
+    dryRun=All first; an unchanged secret writes nothing. A run, --rotate
+    too, keeps the secret's kind of token (a TokenRequest token of the same
+    lifetime, or a long-lived token Secret) unless --token-ttl changes it.
 
     \b
     Examples:
       meshpki remote-secret cluster2 --context kind-cluster2 --primary-context kind-cluster1
-      meshpki remote-secret cluster2 --context c2 --primary-context c1 --token-ttl 30d
-      meshpki remote-secret cluster2 --context c2 --primary-context c1 --rotate
+      meshpki remote-secret cluster2 --context c2 --primary-context c1 --token-ttl 90d
+      meshpki remote-secret cluster2 --context c2 --primary-context c1 --rotate   # again 90d
+      meshpki remote-secret cluster2 --context c2 --primary-context c1 --token-ttl never
       meshpki remote-secret --all --config samples/mesh.yaml
       meshpki remote-secret cluster2 --context c2 --primary-context c1 --dry-run -o yaml
     """

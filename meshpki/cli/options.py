@@ -20,7 +20,7 @@ from meshpki.ca import DEFAULT_INTERMEDIATE_DAYS
 from meshpki.credentials import PASSPHRASE_ENV, PIN_ENV
 from meshpki.errors import ExitCode, InputError, MeshPKIError
 from meshpki.kube import DEFAULT_TIMEOUT
-from meshpki.limits import MIN_TOKEN_TTL
+from meshpki.limits import MIN_TOKEN_TTL, TOKEN_TTL_NEVER
 from meshpki.profiles import WORKLOAD_TTL
 
 ENV_SECRETS = "meshpki.env_secrets"  # ctx.meta: secrets taken out of os.environ at start-up
@@ -116,7 +116,17 @@ class Parsed(click.ParamType):
 DURATION = Parsed("duration", dates.parse_duration, dt.timedelta)  # 24h, 90m, 2d, 1d12h or seconds
 
 
-TOKEN_TTL = Parsed("duration", functools.partial(dates.parse_duration, at_least=MIN_TOKEN_TTL), dt.timedelta)
+def _token_ttl(text: str) -> dt.timedelta | str:
+    """remote-secret --token-ttl: a TokenRequest lifetime, or `never` for a long-lived token Secret."""
+    if text.strip().lower() == TOKEN_TTL_NEVER:
+        return TOKEN_TTL_NEVER
+    try:
+        return dates.parse_duration(text, at_least=MIN_TOKEN_TTL)
+    except InputError as exc:
+        raise InputError(f"{exc}, or {TOKEN_TTL_NEVER} for a long-lived token Secret") from None
+
+
+TOKEN_TTL = Parsed("duration", _token_ttl, dt.timedelta)
 
 
 MOMENT = Parsed("date", dates.parse_moment, dt.datetime)  # ISO date or date-time, UTC unless it says otherwise
