@@ -999,6 +999,30 @@ def op(verb: str, resource: str, namespace: str | None, name: str, group: str = 
     return _Op(verb, resource, namespace, name, group)
 
 
+def _cluster_of(config: _Kubeconfig, context: tuple[str, dict[str, Any]]) -> tuple[
+        tuple[str, dict[str, Any]] | None, dict[str, Any]]:
+    """The `clusters` entry a context names, and its `cluster` mapping ({} when there is none)."""
+    ctx = context[1].get("context") or {}
+    cluster = config.entry("clusters", ctx.get("cluster")) if isinstance(ctx, dict) else None
+    entry = (cluster[1].get("cluster") if cluster else None) or {}
+    return cluster, entry if isinstance(entry, dict) else {}
+
+
+def context_servers(kubeconfig: str | os.PathLike[str] | None = None,
+                    configs: Kubeconfigs | None = None) -> dict[str, str]:
+    """Each context of the (merged) kubeconfig and its API server, contexts
+    without one left out; {} when there is no kubeconfig."""
+    config = (configs or Kubeconfigs()).load(kubeconfig)
+    if config is None:
+        return {}
+    servers: dict[str, str] = {}
+    for context, found in config.index["contexts"].items():
+        server = _cluster_of(config, found)[1].get("server")
+        if isinstance(server, str) and server:
+            servers[context] = server
+    return servers
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """Where a context's API server is and which CA vouches for it, as the kubeconfig says."""
@@ -1020,10 +1044,8 @@ def context_endpoint(context: str, kubeconfig: str | os.PathLike[str] | None = N
     if found is None:
         raise KubeError(f'context "{context}" not found in kubeconfig {config.where} '
                         f"(contexts: {config.listing}); pass --context with one of them")
-    ctx = (found[1].get("context") if found else None) or {}
-    cluster = config.entry("clusters", ctx.get("cluster")) if isinstance(ctx, dict) else None
-    entry = (cluster[1].get("cluster") if cluster else None) or {}
-    server = entry.get("server") if isinstance(entry, dict) else None
+    cluster, entry = _cluster_of(config, found)
+    server = entry.get("server")
     if not isinstance(server, str) or not server:
         raise KubeError(f"context {context}: kubeconfig {config.where} gives its cluster no server; "
                         "fix that entry of the kubeconfig")

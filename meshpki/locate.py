@@ -94,6 +94,22 @@ class Resolver:
 
         return kube.list_contexts(self.kubeconfig(), self.configs)
 
+    def contexts_by_server(self) -> dict[str, str]:
+        """API server URL -> the one context of the kubeconfig that reaches it
+        (servers that several contexts share are left out; {} without a
+        kubeconfig). remote-secret copies the remote's server from its context
+        into the primary's secret, so audit finds that context again here."""
+        from meshpki import kube
+
+        try:
+            servers = kube.context_servers(self.kubeconfig(), self.configs)
+        except KubeError:
+            return {}
+        contexts: dict[str, list[str]] = {}
+        for context, server in servers.items():
+            contexts.setdefault(server, []).append(context)
+        return {server: names[0] for server, names in contexts.items() if len(names) == 1}
+
     def in_pod(self) -> bool:
         """No kubeconfig file anywhere and a Kubernetes service in the environment:
         kube.Cluster.connect will use the pod's service account."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -430,6 +431,101 @@ def test_audit_compares_remote_secrets_with_the_fleet_file(rs, cli, kubeconfig, 
     [missing] = [r for r in data["rows"] if "remote-secret-missing" in r["codes"]]
     assert missing["cluster"] == "cluster1" and missing["grade"] == "WARNING"
     assert "meshpki remote-secret cluster3 --primary-context cluster1" in missing["reason"]
+
+
+KIND = {"kind-cluster1": Context("cluster1"), "kind-cluster2": Context("cluster2"),
+        "kind-cluster3": Context("cluster3")}
+
+
+@pytest.fixture
+def kind(mesh, tmp_path):
+    """A kind-style kubeconfig (contexts kind-NAME, clusters named NAME), as KUBECONFIG for every
+    command below: the audit's hints are run exactly as printed, with no --kubeconfig added."""
+    mesh.cluster("cluster3").add_namespace(NS)
+    return {"KUBECONFIG": str(mesh.write_kubeconfig(tmp_path / "kind", KIND))}
+
+
+def hint_of(reason: str) -> list[str]:
+    """The meshpki command in an audit reason, as a shell would split it (without `meshpki`)."""
+    command = shlex.split(reason[reason.index("meshpki remote-secret"):])
+    assert command[0] == "meshpki"
+    return command[1:]
+
+
+def remote_rows(result) -> list[dict]:
+    assert result.exit_code in (0, 1, 2), result.output
+    return [r for r in json.loads(result.stdout)["rows"] if r["role"] == "remote-secret"]
+
+
+def test_audits_rotate_hint_runs_as_printed_and_keeps_the_token_ttl(cli, kind, mesh):
+    made = cli("remote-secret", "cluster2", "--context", "kind-cluster2", "--primary-context", "kind-cluster1",
+               "--token-ttl", "20d", "--token-wait", "5", env=kind)
+    assert made.exit_code == 0, made.output
+    old = kubeconfig_token(primary_secret(mesh)["data"]["cluster2"])
+    [row] = remote_rows(cli("audit", "--context", "kind-cluster1", "-o", "json", env=kind))
+    assert row["codes"] == ["expires-soon"]
+    hint = hint_of(row["reason"])
+    assert hint == ["remote-secret", "cluster2", "--context", "kind-cluster2", "--primary-context", "kind-cluster1",
+                    "--rotate"], "the remote's context, found by the server its kubeconfig names"
+    followed = cli(*hint, env=kind)
+    assert followed.exit_code == 0, followed.output
+    token = kubeconfig_token(primary_secret(mesh)["data"]["cluster2"])
+    assert token != old and token_lifetime_of(mesh) > dt.timedelta(days=19, hours=23)
+    assert token_lifetime_of(mesh) <= dt.timedelta(days=20), "still a 20-day TokenRequest token"
+    assert "TokenRequest for 20d" in followed.stdout
+
+
+@pytest.mark.parametrize("how", ["--config", "MESHPKI_CONFIG"])
+def test_audits_hints_carry_the_fleet_file(cli, kind, mesh, tmp_path, how):
+    fleet = tmp_path / "my fleet.yaml"  # a space: the hint quotes it
+    fleet.write_text("clusters:\n  - name: cluster1\n    context: kind-cluster1\n    remotes: [cluster2, cluster3]\n"
+                     "  - name: cluster2\n    context: kind-cluster2\n  - name: cluster3\n    context: kind-cluster3\n")
+    env = {**kind, "MESHPKI_CONFIG": str(fleet)} if how == "MESHPKI_CONFIG" else kind
+    config = ["--config", str(fleet)] if how == "--config" else []
+    made = cli("remote-secret", "cluster2", "--token-ttl", "3h", *config, env=env)
+    assert made.exit_code == 0, made.output
+    audited = cli("audit", "--context", "kind-cluster1", "-o", "json", *config, env=env)
+    [row] = remote_rows(audited)
+    assert f"--config '{fleet}'" in row["reason"]
+    rotate = hint_of(row["reason"])
+    assert rotate == ["remote-secret", "cluster2", "--primary-context", "kind-cluster1", "--config", str(fleet),
+                      "--rotate"]
+    [missing] = [r for r in json.loads(audited.stdout)["rows"] if "remote-secret-missing" in r["codes"]]
+    make = hint_of(missing["reason"])
+    assert make == ["remote-secret", "cluster3", "--primary-context", "kind-cluster1", "--config", str(fleet)]
+    for hint in (rotate, make):  # without MESHPKI_CONFIG in the shell: --config does it
+        followed = cli(*hint, env=kind)
+        assert followed.exit_code == 0, followed.output
+    assert mesh.cluster("cluster1").get_secret(NS, "istio-remote-secret-cluster3") is not None
+    assert dt.timedelta(hours=2, minutes=59) < token_lifetime_of(mesh) <= dt.timedelta(hours=3)
+    again = cli("audit", "--context", "kind-cluster1", "-o", "json", *config, env=env)
+    assert not [r for r in json.loads(again.stdout)["rows"] if "remote-secret-missing" in r["codes"]]
+
+
+def test_audits_hint_leaves_out_a_context_it_cannot_tell(cli, kind, mesh, tmp_path):
+    assert cli("remote-secret", "cluster2", "--context", "kind-cluster2", "--primary-context", "kind-cluster1",
+               "--token-ttl", "20d", env=kind).exit_code == 0
+    twice = {**KIND, "admin@cluster2": Context("cluster2")}  # two contexts reach cluster2: no guess
+    env = {"KUBECONFIG": str(mesh.write_kubeconfig(tmp_path / "twice", twice))}
+    [row] = remote_rows(cli("audit", "--context", "kind-cluster1", "-o", "json", env=env))
+    assert hint_of(row["reason"]) == ["remote-secret", "cluster2", "--primary-context", "kind-cluster1", "--rotate"]
+
+
+def test_a_hint_from_a_pod_names_the_primary_by_the_fleet_file():
+    from meshpki.audit import MeshLayout, Observation
+    from meshpki.audit.grade import remote_secret_command
+    from meshpki.config import Fleet, FleetCluster
+    from meshpki.kube import IN_CLUSTER_CONTEXT
+
+    pod = Observation("east", "live", IN_CLUSTER_CONTEXT)  # audit --cluster-name east in a CronJob
+    fleet = Fleet(clusters=(FleetCluster("east", "ctx-east", None, ("west",)), FleetCluster("west", "ctx-west")),
+                  path=Path("/etc/meshpki/mesh.yaml"))
+    assert remote_secret_command("west", pod, MeshLayout.of(fleet), "https://west:6443", rotate=True) == (
+        "meshpki remote-secret west --primary-context ctx-east --config /etc/meshpki/mesh.yaml --rotate")
+    alone = Observation("in-cluster", "live", IN_CLUSTER_CONTEXT)
+    assert remote_secret_command("west", alone, MeshLayout(server_contexts={"https://west:6443": "w"}),
+                                 "https://west:6443") == "meshpki remote-secret west --context w", \
+        "no context for the pod's own cluster: remote-secret asks for --primary-context in one line"
 
 
 def test_audit_listing_refused_matters_only_on_a_fleet_primary(cli, tmp_path, primary_with_cacerts):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -314,7 +315,6 @@ class _Grader:
         expected = layout.remotes.get(obs.cluster, ())
         if found is None:
             return
-        rotate = f"meshpki remote-secret {{cluster}} --primary-context {obs.context} --rotate"
         if found.error is not None:
             if expected or found.status != 403:  # a 403 where no remote secret is expected: not a primary
                 self.bundle(obs.cluster, obs.source, obs.context, Condition(
@@ -324,15 +324,16 @@ class _Grader:
             conditions = []
             if token.error is not None:
                 conditions.append(Condition(Grade.WARNING, "unreadable-token", f"{token.error}; "
-                                            + rotate.format(cluster=token.cluster)))
+                                            + remote_secret_command(token.cluster, obs, layout, token.server, True)))
             elif token.expires is None:
                 conditions.append(Condition(Grade.OK, "ok", ""))
             else:
                 self.remote_tokens.append((obs.cluster, token.cluster, token.expires))
                 expiry = grade_expiry(token.expires, self.at, self.warn_days, self.crit_days)
                 if expiry.grade is not Grade.OK:
+                    rotate = remote_secret_command(token.cluster, obs, layout, token.server, rotate=True)
                     expiry = Condition(expiry.grade, expiry.code, f"token {expiry.reason}; istiod loses "
-                                       f"{token.cluster} then: {rotate.format(cluster=token.cluster)}")
+                                       f"{token.cluster} then: {rotate}")
                 conditions.append(expiry)
             if layout.clusters and token.cluster not in layout.clusters:
                 conditions.append(Condition(Grade.WARNING, "remote-not-in-fleet", (
@@ -348,7 +349,7 @@ class _Grader:
                 self.bundle(obs.cluster, obs.source, obs.context, Condition(
                     Grade.WARNING, "remote-secret-missing",
                     f"the fleet file says this primary reads {name}, but it has no remote secret for it: "
-                    f"meshpki remote-secret {name} --primary-context {obs.context}"))
+                    f"{remote_secret_command(name, obs, layout)}"))
 
     # -- rows ----------------------------------------------------------------------
     def rows(self) -> list[AuditRow]:
@@ -386,6 +387,28 @@ class _Grader:
             rows.append(_row(bundle.cluster, bundle.source, ROLE_BUNDLE, "", "", None, None, "", bundle.conditions,
                              bundle.context))
         return sorted(rows + self.remote_rows, key=AuditRow.sort_key)
+
+
+def remote_secret_command(remote: str, obs: Observation, layout: MeshLayout, server: str | None = None,
+                          rotate: bool = False) -> str:
+    """The remote-secret command that makes (rotate: renews) `remote`'s secret on
+    the primary read as `obs`, runnable as printed: the fleet file the audit
+    read (it names the remote's context), else the kubeconfig context that
+    reaches the remote's `server` when it is not the cluster's name; and the
+    primary's context. The token's kind and lifetime need no option:
+    remote-secret keeps the ones the secret has."""
+    words = ["meshpki", "remote-secret", remote]
+    context = None if remote in layout.contexts else layout.server_contexts.get(server or "")
+    if context and context != remote:
+        words += ["--context", context]
+    primary = obs.context if obs.context not in (None, IN_CLUSTER_CONTEXT) else layout.contexts.get(obs.cluster)
+    if primary:
+        words += ["--primary-context", primary]
+    if layout.config:
+        words += ["--config", layout.config]
+    if rotate:
+        words.append("--rotate")
+    return shlex.join(words)
 
 
 def _row(cluster: str, source: str, role: str, subject: str, serial: str, not_after: dt.datetime | None,

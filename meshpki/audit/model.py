@@ -190,6 +190,7 @@ class RemoteToken:
     secret: str  # namespace/name of the secret in the primary
     expires: dt.datetime | None = None
     error: str | None = None  # no token, or not a JWT
+    server: str | None = None  # the remote's API server, as its kubeconfig names it
 
 
 @dataclass(frozen=True)
@@ -204,15 +205,23 @@ class RemoteSecrets:
 @dataclass(frozen=True)
 class MeshLayout:
     """What the fleet file says about primaries: the remote clusters each one
-    reads, and every cluster it knows (empty: no fleet file, nothing expected)."""
+    reads, and every cluster it knows (empty: no fleet file, nothing expected);
+    and what a remote-secret command printed as a fix needs to run as printed:
+    the fleet file's path and contexts, and the kubeconfig's context for each
+    API server."""
 
     remotes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     clusters: frozenset[str] = frozenset()
+    config: str | None = None  # the fleet file, as --config or MESHPKI_CONFIG named it
+    contexts: Mapping[str, str] = field(default_factory=dict)  # cluster -> its context, from the fleet file
+    server_contexts: Mapping[str, str] = field(default_factory=dict)  # API server -> its one kubeconfig context
 
     @classmethod
-    def of(cls, fleet: Any) -> MeshLayout:
-        """From a config.Fleet."""
-        return cls({c.name: c.remotes for c in fleet.primaries}, frozenset(c.name for c in fleet.clusters))
+    def of(cls, fleet: Any, server_contexts: Mapping[str, str] | None = None) -> MeshLayout:
+        """From a config.Fleet (and `locate.Resolver.contexts_by_server`)."""
+        return cls({c.name: c.remotes for c in fleet.primaries}, frozenset(c.name for c in fleet.clusters),
+                   str(fleet.path) if fleet.path else None, {c.name: c.context for c in fleet.clusters},
+                   dict(server_contexts or {}))
 
 
 @dataclass(frozen=True)

@@ -127,14 +127,14 @@ def read_remote_secrets(conn: Any, namespace: str) -> RemoteSecrets:
     for secret in found:
         for cluster, kubeconfig in sorted(secret.data.items()):
             where = f"{secret.namespace}/{secret.name}"
-            token = remote.kubeconfig_token(kubeconfig)
+            token, server = remote.kubeconfig_token(kubeconfig), remote.kubeconfig_server(kubeconfig)
             if token is None:
-                tokens.append(RemoteToken(cluster, where, error="its kubeconfig holds no bearer token"))
+                tokens.append(RemoteToken(cluster, where, error="its kubeconfig holds no bearer token", server=server))
                 continue
             try:
-                tokens.append(RemoteToken(cluster, where, remote.token_expiry(token)))
+                tokens.append(RemoteToken(cluster, where, remote.token_expiry(token), server=server))
             except MeshPKIError as exc:
-                tokens.append(RemoteToken(cluster, where, error=str(exc)))
+                tokens.append(RemoteToken(cluster, where, error=str(exc), server=server))
     return RemoteSecrets(tuple(tokens))
 
 

@@ -214,7 +214,8 @@ def audit_cmd(settings: Settings, contexts: tuple[str, ...], all_contexts: bool,
     that could not be read within --timeout. Clusters are read in parallel.
     A primary's remote secrets (istio/multiCluster=true) are graded by their
     token's expiry like certificates; a secret for a cluster the fleet file
-    does not list, or a fleet `remotes:` entry without one, is a WARNING.
+    does not list, or a fleet `remotes:` entry without one, is a WARNING;
+    the reason ends with the remote-secret command that fixes it, as printed.
     Exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (the most urgent wins:
     CRITICAL, then UNKNOWN, then WARNING).
 
@@ -231,8 +232,8 @@ def audit_cmd(settings: Settings, contexts: tuple[str, ...], all_contexts: bool,
 
     audit.check_thresholds(warn_days, crit_days)
     try:
-        targets = settings.resolver(kubeconfig, namespace, secret_name, timeout).for_audit(
-            contexts, all_contexts, cluster_name)
+        resolver = settings.resolver(kubeconfig, namespace, secret_name, timeout)
+        targets = resolver.for_audit(contexts, all_contexts, cluster_name)
         from meshpki.crl import skip_evicted
 
         targets, notes = skip_evicted(settings.store, targets)
@@ -240,7 +241,8 @@ def audit_cmd(settings: Settings, contexts: tuple[str, ...], all_contexts: bool,
             say(note)
         report = audit.run(settings.store, targets, at, warn_days, crit_days, parallel,
                            progress_printer("auditing clusters") if len(targets) > 1 else None,
-                           resolve_trust_domain(settings, trust_domain), audit.MeshLayout.of(settings.fleet),
+                           resolve_trust_domain(settings, trust_domain),
+                           audit.MeshLayout.of(settings.fleet, resolver.contexts_by_server()),
                            public_only=public_only)
     except InputError:
         raise
