@@ -329,8 +329,9 @@ def token_policy(t: RemoteTarget, live: LiveSecret | None) -> dt.timedelta | Non
 
 
 def short_ttl_warning(ttl: dt.timedelta | None) -> str | None:
-    """A lifetime within audit's default --warn-days: audit warns from the token's first day."""
-    if ttl is None or ttl >= dt.timedelta(days=DEFAULT_WARN_DAYS):
+    """A lifetime of at most audit's default --warn-days: audit warns from the token's first day
+    (a 30d token has 29 whole days left a moment after it was made)."""
+    if ttl is None or ttl > dt.timedelta(days=DEFAULT_WARN_DAYS):
         return None
     return (f"tokens that live {dates.format_duration(ttl)} are within audit's default --warn-days "
             f"{DEFAULT_WARN_DAYS} from the start, so audit warns about each one until it is rotated; a "

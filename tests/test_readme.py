@@ -120,3 +120,14 @@ def test_ci_runs_the_readmes_test_command_then_the_suite_at_the_floors():
     ci = [line.strip() for line in (README.parent / ".ci" / "run").read_text().splitlines()]
     steps = [ci.index(step.strip()) for step in command.split("&&")]
     assert steps == sorted(steps) and ci.index(".ci/min-versions") > steps[-1]
+
+
+def test_token_ttl_examples_outlive_audits_warn_days():
+    """A --token-ttl the README suggests must not make audit WARN from the token's first day."""
+    from meshpki.dates import DAY, parse_duration
+    from meshpki.limits import DEFAULT_WARN_DAYS
+
+    examples = re.findall(r"--token-ttl ([0-9][0-9dhms]*)", README.read_text())
+    assert examples, "the README shows a --token-ttl"
+    for example in examples:
+        assert parse_duration(example) > DEFAULT_WARN_DAYS * DAY, f"--token-ttl {example} is within --warn-days"

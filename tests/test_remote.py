@@ -246,9 +246,9 @@ def test_another_token_ttl_makes_a_new_token(rs, mesh):
 
 
 def test_a_token_within_audits_warn_days_is_warned_about(rs):
-    short = rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1", "--token-ttl", "20d")
+    short = rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1", "--token-ttl", "30d")
     assert short.exit_code == 0, short.output
-    assert "tokens that live 20d are within audit's default --warn-days 30" in short.stderr
+    assert "tokens that live 30d are within audit's default --warn-days 30" in short.stderr
     longer = rs("cluster2", "--context", "cluster2", "--primary-context", "cluster1", "--token-ttl", "90d")
     assert longer.exit_code == 0 and "--warn-days" not in longer.stderr
 
