@@ -200,6 +200,11 @@ class Kubeconfigs:
                 entry = config.entry(item, ctx.get(key)) if isinstance(ctx, dict) else None
                 if entry is not None:
                     merged[item].append(ConfigNode(f"{entry[0]}/{item}", copy.deepcopy(entry[1]), entry[0]))
+                elif key == "user" and isinstance(ctx, dict) and ctx.get(key):
+                    # the loader would go on without credentials and the server answer 401
+                    known = ", ".join(sorted(config.index["users"])) or "none"
+                    raise KubeError(f'context {context} names user "{ctx[key]}", which kubeconfig {config.where} '
+                                    f"does not define (users: {known}); fix the context or add that user")
             if merged["users"] and merged["clusters"]:
                 self._use_cached_credential(context, merged["users"][0], merged["clusters"][0])
         return ConfigNode(config.paths[0], merged, config.paths[0])

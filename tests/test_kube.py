@@ -176,6 +176,17 @@ def test_context_pointing_at_missing_cluster_entry(kube_api: KubeAPIServer, tmp_
     kube_error(excinfo, None, "context east", "fix that entry")
 
 
+def test_context_naming_a_missing_user_says_so_instead_of_401(kube_api: KubeAPIServer, tmp_path: Path) -> None:
+    doc = kube_api.kubeconfig_dict({"east": ("cluster1", "admin-token")})
+    doc["contexts"][0]["context"]["user"] = "ghost"
+    path = tmp_path / "config"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(KubeError) as excinfo:
+        Cluster.connect(kubeconfig=str(path))
+    kube_error(excinfo, None, 'context east names user "ghost"', "does not define", "fix the context or add that user")
+    assert kube_api.cluster("cluster1").calls == []  # refused before any request
+
+
 # --------------------------------------------------------------------------
 # secrets and namespaces
 
