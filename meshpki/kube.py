@@ -733,6 +733,10 @@ class Cluster:
                     loader = KubeConfigLoader(config_dict=node, active_context=context,
                                               temp_file_path=scratch.folder())  # client keys: private, removed
                     loader.load_and_set(configuration)
+                host = str(configuration.host or "")
+                if not re.match(r"https?://[^/\s]+", host):
+                    raise KubeError(f"context {name}: its cluster in kubeconfig {config.where} has no usable server "
+                                    f"URL (server: {host or 'missing'!r}); set it to the API server's https:// address")
                 if "expiry" not in vars(loader):
                     # The loader's refresh hook re-applies its whole config (and rescans the
                     # environment for proxies) before every request, for a token that may

@@ -187,6 +187,21 @@ def test_context_naming_a_missing_user_says_so_instead_of_401(kube_api: KubeAPIS
     assert kube_api.cluster("cluster1").calls == []  # refused before any request
 
 
+@pytest.mark.parametrize("server", [None, "", "not a url", "localhost:6443"])
+def test_a_cluster_without_a_usable_server_url_is_one_line(kube_api: KubeAPIServer, tmp_path: Path,
+                                                          server: str | None) -> None:
+    doc = kube_api.kubeconfig_dict({"east": ("cluster1", "admin-token")})
+    if server is None:
+        del doc["clusters"][0]["cluster"]["server"]
+    else:
+        doc["clusters"][0]["cluster"]["server"] = server
+    path = tmp_path / "config"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(KubeError) as excinfo:
+        Cluster.connect(kubeconfig=str(path))
+    kube_error(excinfo, None, "context east", "has no usable server URL", "https:// address")
+
+
 # --------------------------------------------------------------------------
 # secrets and namespaces
 
