@@ -192,7 +192,15 @@ class Store:
         if not self.has_root():
             self._settle()
         if not self.has_root():
+            self._refuse_half_root()
             raise StoreError(f"no root CA in store {self.path}; run `meshpki init-root` first (or pass --store)")
+
+    def _refuse_half_root(self) -> None:
+        """root/ that holds something but no root-cert.pem is a damaged root, not a
+        missing one: init-root would refuse to overwrite it, so never suggest it."""
+        if self.root_dir.is_dir() and any(not p.name.startswith(".") for p in self.root_dir.iterdir()):
+            raise StoreError(f"{self.root_dir / ROOT_CERT_FILE} is missing but {self.root_dir} is not empty: the "
+                             "store's root is damaged; restore root-cert.pem from a backup")
 
     def root_cert_pem(self) -> bytes:
         self._require_root()
@@ -251,6 +259,7 @@ class Store:
         return key
 
     def refuse_existing_root(self) -> None:
+        self._refuse_half_root()
         if self.has_root():
             raise StoreError(
                 f"store {self.path} already has a root CA ({self.root_dir / ROOT_CERT_FILE}); "

@@ -17,6 +17,7 @@ from meshpki.bundle import FILES
 from meshpki.errors import InputError, StoreError
 from meshpki.keys import KeyType
 from meshpki.store import Store, validate_cluster_name
+from tests.conftest import one_line_error, snapshot
 
 
 def make_store(store: Store, clusters=("cluster1",)) -> Store:
@@ -355,3 +356,17 @@ def test_make_dir_accepts_a_folder_another_process_just_made(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(FileExistsError):
         publish.make_dir(tmp_path / "file")
+
+
+def test_a_root_folder_without_its_certificate_is_damaged_not_missing(cli, store_path):
+    env = {"MESHPKI_ROOT_PASSPHRASE": "correct horse battery staple"}
+    assert cli("init-root", "--key-type", "ecdsa-p256", env=env).exit_code == 0
+    (store_path / "root" / "root-cert.pem").unlink()
+    before = snapshot(store_path)
+    for args in (("issue", "cluster1"), ("init-root", "--key-type", "ecdsa-p256")):
+        result = cli(*args, env=env)
+        assert result.exit_code == 1
+        line = one_line_error(result)
+        assert "root-cert.pem is missing" in line and "restore root-cert.pem from a backup" in line
+        assert "init-root` first" not in line and "generating" not in result.output
+        assert snapshot(store_path) == before
