@@ -198,7 +198,9 @@ class Store:
     def _refuse_half_root(self) -> None:
         """root/ that holds something but no root-cert.pem is a damaged root, not a
         missing one: init-root would refuse to overwrite it, so never suggest it."""
-        if self.root_dir.is_dir() and any(not p.name.startswith(".") for p in self.root_dir.iterdir()):
+        if self.has_root() or not self.root_dir.is_dir():
+            return
+        if any(not p.name.startswith(".") for p in self.root_dir.iterdir()):
             raise StoreError(f"{self.root_dir / ROOT_CERT_FILE} is missing but {self.root_dir} is not empty: the "
                              "store's root is damaged; restore root-cert.pem from a backup")
 
