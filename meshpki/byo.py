@@ -250,10 +250,24 @@ def read_csr(pem: bytes, what: str) -> tuple[x509.CertificateSigningRequest, key
         valid = csr.is_signature_valid
     except Exception as exc:
         raise InputError(f"{what} is not a readable certificate request ({keys.first_line(exc)})") from None
+    weak = _weak_hash_name(csr)
+    if weak is not None:  # cryptography does not verify SHA-1 signatures: say why, not "altered"
+        raise InputError(f"{what} is signed with {weak}, which meshpki refuses; have the site make it with "
+                         "SHA-256 or stronger (meshpki csr does)")
     if not valid:
         raise InputError(f"{what}: the request's signature does not match its key; it was altered or "
                          "damaged, ask the site for a new one")
     return csr, checked_key(csr.public_key(), what)
+
+
+def _weak_hash_name(csr: x509.CertificateSigningRequest) -> str | None:
+    from cryptography.hazmat.primitives import hashes
+
+    try:
+        algorithm = csr.signature_hash_algorithm
+    except Exception:  # an algorithm cryptography does not know: the signature check says it
+        return None
+    return algorithm.name.upper().replace("SHA1", "SHA-1") if isinstance(algorithm, hashes.SHA1 | hashes.MD5) else None
 
 
 def checked_key(key: object, what: str) -> keys.PublicKey:

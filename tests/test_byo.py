@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -149,6 +150,19 @@ def test_a_bad_request_is_refused_and_nothing_is_written(cli, root_store, tmp_pa
     assert expected in one_line_error(result)
     assert snapshot(root_store) == before
     assert not out.exists()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI not installed")
+def test_a_sha1_request_is_refused_for_its_hash_not_as_damaged(cli, root_store, tmp_path):
+    key, req, out = tmp_path / "k.pem", tmp_path / "sha1.csr", tmp_path / "out"  # cryptography cannot sign SHA-1
+    key.write_bytes(to_pem(ec.generate_private_key(ec.SECP256R1())))
+    subprocess.run(["openssl", "req", "-new", "-key", str(key), "-sha1", "-subj", "/O=Istio/CN=x/L=cluster3",
+                    "-out", str(req)], check=True, capture_output=True)
+    before = snapshot(root_store)
+    result = cli("sign", str(req), "--out", str(out), env=at(root_store))
+    assert result.exit_code == 2
+    assert "is signed with SHA-1, which meshpki refuses" in one_line_error(result)
+    assert snapshot(root_store) == before and not out.exists()
 
 
 def test_sign_refuses_a_cluster_name_given_badly(cli, root_store, tmp_path):
