@@ -40,12 +40,20 @@ def folder() -> str:
 
 
 def cleanup() -> None:
-    """Remove the folder and everything in it (idempotent)."""
+    """Remove the folder and everything in it (idempotent). It is renamed away
+    first: a thread still writing into it (the kubernetes loader) can then not
+    add a file while rmtree runs, which would leave the folder behind."""
     global _path
     with _lock:
         path, _path = _path, None
-        if path is not None and _owner == os.getpid():
-            shutil.rmtree(path, ignore_errors=True)
+        if path is None or _owner != os.getpid():
+            return
+        doomed = f"{path}.removing"
+        try:
+            os.rename(path, doomed)
+        except OSError:
+            doomed = path
+        shutil.rmtree(doomed, ignore_errors=True)
 
 
 def install_signal_handlers() -> None:
@@ -60,13 +68,14 @@ def install_signal_handlers() -> None:
 
 def _handler(signum: int, previous: Any) -> Any:
     def handle(received: int, frame: FrameType | None) -> None:
-        cleanup()
-        if callable(previous):
-            previous(received, frame)
-            return
-        if previous == signal.SIG_IGN:
-            return
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
+        with _lock:  # no other thread makes a new folder between the cleanup and the end
+            cleanup()
+            if callable(previous):
+                previous(received, frame)
+                return
+            if previous == signal.SIG_IGN:
+                return
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
 
     return handle

@@ -164,3 +164,32 @@ def test_a_normal_exit_leaves_nothing_either(kube_api, tmp_path):
     proc.communicate(timeout=60)
     assert proc.returncode == 2  # the secret is missing: CRITICAL
     assert list(tmp.iterdir()) == []
+
+
+def test_cleanup_leaves_nothing_while_another_thread_still_writes_into_the_folder():
+    """The kubernetes loader may be writing a client key into the folder when a
+    signal's cleanup runs: whatever the interleaving, nothing may survive."""
+    import os
+    import threading
+
+    from meshpki import scratch
+
+    for _ in range(20):
+        path = scratch.folder()
+        started = threading.Event()
+
+        def write_until_gone(path: str = path, started: threading.Event = started) -> None:
+            for i in range(100_000):
+                try:
+                    with open(os.path.join(path, f"key-{i}.pem"), "w") as f:
+                        f.write("secret")
+                except OSError:
+                    return  # the folder is gone
+                started.set()
+
+        writer = threading.Thread(target=write_until_gone)
+        writer.start()
+        started.wait(timeout=30)
+        scratch.cleanup()
+        writer.join()
+        assert not os.path.exists(path) and not os.path.exists(path + ".removing")
