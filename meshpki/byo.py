@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,7 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from meshpki import ca, crl, keys, pem, profiles
+from meshpki import ca, crl, keys, pem, profiles, publish
 from meshpki.bundle import CA_CERT, CA_CRL, CA_KEY, CERT_CHAIN, ROOT_CERT, cert_to_pem, parse_certs
 from meshpki.errors import BundleError, InputError, MeshPKIError, StoreError
 from meshpki.keys import KeyType
@@ -58,6 +59,7 @@ class CsrResult:
     cluster: str
     pending: Path
     csr_pem: bytes
+    out: Path | None  # where the request was written; None: the caller prints it
 
 
 def check_request(cluster: str, org: str, san_dns: Sequence[str]) -> None:
@@ -68,26 +70,43 @@ def check_request(cluster: str, org: str, san_dns: Sequence[str]) -> None:
 
 
 def make_csr(store: Store, cluster: str, key_type: KeyType, org: str = profiles.DEFAULT_ORG,
-             san_dns: Sequence[str] = (profiles.DEFAULT_ISTIOD_SAN,), replace: bool = False) -> CsrResult:
-    """Generate the intermediate key here and keep it pending; return the CSR.
+             san_dns: Sequence[str] = (profiles.DEFAULT_ISTIOD_SAN,), replace: bool = False,
+             out: Path | None = None) -> CsrResult:
+    """Generate the intermediate key here and keep it pending; write the CSR to `out`.
 
     The subject and SAN are what `issue` would use, so the root holder can
     read the cluster name from the CSR; `sign` still decides the profile.
+    The request is written before the key is kept: a request that cannot be
+    written leaves no pending key behind (a retry would need --force).
     """
     check_request(cluster, org, san_dns)
-    with store.locked():
-        if not replace:
-            store.refuse_pending(cluster)  # before spending time on a key
-        key = key_type.generate()
-        builder = x509.CertificateSigningRequestBuilder().subject_name(
-            profiles.ca_name(org, profiles.INTERMEDIATE_CN, cluster))
-        if san_dns:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.DNSName(d) for d in san_dns]), critical=False)
-        csr = builder.sign(key, keys.signature_hash(key))
-        csr_pem = csr.public_bytes(serialization.Encoding.PEM)
-        path = store.write_pending(cluster, {CA_KEY: keys.to_pem(key), CSR_FILE: csr_pem}, replace=replace)
-    return CsrResult(cluster, path, csr_pem)
+    check_csr_out(store, out)
+    made_store = not store.path.exists()
+    try:
+        with store.locked():
+            if not replace:
+                store.refuse_pending(cluster)  # before spending time on a key
+            key = key_type.generate()
+            builder = x509.CertificateSigningRequestBuilder().subject_name(
+                profiles.ca_name(org, profiles.INTERMEDIATE_CN, cluster))
+            if san_dns:
+                builder = builder.add_extension(
+                    x509.SubjectAlternativeName([x509.DNSName(d) for d in san_dns]), critical=False)
+            csr_pem = builder.sign(key, keys.signature_hash(key)).public_bytes(serialization.Encoding.PEM)
+            with _delivering(out, {out: csr_pem} if out else {}):
+                path = store.write_pending(cluster, {CA_KEY: keys.to_pem(key), CSR_FILE: csr_pem}, replace=replace)
+    except BaseException:
+        if made_store:  # a new site store that recorded nothing is not left behind as a folder holding .lock
+            store.remove_if_empty()
+        raise
+    return CsrResult(cluster, path, csr_pem, out)
+
+
+def check_csr_out(store: Store, out: Path | None) -> None:
+    """csr's --out (None: stdout): outside the store, in a folder that exists (checked before a key is made)."""
+    store.refuse_output(out, "--out")
+    if out is not None and not out.parent.is_dir():
+        raise InputError(f"--out {out}: {out.parent} is not a folder; create it first")
 
 
 def complete(store: Store, cluster: str, folder: Path) -> Path | None:
@@ -314,44 +333,46 @@ def sign_csr(store: Store, csr_pem: bytes, what: str, issuer: ca.Issuer, out: Pa
     if store.has_cluster(name):
         raise StoreError(f"cluster {name!r} already has a full bundle in this store; a CSR is for a cluster whose "
                          "key lives at its site (pick another name, or use `meshpki rotate`)")
-    _refuse_unwritable_out(out)
+    check_out(store, out)
     rejoining = crl.rejoin_warnings(store, name)
     issued = profiles.make_intermediate(
         issuer.cert, issuer.key, public_key, name, days,
         org=ca.organization_of(issuer.cert), san_dns=san_dns)
     files = ca.certificate_files(issuer, issued.cert)
     roots_part = crl.roots_part_for(store, files)  # once the mesh revokes, the site must ship its roots' CRLs
-    with store.locked():
+    sent = {**files, CA_CRL: roots_part} if roots_part else files
+    with store.locked(), _delivering(out, {out / n: data for n, data in sent.items()}, make_parents=True):
         if before_write is not None:
             before_write()
-        store.write_signed(name, files)
-        _write_out(out, {**files, CA_CRL: roots_part} if roots_part else files)
+        store.write_signed(name, files)  # recorded only once the site's copy is written
     return SignResult(name, out, issued.cert, rejoining + issued.warnings)
 
 
-def _refuse_unwritable_out(out: Path) -> None:
+def check_out(store: Store, out: Path) -> None:
+    """sign's --out: a new or empty folder outside the store (checked before the passphrase)."""
+    store.refuse_output(out, "--out")
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is not a folder")
-    if out.is_dir() and any((out / n).exists() for n in SIGNED_FILES):
+    if out.is_dir() and any((out / n).exists() for n in (*SIGNED_FILES, CA_CRL)):
         raise InputError(f"--out {out} already holds signed files; pass an empty or new folder")
 
 
-def _write_out(out: Path, files: dict[str, bytes]) -> None:
-    """The certificate files (and the roots' CRLs) for the site."""
+@contextmanager
+def _delivering(where: Path | None, files: Mapping[Path, bytes], make_parents: bool = False) -> Iterator[None]:
+    """Files meant to travel (a CSR, certificates, CRLs), 0644, that appear only if
+    the store records its part in the block, and are written before it does: a
+    failure on either side leaves neither."""
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        with publish.written_on_success(files, 0o644, make_parents):
+            yield
     except OSError as exc:
-        raise StoreError(f"cannot write to {out}: {exc.strerror or exc}") from None
-    for name, data in files.items():
-        write_public(out / name, data)
+        raise StoreError(f"cannot write {where}: {exc.strerror or exc}; nothing was recorded") from None
 
 
 def write_public(path: Path, data: bytes) -> None:
-    """A file meant to travel (a CSR, certificates, CRLs): atomic, 0644."""
-    from meshpki.publish import replace_file
-
+    """A file meant to travel (CRLs for a site): atomic, 0644."""
     try:
-        replace_file(path, data, 0o644)
+        publish.replace_file(path, data, 0o644)
     except OSError as exc:
         raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from None
 

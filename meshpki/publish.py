@@ -27,7 +27,8 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 PRIVATE_DIR_MODE = 0o700
@@ -84,6 +85,38 @@ def replace_file(path: Path, data: bytes, mode: int) -> None:
     except OSError:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def written_on_success(files: Mapping[Path, bytes], mode: int, make_parents: bool = False) -> Iterator[None]:
+    """Files for the user (a CSR, signed certificates) that must exist only if the
+    work in the `with` block succeeds: each is written and fsynced beside its target
+    first (proving it can be written), renamed into place after the block, and
+    removed, with the folders made for it, if the block fails. Raises OSError."""
+    token = secrets.token_hex(4)
+    staged: dict[Path, Path] = {}
+    made: list[Path] = []
+    try:
+        for target, data in files.items():
+            if make_parents:
+                missing = [p for p in [target.parent, *target.parent.parents] if not p.exists()]
+                for folder in reversed(missing):
+                    folder.mkdir()
+                    made.append(folder)
+            staged[target] = target.parent / f"{TMP}{target.name}-{token}"
+            write_file(staged[target], data, mode)
+        yield
+        for target, tmp in staged.items():
+            os.rename(tmp, target)
+        for folder in {t.parent for t in staged}:
+            fsync_dir(folder)
+        made.clear()
+    finally:
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
+        for folder in reversed(made):
+            with suppress(OSError):
+                folder.rmdir()
 
 
 def replace_files(journal_dir: Path, files: Mapping[Path, bytes], mode: int) -> None:

@@ -53,10 +53,16 @@ def _refuse_token(store: Store, folder: Path, what: str, doing: str, instead: st
                            f"it was generated there as non-extractable; {instead}")
 
 
-def check_exportable(store: Store, new_root: bool = False) -> tuple[Path, str]:
-    """Refuse, before any secret is asked for, a key that has no file to export."""
+def check_exportable(store: Store, out: Path, new_root: bool = False) -> tuple[Path, str]:
+    """Refuse, before any secret is asked for, a key that has no file to export,
+    and an --out that exists, has no folder, or lies inside the store."""
     folder, what = _folder(store, new_root)
     _refuse_token(store, folder, what, "exported", "back the token up with its vendor's tools instead")
+    store.refuse_output(out, "--out")
+    if out.exists() or out.is_symlink():
+        raise InputError(f"{out} exists; meshpki never overwrites a key file: choose another --out or remove it")
+    if not out.parent.is_dir():
+        raise InputError(f"{out.parent} is not a folder; create it first")
     return folder, what
 
 
@@ -74,11 +80,7 @@ def export_root_key(store: Store, out: Path, passphrase: bytes | None, export_pa
     Encrypted with the key's own passphrase; an unencrypted root (a throw-away
     store) needs `export_passphrase`, since an export is never plaintext.
     """
-    folder, what = check_exportable(store, new_root)
-    if out.exists() or out.is_symlink():
-        raise InputError(f"{out} exists; meshpki never overwrites a key file: choose another --out or remove it")
-    if not out.parent.is_dir():
-        raise InputError(f"{out.parent} is not a folder; create it first")
+    folder, what = check_exportable(store, out, new_root)
     key = _as_private(store.load_key(folder, passphrase, f"{what} key"))
     secret = passphrase if store.key_kind(folder) == "encrypted" else export_passphrase
     if not secret:

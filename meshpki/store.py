@@ -156,6 +156,19 @@ class Store:
             raise StoreError(f"{path} is a symlink or leads outside the store {self.path}; remove it")
         return path
 
+    def refuse_output(self, path: Path | None, option: str) -> None:
+        """Refuse a file or folder the user names for output (--out, --textfile) that
+        lies inside the store, symlinks resolved: meshpki's own writes there are
+        atomic, locked and checked, and an output would overwrite or plant store
+        files (a CSR over root-cert.pem, a keyless bundle among the clusters)."""
+        if path is None or str(path) == "-":
+            return
+        named = Path(path).expanduser().absolute()  # not normalized: "link/.." is where the kernel goes
+        if Path(os.path.realpath(named)).is_relative_to(os.path.realpath(self.path)):
+            how = "" if Path(os.path.abspath(named)).is_relative_to(os.path.abspath(self.path)) else " (through a symlink)"
+            raise InputError(f"{option} {path} is inside the store {self.path}{how}, which only meshpki itself "
+                             "writes; name a path outside the store")
+
     def check_private(self) -> None:
         """Refuse a store someone else owns or may write to (ssh's StrictModes).
 

@@ -370,3 +370,99 @@ def test_a_root_folder_without_its_certificate_is_damaged_not_missing(cli, store
         assert "root-cert.pem is missing" in line and "restore root-cert.pem from a backup" in line
         assert "init-root` first" not in line and "generating" not in result.output
         assert snapshot(store_path) == before
+
+
+# -- outputs the user names (--out, --textfile) never land in the store -----------------
+
+@pytest.fixture
+def base(cli, store_path, tmp_path):
+    """The reviewer's setup: an ECDSA root and cluster1, cluster2; plus a CSR for cluster3."""
+    for args in (("init-root", "--insecure-no-passphrase", "--key-type", "ecdsa-p256"), ("issue", "cluster1", "cluster2")):
+        assert cli(*args).exit_code == 0
+    request = tmp_path / "c3.csr"
+    made = cli("csr", "cluster3", "--key-type", "ecdsa-p256", "--out", str(request),
+               env={"MESHPKI_STORE": str(tmp_path / "site")})
+    assert made.exit_code == 0, made.output
+    return request
+
+
+@pytest.mark.parametrize("args", [
+    ("crl", "export", "cluster3", "--out", "{store}/root/root-cert.pem"),
+    ("audit", "--textfile", "{store}/root/root-cert.pem"),
+    ("csr", "cluster3", "--key-type", "ecdsa-p256", "--out", "{store}/root/root-cert.pem"),
+    ("sign", "{csr}", "--out", "{store}/clusters/cluster3"),
+    ("sign", "{csr}", "--out", "{store}"),
+    ("export-root-key", "--out", "{store}/clusters/cluster1/x.pem"),
+    ("csr", "cluster3", "--key-type", "ecdsa-p256", "--out", "{link}/root-cert.pem"),  # a symlink into the store
+    ("audit", "--textfile", "{link}/../new.prom"),
+])
+def test_an_output_inside_the_store_is_refused_and_nothing_changes(cli, base, store_path, tmp_path, args):
+    (tmp_path / "link").symlink_to(store_path / "root")
+    before = snapshot(store_path)
+    named = [a.format(store=store_path, csr=base, link=tmp_path / "link") for a in args]
+    result = cli(*named, env={"MESHPKI_ROOT_PASSPHRASE": "never-asked-for-here"})
+    assert result.exit_code == 2, result.output
+    line = one_line_error(result)
+    assert f"is inside the store {store_path}" in line and "name a path outside the store" in line
+    assert ("(through a symlink)" in line) == ("{link}" in " ".join(args))
+    assert snapshot(store_path) == before
+
+
+def test_an_existing_file_outside_the_store_is_still_overwritten_like_a_redirection(cli, base, tmp_path):
+    target = tmp_path / "again.csr"
+    target.write_text("old")
+    result = cli("csr", "cluster4", "--key-type", "ecdsa-p256", "--out", str(target))
+    assert result.exit_code == 0, result.output
+    assert target.read_bytes().startswith(b"-----BEGIN CERTIFICATE REQUEST-----")
+
+
+# -- a failed output records nothing; a failed record leaves no output ------------------
+
+def test_sign_whose_folder_cannot_be_written_records_nothing(cli, base, store_path, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    before = snapshot(store_path)
+    result = cli("sign", str(base), "--out", str(blocker / "signed"))
+    assert result.exit_code == 1
+    assert "cannot write" in one_line_error(result) and "nothing was recorded" in result.output
+    assert snapshot(store_path) == before  # no signed/cluster3 inventory for certificates nobody received
+    assert cli("sign", str(base), "--out", str(tmp_path / "new" / "signed")).exit_code == 0
+
+
+def test_sign_that_the_store_cannot_record_leaves_no_output(cli, base, store_path, tmp_path):
+    (store_path / "signed").write_text("a file where the inventory folder belongs")
+    out = tmp_path / "made" / "for" / "signed"
+    result = cli("sign", str(base), "--out", str(out))
+    assert result.exit_code == 1, result.output
+    assert "is not a folder" in one_line_error(result)
+    assert not (tmp_path / "made").exists()  # neither the files nor the folders made for them
+
+
+def test_csr_into_a_missing_folder_is_refused_before_a_key_is_made(cli, tmp_path):
+    site = {"MESHPKI_STORE": str(tmp_path / "site")}
+    result = cli("csr", "cluster3", "--key-type", "ecdsa-p256", "--out", str(tmp_path / "missing" / "x.csr"), env=site)
+    assert result.exit_code == 2
+    assert "is not a folder; create it first" in one_line_error(result)
+    assert not (tmp_path / "site").exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc, where no file can be made")
+def test_csr_whose_request_cannot_be_written_keeps_no_pending_key(cli, tmp_path):
+    site = {"MESHPKI_STORE": str(tmp_path / "site")}
+    result = cli("csr", "cluster3", "--key-type", "ecdsa-p256", "--out", "/proc/cluster3.csr", env=site)
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1].startswith("Error: cannot write /proc/cluster3.csr")
+    assert "nothing was recorded" in result.output
+    assert not (tmp_path / "site").exists()  # a new site store that recorded nothing is not left behind
+    retry = cli("csr", "cluster3", "--key-type", "ecdsa-p256", "--out", str(tmp_path / "x.csr"), env=site)
+    assert retry.exit_code == 0, retry.output  # no "already pending; pass --force"
+
+
+def test_csr_that_the_store_cannot_record_leaves_no_request(cli, tmp_path):
+    site = tmp_path / "site"
+    site.mkdir(mode=0o700)
+    (site / "pending").write_text("a file where the pending folder belongs")
+    out = tmp_path / "x.csr"
+    result = cli("csr", "cluster3", "--key-type", "ecdsa-p256", "--out", str(out), env={"MESHPKI_STORE": str(site)})
+    assert result.exit_code == 1, result.output
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]

@@ -397,7 +397,7 @@ def export_root_key_cmd(settings: Settings, out: Path, new_root: bool, passphras
     from meshpki import render, rootkey
 
     store = settings.store
-    rootkey.check_exportable(store, new_root)
+    rootkey.check_exportable(store, out, new_root)
     secret = (new_root_secret if new_root else old_root_secret)(store, passphrase_file)
     folder = store.rotation_dir if new_root else store.root_dir
     export_pw = None if store.key_kind(folder) == "encrypted" else new_root_passphrase(
@@ -538,6 +538,7 @@ def crl_export_cmd(settings: Settings, cluster: str, out: Path) -> None:
     """
     from meshpki import crl
 
+    settings.store.refuse_output(out, "--out")
     where = deliver(out, crl.export_for_site(settings.store, cluster))
     say(f"{cluster}: the roots' CRLs written to {where}; next: the site runs meshpki crl refresh {cluster} FILE")
 

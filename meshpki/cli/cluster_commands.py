@@ -231,6 +231,7 @@ def audit_cmd(settings: Settings, contexts: tuple[str, ...], all_contexts: bool,
     from meshpki.render import OutputFormat, audit_prometheus, render_audit
 
     audit.check_thresholds(warn_days, crit_days)
+    settings.store.refuse_output(textfile, "--textfile")
     try:
         resolver = settings.resolver(kubeconfig, namespace, secret_name, timeout)
         targets = resolver.for_audit(contexts, all_contexts, cluster_name)

@@ -57,12 +57,14 @@ def csr_cmd(settings: Settings, cluster: str, key_type: str, org: str, san_dns: 
 
     chosen = KeyType.parse(key_type)
     byo.check_request(cluster, org, san_dns)
+    to_file = None if str(out) == "-" else out
+    byo.check_csr_out(settings.store, to_file)
     if not force:
         settings.store.refuse_pending(cluster)  # before a word about keys
     say(f"generating the {chosen.value} key of {cluster}'s CA ...")
-    result = byo.make_csr(settings.store, cluster, chosen, org,
-                          san_dns or (profiles.DEFAULT_ISTIOD_SAN,), replace=force)
-    where = deliver(out, result.csr_pem)
+    result = byo.make_csr(settings.store, cluster, chosen, org, san_dns or (profiles.DEFAULT_ISTIOD_SAN,),
+                          replace=force, out=to_file)
+    where = str(result.out) if result.out else deliver(out, result.csr_pem)
     say(f"{cluster}: key kept pending in {result.pending} (it never leaves this store); request written to {where}")
     say(f"next: send it to the root holder (meshpki sign {out if where != 'stdout' else 'FILE'} --out DIR), "
         f"then run meshpki complete {cluster} DIR here")
@@ -104,6 +106,7 @@ def sign_cmd(settings: Settings, csr_file: Path, cluster: str | None, days: int,
         raise BadInput(f"cannot read {csr_file}: {exc.strerror or exc}") from None
     store = settings.store
     byo.read_csr(pem, str(csr_file))  # a bad request is refused before the passphrase is asked
+    byo.check_out(store, out)  # before the passphrase
     result = rotate.sign_now(store, pem, str(csr_file), signing_secret(store, passphrase_file), out,
                              cluster=cluster, days=days, san_dns=san_dns or (profiles.DEFAULT_ISTIOD_SAN,))
     for warning in result.warnings:
