@@ -172,8 +172,10 @@ class Store:
     def check_private(self) -> None:
         """Refuse a store someone else owns or may write to (ssh's StrictModes).
 
-        Another user who can write the folder could swap a bundle or the root
-        certificate under us; checked once per Store, before the first read or write.
+        Another user who can write a store folder could swap a bundle or the
+        root certificate under us, and one who can read a key holds it; checked
+        once per Store, before the first read or write: the top folder, the
+        store's own folders below it, and every key file they hold.
         """
         if self._trusted:
             return
@@ -187,14 +189,35 @@ class Store:
             raise StoreError(f"cannot open store {self.path}: {exc.strerror or exc}") from None
         if not stat.S_ISDIR(st.st_mode):
             raise StoreError(f"store {self.path} is not a folder")
-        if st.st_uid != os.geteuid():
-            raise StoreError(f"store {self.path} belongs to uid {st.st_uid}, not to you (uid {os.geteuid()}); "
-                             f"use a store of your own, or `chown {os.geteuid()} {self.path}`")
-        if st.st_mode & 0o022:
-            who = " and ".join(w for w, bit in (("its group", 0o020), ("others", 0o002)) if st.st_mode & bit)
-            raise StoreError(f"store {self.path} is writable by {who} (mode {stat.S_IMODE(st.st_mode):04o}); "
-                             f"run `chmod go-w {self.path}` (meshpki makes stores 0700)")
+        _refuse_open_folder(self.path, st, "store")
+        try:
+            for folder, entry in self._private_parts():
+                entry_st = entry.stat(follow_symlinks=False)
+                if stat.S_ISDIR(entry_st.st_mode):
+                    _refuse_open_folder(folder, entry_st, "store folder")
+                elif stat.S_ISREG(entry_st.st_mode) and entry_st.st_mode & 0o077:
+                    raise StoreError(f"private key {folder} is open to {_who(entry_st.st_mode, 0o070, 0o007)} (mode "
+                                     f"{stat.S_IMODE(entry_st.st_mode):04o}); run `chmod 600 {folder}` (meshpki keeps "
+                                     "keys 0600), and rotate the key if someone else may have read it")
+        except OSError as exc:
+            raise StoreError(f"cannot check store {self.path}: {exc.strerror or exc}") from None
         self._trusted = True
+
+    def _private_parts(self) -> Iterator[tuple[Path, os.DirEntry[str]]]:
+        """The store's own folders below the top (root/, clusters/ and each cluster's,
+        rotation/, crl/, pending/ and signed/ and theirs, as present) and the key files
+        they hold. Symlinks are left to _inside, hidden staging folders to recover()."""
+        nested = ("clusters", "pending", "signed")
+        for top in _listing(self.path):
+            if top.name not in ("root", "rotation", "crl", *nested) or not top.is_dir(follow_symlinks=False):
+                continue
+            yield Path(top.path), top
+            folders = [top] if top.name not in nested else [
+                e for e in _listing(top.path) if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)]
+            for folder in folders:
+                if folder is not top:
+                    yield Path(folder.path), folder
+                yield from ((Path(e.path), e) for e in _listing(folder.path) if is_key_file(e.name))
 
     # -- the root ---------------------------------------------------------
     def has_root(self) -> bool:
@@ -724,6 +747,25 @@ class Store:
         except OSError as exc:
             raise StoreError(f"cannot lock store {self.path}: {path}: {exc.strerror or exc}") from None
         return path
+
+
+def _listing(folder: Path | str) -> list[os.DirEntry[str]]:
+    with os.scandir(folder) as entries:
+        return list(entries)
+
+
+def _who(mode: int, group: int, others: int) -> str:
+    return " and ".join(w for w, bit in (("its group", group), ("others", others)) if mode & bit)
+
+
+def _refuse_open_folder(path: Path, st: os.stat_result, what: str) -> None:
+    """A store folder must be ours and writable by us alone."""
+    if st.st_uid != os.geteuid():
+        raise StoreError(f"{what} {path} belongs to uid {st.st_uid}, not to you (uid {os.geteuid()}); "
+                         f"use a store of your own, or `chown {os.geteuid()} {path}`")
+    if st.st_mode & 0o022:
+        raise StoreError(f"{what} {path} is writable by {_who(st.st_mode, 0o020, 0o002)} (mode "
+                         f"{stat.S_IMODE(st.st_mode):04o}); run `chmod go-w {path}` (meshpki makes store folders 0700)")
 
 
 def _drop_keys(folder: Path) -> int:

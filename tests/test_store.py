@@ -136,6 +136,52 @@ def test_a_store_others_may_write_is_refused(store, mode, who):
         assert f"writable by {who}" in str(err.value) and f"chmod go-w {store.path}" in str(err.value)
 
 
+@pytest.mark.parametrize("folder", ["root", "clusters", "clusters/cluster1", "rotation", "crl", "pending",
+                                    "pending/cluster3", "signed", "signed/cluster3"])
+def test_a_store_folder_others_may_write_is_refused(store, folder):
+    make_store(store)
+    for made in (store.path / folder.split("/")[0], store.path / folder):
+        made.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(store.path / folder, 0o777)
+    for attempt in (lambda s: s.clusters(), lambda s: s.root_cert_pem(), lambda s: s.locked().__enter__()):
+        with pytest.raises(StoreError) as err:
+            attempt(Store(store.path))
+        assert f"store folder {store.path / folder} is writable by its group and others (mode 0777)" in str(err.value)
+        assert f"chmod go-w {store.path / folder}" in str(err.value)
+
+
+@pytest.mark.parametrize("key,mode,who", [
+    ("clusters/cluster1/ca-key.pem", 0o644, "its group and others"),
+    ("clusters/cluster1/ca-key.pem", 0o640, "its group"),
+    ("root/root-key.pem", 0o604, "others"),
+    ("pending/cluster3/ca-key.pem", 0o660, "its group"),
+])
+def test_a_key_others_may_read_is_refused(store, key, mode, who):
+    make_store(store)
+    path = store.path / key
+    for folder in (path.parent.parent, path.parent):
+        folder.mkdir(mode=0o700, exist_ok=True)
+    if not path.exists():
+        path.write_bytes(b"a pending key")
+    os.chmod(path, mode)
+    with pytest.raises(StoreError) as err:
+        Store(store.path).clusters()
+    assert f"private key {path} is open to {who} (mode {mode:04o}); run `chmod 600 {path}`" in str(err.value)
+
+
+def test_verify_audit_and_push_notice_a_key_others_may_read(cli, store_path):
+    for args in (("init-root", "--insecure-no-passphrase", "--key-type", "ecdsa-p256"), ("issue", "cluster1", "cluster2")):
+        assert cli(*args).exit_code == 0
+    key = store_path / "clusters" / "cluster1" / "ca-key.pem"
+    os.chmod(key, 0o644)
+    for args, code in ((("verify",), 1), (("audit",), 3), (("push", "cluster1", "--dry-run", "-o", "yaml"), 1)):
+        result = cli(*args)
+        assert result.exit_code == code, (args, result.output)
+        assert f"run `chmod 600 {key}`" in one_line_error(result)
+    os.chmod(key, 0o600)
+    assert cli("verify").exit_code == 0
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="making a folder owned by someone else needs root")
 def test_a_store_someone_else_owns_is_refused(store):
     make_store(store)
