@@ -370,6 +370,23 @@ class Store:
         return sorted(p.name for p in self.clusters_dir.iterdir()
                       if not p.name.startswith(".") and is_cluster_name(p.name) and p.is_dir())
 
+    def left_out(self) -> list[str]:
+        """What clusters() and signed_clusters() pass over in clusters/ and signed/ (a
+        plain file, a folder whose name is no cluster name), each as a note naming it
+        and the fix: verify and audit say them instead of skipping in silence."""
+        self.check_private()
+        notes = []
+        for folder in (self.clusters_dir, self.signed_dir):
+            for entry in sorted(_listing(folder), key=lambda e: e.name) if folder.is_dir() else []:
+                if entry.name.startswith("."):
+                    continue
+                if not entry.is_dir():
+                    notes.append(f"{entry.path}: left out, a file is not a cluster folder; move it out of the store")
+                elif not is_cluster_name(entry.name):
+                    notes.append(f"{entry.path}: left out, {entry.name!r} is not a cluster name (a DNS-1123 label: "
+                                 "lowercase letters, digits and '-'); rename it or move it out of the store")
+        return notes
+
     def has_cluster(self, cluster: str) -> bool:
         return (self.cluster_dir(cluster) / bundlemod.CA_CERT).exists()
 

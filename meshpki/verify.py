@@ -40,6 +40,7 @@ class Target:
 class VerifyReport:
     results: tuple[BundleReport, ...]
     pairs: tuple[PairReport, ...]
+    notes: tuple[str, ...] = ()  # what the store holds that no cluster was made of (Store.left_out)
 
     def _count(self, severity: Severity) -> int:
         return sum(r.count(severity) for r in self.results) + sum(p.count(severity) for p in self.pairs)
@@ -84,8 +85,9 @@ def resolve_targets(store, names: Sequence[str], all_clusters: bool = False) -> 
         clusters = store.clusters() if store is not None else []
         if not clusters and not wanted:
             where = f" {store.path}" if store is not None else ""
-            raise InputError(f"no clusters in store{where}: name a cluster or a bundle folder, or run "
-                             "`meshpki issue CLUSTER` first")
+            left_out = store.left_out() if store is not None else []
+            raise InputError(f"no clusters in store{where}: " + (left_out[0] if left_out else
+                             "name a cluster or a bundle folder, or run `meshpki issue CLUSTER` first"))
         wanted = clusters + [n for n in wanted if n not in clusters]
     for name in wanted:
         if name in seen:
@@ -204,4 +206,5 @@ def run(store, names: Sequence[str], all_clusters: bool = False, now: dt.datetim
             extra[target.label] = findings
     report = verify_targets(targets, now=now, warn_days=warn_days, trust_domain=trust_domain)
     results = tuple(replace(r, findings=r.findings + extra.get(r.target, ())) for r in report.results)
-    return VerifyReport(results + tuple(absent), report.pairs)
+    covers_store = store is not None and (all_clusters or not (names or live))
+    return VerifyReport(results + tuple(absent), report.pairs, tuple(store.left_out()) if covers_store else ())

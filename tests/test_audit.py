@@ -191,6 +191,18 @@ def test_store_only_audit_text_and_exit_0(cli, store_path):
     assert root["cluster"] == "" and root["source"] == "store"  # the store's roots: empty cluster label
 
 
+def test_what_the_store_holds_beside_its_clusters_is_said_and_not_graded(cli, store_path):
+    issued_store(store_path, "cluster1")
+    (store_path / "clusters" / "cluster2").write_text("a file where a cluster folder would be")
+    (store_path / "signed").mkdir(mode=0o700)
+    (store_path / "signed" / "Site_3").mkdir(mode=0o700)
+    result = cli("audit", "-o", "json")
+    assert result.exit_code == 0, result.output  # cluster1 is OK, and so is the run
+    assert f"{store_path}/clusters/cluster2: left out, a file is not a cluster folder" in result.stderr
+    assert f"{store_path}/signed/Site_3: left out, 'Site_3' is not a cluster name" in result.stderr
+    assert json.loads(result.stdout)["summary"]["status"] == "OK"
+
+
 def test_nothing_to_audit_is_a_usage_error(cli):
     result = cli("audit")
     assert result.exit_code == 2 and "nothing to audit" in one_line_error(result)

@@ -264,3 +264,23 @@ def test_a_malformed_san_in_a_bundle_made_elsewhere_is_flagged(cli, tmp_path):
     line = next(line for line in result.output.splitlines() if "bad-san" in line)
     assert "'not a dns!!'" in line and "meshpki issue east --force --san-dns" in line, line
     assert result.exit_code == 0 and cli("verify", str(folder), "--strict").exit_code == 1
+
+
+def test_what_the_store_holds_beside_its_clusters_is_said_not_skipped(cli, store_path):
+    issue(cli, "ecdsa-p256", "cluster1", "cluster2")
+    (store_path / "clusters" / "cluster2").rename(store_path / "clusters" / "Bad_Name")
+    (store_path / "clusters" / "cluster3").write_text("a file where a cluster folder would be")
+    file_note = f"{store_path}/clusters/cluster3: left out, a file is not a cluster folder; move it out of the store"
+    name_note = f"{store_path}/clusters/Bad_Name: left out, 'Bad_Name' is not a cluster name"
+    for args in (("verify",), ("verify", "--all", "-o", "json")):
+        result = cli(*args)
+        assert result.exit_code == 0, result.output  # the healthy cluster still passes
+        assert file_note in result.stderr and name_note in result.stderr
+        assert "rename it or move it out of the store" in result.stderr
+    named = cli("verify", "cluster1")  # only what was named: no word about the rest of the store
+    assert named.exit_code == 0 and "left out" not in named.stderr
+    (store_path / "clusters" / "cluster1").rename(store_path / "clusters" / "Cluster1")
+    (store_path / "clusters" / "cluster3").unlink()
+    alone = cli("verify")
+    assert alone.exit_code == 2
+    assert "no clusters in store" in alone.output and "Bad_Name: left out, 'Bad_Name' is not" in alone.output

@@ -447,4 +447,4 @@ def build_report(store: StoreView | None, live: Sequence[Observation], at: dt.da
     for primary, remote, expires in grader.remote_tokens:
         soonest[(primary, remote)] = min(expires, soonest.get((primary, remote), expires))
     return AuditReport(tuple(rows), clusters, at, run_at or profiles.utcnow(), warn_days, crit_days, roots,
-                       tuple((p, r, e) for (p, r), e in sorted(soonest.items())))
+                       tuple((p, r, e) for (p, r), e in sorted(soonest.items())), store.notes if store else ())

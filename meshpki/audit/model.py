@@ -125,6 +125,7 @@ class AuditReport:
     crit_days: int = DEFAULT_CRIT_DAYS
     roots: tuple[tuple[str, str, str], ...] = ()  # (cluster, source, fingerprint) of every trusted root
     remote_tokens: tuple[tuple[str, str, dt.datetime], ...] = ()  # (primary, remote cluster, token exp)
+    notes: tuple[str, ...] = ()  # said on stderr, not graded: what the store holds that audit left out
 
     @property
     def status(self) -> Grade:
@@ -234,6 +235,7 @@ class StoreView:
     signed: tuple[tuple[str, x509.Certificate], ...] = ()  # (cluster, its CA) from the CSR inventory
     crls: tuple[x509.CertificateRevocationList, ...] = ()  # the roots' CRLs in crl/ (revocation)
     next_root: x509.Certificate | None = None  # during a root rotation: the new root (also in `roots`)
+    notes: tuple[str, ...] = ()  # what the store holds that no cluster was made of (Store.left_out)
 
 
 

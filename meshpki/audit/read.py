@@ -60,7 +60,7 @@ def read_store(store: Any) -> StoreView | None:
         except MeshPKIError as exc:
             clusters.append(Observation(name, SOURCE_STORE, error=str(exc)))
     return StoreView(tuple(_unique_certs(roots)), tuple(clusters), root_error, tuple(_signed(store)), tuple(crls),
-                     next_root)
+                     next_root, tuple(store.left_out()))
 
 
 def _signed(store: Any) -> list[tuple[str, x509.Certificate]]:

@@ -161,6 +161,8 @@ def verify_cmd(settings: Settings, targets: tuple[str, ...], all_clusters: bool,
     live = [resolver.context(ctx) for ctx in contexts]
     report = verify.run(settings.store, targets, all_clusters=all_clusters, warn_days=warn_days, live=live,
                         trust_domain=resolve_trust_domain(settings, trust_domain))
+    for note in report.notes:
+        say(note)
     emit(report.to_dict(strict), verify_text(report, strict=strict), output)
     code = report.exit_code(strict)
     if code:
@@ -250,6 +252,8 @@ def audit_cmd(settings: Settings, contexts: tuple[str, ...], all_contexts: bool,
     except MeshPKIError as exc:  # the audit could not run: UNKNOWN, not WARNING (exit 1)
         say(f"Error: {exc}")
         click.get_current_context().exit(int(audit.Grade.UNKNOWN))
+    for note in report.notes:
+        say(note)
     shown = render_audit(report, OutputFormat(output))
     click.echo(shown, nl=not shown.endswith("\n"))
     # --textfile and --pushgateway get the exposition whatever -o printed
