@@ -259,13 +259,15 @@ class SignResult:
     warnings: tuple[str, ...]
 
 
-def read_csr(pem: bytes, what: str) -> tuple[x509.CertificateSigningRequest, keys.PublicKey]:
+def read_csr(request: bytes, what: str) -> tuple[x509.CertificateSigningRequest, keys.PublicKey]:
     """Parse and check a CSR: one PEM request whose signature proves its key."""
-    if len(pem) > MAX_CSR_BYTES or b"-----BEGIN CERTIFICATE REQUEST-----" not in pem:
+    if len(request) > MAX_CSR_BYTES or b"-----BEGIN CERTIFICATE REQUEST-----" not in request:
         raise InputError(f"{what} is not a PEM certificate request (BEGIN CERTIFICATE REQUEST); "
                          "pass the file `meshpki csr` wrote")
+    if problem := pem.lone_block_problem(request, "certificate request"):
+        raise InputError(f"{what} {problem}; pass one request per file, as `meshpki csr` writes it")
     try:
-        csr = x509.load_pem_x509_csr(pem)
+        csr = x509.load_pem_x509_csr(request)
         valid = csr.is_signature_valid
     except Exception as exc:
         raise InputError(f"{what} is not a readable certificate request ({keys.first_line(exc)})") from None

@@ -8,6 +8,10 @@ block parses. A verifier that wants to agree with istiod must read each file
 the way istiod does, so every caller names its policy here instead of
 inventing its own try/except around cryptography.
 
+Files meshpki reads as one object (a store key, a certificate request) hold
+exactly one intact block (`lone_block_problem`): cryptography would read the
+first and ignore the rest.
+
 Decoding follows Go's encoding/pem: text outside blocks is ignored, and a
 block whose base64 or END line is damaged is skipped (Go restarts its search
 after the BEGIN line), which we record so a report can still mention it.
@@ -118,6 +122,23 @@ class Policy(enum.Enum):
     EVERY = "every"  # every block must be a good certificate (istiod's CRL path; meshpki's own files)
     SKIP = "skip"  # skip what does not parse (Go's AppendCertsFromPEM: root-cert.pem, cert-chain.pem)
     FIRST = "first"  # only the first block counts (istiod's ParsePemEncodedCertificate: ca-cert.pem)
+
+
+def lone_block_problem(data: bytes, what: str) -> str | None:
+    """Why a file read as ONE object (a store key, a certificate request) holds more
+    than one PEM block, or a damaged one; None when it does not. cryptography reads
+    the first block and ignores the rest, so without this a second block would pass
+    unseen (and be lost when meshpki rewrites the file). A file with no intact
+    block is left to the parser, which says it is not readable at all."""
+    decoded = decode(data)
+    if not decoded.blocks:
+        return None
+    if decoded.damaged:
+        return f"holds {decoded.damaged} damaged PEM block(s) beside the {what}"
+    if len(decoded.blocks) > 1:
+        extra = decoded.blocks[1]
+        return f"holds {len(decoded.blocks)} PEM blocks, not one {what} (block {extra.number} is a {extra.label})"
+    return None
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 from cryptography import x509
 
 from meshpki import bundle as bundlemod
-from meshpki import publish
+from meshpki import pem, publish
 from meshpki.bundle import Bundle
 from meshpki.credentials import RootSecret
 from meshpki.errors import InputError, MeshPKIError, StoreError
@@ -598,12 +598,17 @@ class Store:
 
     # -- reading and publishing ---------------------------------------------
     def _read(self, path: Path) -> bytes:
+        """A store file; a key file must hold its key alone (pem.lone_block_problem)."""
         try:
-            return bundlemod.read_limited(self._inside(path), follow_symlinks=False)
+            data = bundlemod.read_limited(self._inside(path), follow_symlinks=False)
         except FileNotFoundError:
             raise StoreError(f"{path} is missing from the store; the store is damaged") from None
         except PermissionError:
             raise StoreError(f"cannot read {path}: permission denied") from None
+        if is_key_file(path.name) and (problem := pem.lone_block_problem(data, "private key")):
+            raise StoreError(f"{path} {problem}; meshpki keeps one key per file: remove what does not belong "
+                             "there, or restore the file from a backup")
+        return data
 
     def _publish(self, target: Path, files: dict[str, bytes], archive_to: Path | None = None,
                  after_archive: Callable[[Path], object] | None = None) -> Path | None:

@@ -136,6 +136,12 @@ BAD_REQUESTS = {
     "not-a-label": (lambda: _csr(f.pooled_key(), _cluster_name("Cluster_3")), "DNS-1123"),
     "no-cluster": (lambda: _csr(f.pooled_key(), x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")])),
                    "--cluster"),
+    # cryptography would read the first request alone, and sign it
+    "two-requests": (lambda: _csr(f.pooled_key(), _cluster_name("cluster3"))
+                     + _csr(f.pooled_key(slot=1), _cluster_name("cluster4")),
+                     "holds 2 PEM blocks, not one certificate request (block 2 is a CERTIFICATE REQUEST); pass one"),
+    "damaged-tail": (lambda: _csr(f.pooled_key(), _cluster_name("cluster3")) + b"-----BEGIN X-----\n!!\n-----END X-----\n",
+                     "holds 1 damaged PEM block(s) beside the certificate request"),
 }
 
 

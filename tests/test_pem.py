@@ -54,3 +54,14 @@ def test_certificates_raises_one_line_naming_the_file():
         pem.certificates(b"junk", "root-cert.pem")
     with pytest.raises(BundleError, match=r"root-cert\.pem: block 2"):
         pem.certificates(f.pem(A) + FOREIGN, "root-cert.pem")
+
+
+def test_a_single_object_file_holds_one_intact_block_and_nothing_more():
+    key = A.key_pem
+    assert pem.lone_block_problem(key, "private key") is None
+    assert pem.lone_block_problem(b"a comment\n" + key + b"\n", "private key") is None  # text outside blocks: Go's rule
+    assert pem.lone_block_problem(key + FOREIGN, "private key") == \
+        "holds 2 PEM blocks, not one private key (block 2 is a CERTIFICATE)"
+    assert pem.lone_block_problem(key + DAMAGED, "private key") == \
+        "holds 1 damaged PEM block(s) beside the private key"
+    assert pem.lone_block_problem(DAMAGED, "private key") is None  # nothing intact: the parser's to refuse

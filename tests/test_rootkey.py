@@ -198,3 +198,21 @@ def test_a_swapped_root_key_is_refused_by_every_use_alike(cli, store_path, tmp_p
         assert snapshot(store_path) == before
     assert not (tmp_path / "out.pem").exists()
 
+
+GARBAGE_BLOCK = b"-----BEGIN GARBAGE-----\nZ2FyYmFnZQ==\n-----END GARBAGE-----\n"
+
+
+@pytest.mark.parametrize("args", [("issue", "cluster3"), ("rotate", "cluster1"), ("revoke", "cluster1"),
+                                  ("export-root-key", "--out", "{tmp}/exported.pem"), ("change-passphrase",)])
+def test_a_root_key_file_with_more_than_its_key_is_refused_and_kept(cli, store_path, tmp_path, args):
+    env = {"MESHPKI_ROOT_PASSPHRASE": OLD, "MESHPKI_NEW_ROOT_PASSPHRASE": NEW}
+    for setup in (("init-root", *FAST), ("issue", "cluster1")):
+        assert cli(*setup, env=env).exit_code == 0
+    key = store_path / "root" / ROOT_KEY_FILE
+    key.write_bytes(key.read_bytes() + GARBAGE_BLOCK)  # cryptography alone would read the first block and go on
+    before = snapshot(store_path)
+    result = cli(*(a.format(tmp=tmp_path) for a in args), env=env)
+    assert result.exit_code == 1, result.output
+    assert f"{key} holds 2 PEM blocks, not one private key (block 2 is a GARBAGE)" in one_line_error(result)
+    assert snapshot(store_path) == before  # change-passphrase no longer rewrites the file without the block
+    assert not (tmp_path / "exported.pem").exists()
