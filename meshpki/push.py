@@ -25,6 +25,7 @@ from meshpki.bundle import (
     TLS_FILES,
     TLS_KEY,
     Bundle,
+    describe,
     fingerprint,
     openssl_serial,
     parse_certs,
@@ -320,7 +321,8 @@ def plan_push(store: Store, target: SecretRef, allow_root_change: bool, conn: Cl
 
 
 def verified_bundle(store: Store, cluster: str, trust_domain: str = profiles.DEFAULT_TRUST_DOMAIN) -> Bundle:
-    """The store's bundle, refused when verify (for the mesh's trust domain) finds an error in it."""
+    """The store's bundle, refused when verify (for the mesh's trust domain) finds an error in it,
+    or when it is not the store's own (see _check_store_root)."""
     from meshpki import checks
 
     bundle = store.load_bundle(cluster)
@@ -329,7 +331,24 @@ def verified_bundle(store: Store, cluster: str, trust_domain: str = profiles.DEF
     if errors:
         raise PushError(f"{cluster}: the store's bundle fails verification: {first_of(errors)}; "
                         f"run `meshpki verify {cluster}` and fix it before pushing")
+    _check_store_root(store, cluster, bundle)
     return bundle
+
+
+def _check_store_root(store: Store, cluster: str, bundle: Bundle) -> None:
+    """A bundle verify accepts on its own may still come from another mesh (a folder
+    copied from another store): pushed, its cluster would trust a root no other
+    cluster trusts. It must be signed by the store's root, or during a root
+    rotation by the new one. A store without a root (a CSR site) has nothing to compare."""
+    if not store.has_root():
+        return
+    roots = [store.root_cert(), *([rotate.new_root_cert(store)[0]] if store.has_rotation() else [])]
+    if any(rotate.issued_by(bundle, root) for root in roots):
+        return
+    names = " or ".join(f"{describe(r)} {fingerprint(r)[:16]}" for r in roots)
+    raise PushError(f"{cluster}: the store's bundle is not signed by this store's root ({names}): it was made "
+                    f"under another root (copied from another store?); re-issue it here with "
+                    f"`meshpki rotate {cluster}`, then push")
 
 
 def apply_plan(conn, plan: Plan) -> PushResult:
