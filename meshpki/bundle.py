@@ -213,6 +213,17 @@ def subject_text(cert: x509.Certificate) -> str:
     return cert.subject.rfc4514_string() or "(empty subject)"
 
 
+def named_cluster(cert: x509.Certificate) -> str | None:
+    """The cluster an intermediate names in its L=, as meshpki and Istio's tools write it
+    (None without one): how push tells one cluster's secret from another's."""
+    from meshpki.store import is_cluster_name  # store imports this module
+
+    for attr in cert.subject.get_attributes_for_oid(x509.NameOID.LOCALITY_NAME):
+        if isinstance(attr.value, str) and is_cluster_name(attr.value):
+            return attr.value
+    return None
+
+
 def describe(cert: x509.Certificate) -> str:
     """A certificate as findings and errors name it: its quoted subject."""
     return f"'{subject_text(cert)}'"

@@ -30,7 +30,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from meshpki import crlcheck, handshake, pem, profiles
 from meshpki.bundle import (
@@ -44,6 +44,7 @@ from meshpki.bundle import (
     cert_to_pem,
     describe,
     fingerprint,
+    named_cluster,
     openssl_serial,
 )
 from meshpki.findings import CODES, By, Finding, Severity, finding
@@ -339,13 +340,8 @@ class BundleChecker:
         intermediate's subject, else the caller's guess (a context's name), else the placeholder."""
         if self._cluster:
             return self._cluster
-        if self.ca is not None:
-            from meshpki.store import is_cluster_name
-
-            for attr in self.ca.subject.get_attributes_for_oid(NameOID.LOCALITY_NAME):
-                if isinstance(attr.value, str) and is_cluster_name(attr.value):
-                    return attr.value
-        return self._guess or UNKNOWN_CLUSTER
+        named = named_cluster(self.ca) if self.ca is not None else None
+        return named or self._guess or UNKNOWN_CLUSTER
 
     def run(self) -> BundleReport:
         findings: list[Finding] = []

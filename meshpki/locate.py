@@ -136,7 +136,7 @@ class Resolver:
             if not self.fleet.clusters:
                 raise InputError("--all needs a fleet file with clusters (--config or MESHPKI_CONFIG; "
                                  "see samples/mesh.yaml)")
-            return self.fleet_clusters()
+            return self._one_secret_each(self.fleet_clusters())
         if cluster:
             return [self.cluster(cluster, context)]
         if not context:  # like kubectl: the kubeconfig's current context
@@ -149,6 +149,17 @@ class Resolver:
         ref = self.context(context)
         validate_cluster_name(ref.cluster)
         return [ref]
+
+    def _one_secret_each(self, refs: list[SecretRef]) -> list[SecretRef]:
+        """Two clusters on one secret would each overwrite the other's CA at every `push --all`."""
+        seen: dict[tuple[str | None, ...], str] = {}
+        for ref in refs:
+            key = (ref.kubeconfig, ref.context, ref.namespace, ref.secret_name)
+            if key in seen:
+                raise InputError(f"fleet file {self.fleet.path}: {seen[key]} and {ref.cluster} both push to "
+                                 f"{ref.where} in context {ref.context}; give each cluster its own `context:`")
+            seen[key] = ref.cluster
+        return refs
 
     def for_audit(self, contexts: Sequence[str] = (), all_contexts: bool = False,
                   cluster_name: str | None = None) -> list[SecretRef]:

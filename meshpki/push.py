@@ -27,6 +27,7 @@ from meshpki.bundle import (
     Bundle,
     describe,
     fingerprint,
+    named_cluster,
     openssl_serial,
     parse_certs,
 )
@@ -66,6 +67,15 @@ FIRST_PUSH_REMINDER = (
 
 class PushError(MeshPKIError):
     """The push was refused or could not be completed."""
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """The refusals a user may lift, each with its own flag, so that a push
+    never splits the mesh's trust or replaces another cluster's CA by accident."""
+
+    root_change: bool = False  # --allow-root-change: live roots the pushed ones neither contain nor extend
+    other_cluster: bool = False  # --replace-other-cluster: the live secret holds another cluster's intermediate
 
 
 @dataclass(frozen=True)
@@ -212,18 +222,19 @@ def _describe_changes(current_data: Mapping[str, bytes] | None, desired: Desired
     return tuple(lines)
 
 
-def make_plan(target: SecretRef, desired: Desired, live, allow_root_change: bool,
+def make_plan(target: SecretRef, desired: Desired, live, overrides: Overrides = Overrides(),
               now: dt.datetime | None = None) -> Plan:
-    """Decide create / update / unchanged / adopt, and apply the trust guard,
-    the secret type rule and what happens to live keys the store does not carry."""
+    """Decide create / update / unchanged / adopt, and apply the owner and trust
+    guards, the secret type rule and what happens to live keys the store does not carry."""
     if live is None:
         return Plan(CREATE, target, desired, None, _describe_changes(None, desired), "first")
     where = f"{target.cluster}: {target.where} in context {target.context}"
     _check_type(where, live, desired)
+    replaced = _other_owner(where, target, live, desired, overrides.other_cluster)
     new_roots = root_set(desired.data)
     assert new_roots is not None
     change = classify_root_change(root_set(live.data), new_roots)
-    if change in ("split", "foreign", "overlaps") and not allow_root_change:
+    if change in ("split", "foreign", "overlaps") and not overrides.root_change:
         why = {"split": "holds roots that share nothing with the roots being pushed: pushing would split the "
                         "mesh's trust (cross-cluster mTLS fails with UNKNOWN_CA)",
                "foreign": "holds no readable root-cert.pem: pushing would replace trust meshpki cannot see",
@@ -231,7 +242,7 @@ def make_plan(target: SecretRef, desired: Desired, live, allow_root_change: bool
                            "would skip the whole update, intermediate included, until it restarts"}[change]
         raise PushError(f"{where} {why}; use `meshpki rotate-root` for a planned change (A -> A+B -> B), or "
                         "pass --allow-root-change if you mean it")
-    warnings = []
+    warnings = [replaced] if replaced else []
     if change in ("extends", "narrows", "overlaps", "split", "foreign"):
         warnings.append(ROOT_CHANGE_REMINDER)
     if change in ("extends", "narrows") and not _byte_contained(live.data, desired.data):
@@ -261,6 +272,29 @@ def _byte_contained(live: Mapping[str, bytes], new: Mapping[str, bytes]) -> bool
     old_pem = Bundle.from_secret_data(live, "live").root_cert or b""
     new_pem = Bundle.from_secret_data(new, "new").root_cert or b""
     return new_pem in old_pem or old_pem in new_pem
+
+
+def intermediate_cluster(data: Mapping[str, bytes]) -> str | None:
+    """The cluster whose intermediate a secret holds, by its L= (None: unreadable or unnamed)."""
+    bundle = Bundle.from_secret_data(data, "live")
+    try:
+        return named_cluster(parse_certs(bundle.ca_cert or b"", "ca-cert.pem")[0])
+    except (MeshPKIError, IndexError):
+        return None
+
+
+def _other_owner(where: str, target: SecretRef, live, desired: Desired, allowed: bool) -> str | None:
+    """A live secret holding another cluster's intermediate is that cluster's CA:
+    overwriting it (a wrong --context, two fleet entries on one context) takes
+    the other cluster out of its own trust. Refused, or with `allowed` a note."""
+    theirs = intermediate_cluster(live.data)
+    if theirs is None or theirs in (target.cluster, intermediate_cluster(desired.data)):
+        return None
+    if allowed:
+        return f"replacing {theirs}'s intermediate (L={theirs}) with {target.cluster}'s (--replace-other-cluster)"
+    raise PushError(f"{where} holds {theirs}'s intermediate (L={theirs}), not {target.cluster}'s: pushing would "
+                    f"replace {theirs}'s CA there; check CLUSTER and --context, or pass --replace-other-cluster "
+                    f"if this secret should hold {target.cluster}'s bundle")
 
 
 def _check_type(where: str, live, desired: Desired) -> None:
@@ -309,7 +343,7 @@ def carry_over(where: str, desired: Mapping[str, bytes], live: Mapping[str, byte
     return data, notes
 
 
-def plan_push(store: Store, target: SecretRef, allow_root_change: bool, conn: Cluster | None = None,
+def plan_push(store: Store, target: SecretRef, overrides: Overrides = Overrides(), conn: Cluster | None = None,
               desired: Desired | None = None, form: str = FORM_FILES,
               trust_domain: str = profiles.DEFAULT_TRUST_DOMAIN) -> tuple[Plan, Cluster]:
     """Read the live secret and plan; verifies the store bundle unless the
@@ -317,7 +351,7 @@ def plan_push(store: Store, target: SecretRef, allow_root_change: bool, conn: Cl
     desired = desired or desired_secret(verified_bundle(store, target.cluster, trust_domain), form)
     conn = conn or target.connect()
     live = conn.read_secret(target.namespace, target.secret_name)
-    return make_plan(target, desired, live, allow_root_change), conn
+    return make_plan(target, desired, live, overrides), conn
 
 
 def verified_bundle(store: Store, cluster: str, trust_domain: str = profiles.DEFAULT_TRUST_DOMAIN) -> Bundle:
@@ -396,10 +430,10 @@ def stored_object(secret) -> dict[str, object]:
                            secret.type, secret.resource_version, show=redacted)
 
 
-def push(store: Store, target: SecretRef, allow_root_change: bool = False, form: str = FORM_FILES,
+def push(store: Store, target: SecretRef, overrides: Overrides = Overrides(), form: str = FORM_FILES,
          trust_domain: str = profiles.DEFAULT_TRUST_DOMAIN) -> PushResult:
     """Plan and apply; a 409 (someone wrote in between) gets one re-read and re-plan."""
-    plan, conn = plan_push(store, target, allow_root_change, form=form, trust_domain=trust_domain)
+    plan, conn = plan_push(store, target, overrides, form=form, trust_domain=trust_domain)
     if not plan.writes:
         return _publish(conn, target, PushResult(plan, False, stored=stored_object(plan.live)))
     try:
@@ -407,7 +441,7 @@ def push(store: Store, target: SecretRef, allow_root_change: bool = False, form:
     except KubeError as exc:
         if exc.status != 409:
             raise
-        plan, conn = plan_push(store, target, allow_root_change, conn, plan.desired)
+        plan, conn = plan_push(store, target, overrides, conn, plan.desired)
         if not plan.writes:
             return _publish(conn, target, PushResult(plan, False, stored=stored_object(plan.live)))
         try:
@@ -448,13 +482,13 @@ class DryRun:
         return [k for k in PRIVATE_KEY_FILES if k in self.desired.data]
 
 
-def dry_run(store: Store, target: SecretRef, allow_root_change: bool, form: str = FORM_FILES,
+def dry_run(store: Store, target: SecretRef, overrides: Overrides = Overrides(), form: str = FORM_FILES,
             trust_domain: str = profiles.DEFAULT_TRUST_DOMAIN, offline_ok: bool = False) -> DryRun:
     """The plan without writing. A cluster that cannot be read raises KubeError,
     unless `offline_ok`: the manifest alone is what GitOps needs."""
     desired = desired_secret(verified_bundle(store, target.cluster, trust_domain), form)
     try:
-        plan, _ = plan_push(store, target, allow_root_change, desired=desired, form=form, trust_domain=trust_domain)
+        plan, _ = plan_push(store, target, overrides, desired=desired, form=form, trust_domain=trust_domain)
     except KubeError as exc:
         if not offline_ok:
             raise

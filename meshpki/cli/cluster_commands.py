@@ -46,19 +46,22 @@ if TYPE_CHECKING:
 @click.option("--dry-run", is_flag=True, help="Plan only; with -o yaml print the manifest (works offline too).")
 @click.option("--allow-root-change", is_flag=True,
               help="Push even when the live secret trusts roots that share nothing with ours (splits the mesh).")
+@click.option("--replace-other-cluster", is_flag=True,
+              help="Push even when the live secret holds another cluster's intermediate (its L= names it).")
 @trust_domain_option
 @insecure_tls_option
 @parallel_option
 @output_option("text", "yaml", "json")
 def push_cmd(settings: Settings, cluster: str | None, context: str | None, kubeconfig: str | None,
              timeout: float, push_all: bool, namespace: str | None, secret_name: str | None, form: str,
-             dry_run: bool, allow_root_change: bool, trust_domain: str | None, insecure_tls: bool,
-             parallel: int, output: str) -> None:
+             dry_run: bool, allow_root_change: bool, replace_other_cluster: bool,
+             trust_domain: str | None, insecure_tls: bool, parallel: int, output: str) -> None:
     """Write a cluster's bundle as the `cacerts` secret, safely and idempotently.
 
-    Verifies the bundle (for --trust-domain), reads the live secret, refuses a
-    change of roots istiod would not take (the new roots must be a subset or a
-    superset of the live ones), keeps the live secret's type and a live
+    Verifies the bundle (for --trust-domain) and that the store's root signed
+    it, reads the live secret, refuses another cluster's secret and a change of
+    roots istiod would not take (the new roots must be a subset or a superset
+    of the live ones), keeps the live secret's type and a live
     ca-crl.pem that still fits the new chain (refuses one that does not),
     writes with optimistic concurrency, reads back and compares byte for byte.
     An unchanged bundle writes nothing. With --all, --parallel clusters are
@@ -74,7 +77,10 @@ def push_cmd(settings: Settings, cluster: str | None, context: str | None, kubec
       meshpki push --all --parallel 1 -o json         # one cluster after another, a result each
       meshpki push cluster1 --dry-run -o yaml > cacerts.yaml   # GitOps, no cluster needed
     """
-    targets = settings.resolver(kubeconfig, namespace, secret_name, timeout).for_push(cluster, context, push_all)
+    from meshpki import push as pushmod
+
+    resolver = settings.resolver(kubeconfig, namespace, secret_name, timeout)
+    targets = resolver.for_push(cluster, context, push_all)
     if not (cluster or context or push_all):
         say(f"no CLUSTER or --context: using the kubeconfig's current context {targets[0].context} "
             f"(cluster {targets[0].cluster})")
@@ -86,32 +92,21 @@ def push_cmd(settings: Settings, cluster: str | None, context: str | None, kubec
             say(note)
     domain = resolve_trust_domain(settings, trust_domain)
     store = settings.store  # resolved once, before clusters are worked on in threads
+    overrides = pushmod.Overrides(allow_root_change, replace_other_cluster)
 
     def one(target: Any) -> Block:
+        from meshpki.render import dry_run_block, push_block
+
         if dry_run:
-            return _dry_run_one(store, target, allow_root_change, output, form, domain)
+            # text output is the plan, which needs the cluster; a manifest does not (GitOps, offline)
+            dry = pushmod.dry_run(store, target, overrides, form, domain, offline_ok=output != "text")
+            return dry_run_block(dry, output)
         note = transport_note(target.context, target.kubeconfig, insecure_tls, "the CA private key")
-        block = _push_one(store, target, allow_root_change, output, form, domain)
+        block = push_block(pushmod.push(store, target, overrides, form, domain), output)
         block.err[:0] = [note] if note else []
         return block
 
     for_each(targets, one, "pushes", output, parallel)
-
-
-def _dry_run_one(store, target, allow_root_change: bool, output: str, form: str, trust_domain: str) -> Block:
-    from meshpki import push as pushmod
-    from meshpki.render import dry_run_block
-
-    # text output is the plan, which needs the cluster; a manifest does not (GitOps, offline)
-    dry = pushmod.dry_run(store, target, allow_root_change, form, trust_domain, offline_ok=output != "text")
-    return dry_run_block(dry, output)
-
-
-def _push_one(store, target, allow_root_change: bool, output: str, form: str, trust_domain: str) -> Block:
-    from meshpki import push as pushmod
-    from meshpki.render import push_block
-
-    return push_block(pushmod.push(store, target, allow_root_change, form, trust_domain), output)
 
 
 @cli.command("verify")
