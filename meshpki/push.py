@@ -9,7 +9,8 @@ then read the secret back and compare byte for byte before saying "done".
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from cryptography import x509
@@ -76,6 +77,7 @@ class Overrides:
 
     root_change: bool = False  # --allow-root-change: live roots the pushed ones neither contain nor extend
     other_cluster: bool = False  # --replace-other-cluster: the live secret holds another cluster's intermediate
+    untrusted_by_peers: bool = False  # --allow-untrusted-by-peers: a new root's intermediate before peers trust it
 
 
 @dataclass(frozen=True)
@@ -345,13 +347,15 @@ def carry_over(where: str, desired: Mapping[str, bytes], live: Mapping[str, byte
 
 def plan_push(store: Store, target: SecretRef, overrides: Overrides = Overrides(), conn: Cluster | None = None,
               desired: Desired | None = None, form: str = FORM_FILES,
-              trust_domain: str = profiles.DEFAULT_TRUST_DOMAIN) -> tuple[Plan, Cluster]:
+              trust_domain: str = profiles.DEFAULT_TRUST_DOMAIN,
+              peers: PeerTrust | None = None) -> tuple[Plan, Cluster]:
     """Read the live secret and plan; verifies the store bundle unless the
     caller already made `desired` from it. Returns (plan, connection)."""
     desired = desired or desired_secret(verified_bundle(store, target.cluster, trust_domain), form)
     conn = conn or target.connect()
     live = conn.read_secret(target.namespace, target.secret_name)
-    return make_plan(target, desired, live, overrides), conn
+    plan = make_plan(target, desired, live, overrides)
+    return _check_peers_trust(store, plan, peers or PeerTrust(), overrides.untrusted_by_peers), conn
 
 
 def verified_bundle(store: Store, cluster: str, trust_domain: str = profiles.DEFAULT_TRUST_DOMAIN) -> Bundle:
@@ -383,6 +387,85 @@ def _check_store_root(store: Store, cluster: str, bundle: Bundle) -> None:
     raise PushError(f"{cluster}: the store's bundle is not signed by this store's root ({names}): it was made "
                     f"under another root (copied from another store?); re-issue it here with "
                     f"`meshpki rotate {cluster}`, then push")
+
+
+class PeerTrust:
+    """Whether the other clusters trust a rotation's new root, shared by one run's
+    pushes so that `push --all` reads each cluster at most once.
+
+    A cluster's live secret decides when its location is known (the fleet
+    file) and can be read safely (never a CA key over an untrusted connection);
+    otherwise the store's record of pushes (rotate.record_push) does.
+    """
+
+    def __init__(self, peers: Sequence[SecretRef] = ()) -> None:
+        self.refs = {p.cluster: p for p in peers}
+        self._locks = {name: threading.Lock() for name in self.refs}
+        self._seen: dict[str, str | None] = {}
+
+    def lacks(self, cluster: str, new_root: x509.Certificate, recorded: bool) -> str | None:
+        """Why `cluster` cannot be shown to trust `new_root`; None when it does."""
+        if cluster in self._locks:
+            with self._locks[cluster]:
+                if cluster not in self._seen:
+                    self._seen[cluster] = self._read(self.refs[cluster], new_root)
+            if self._seen[cluster] != UNREAD:
+                return self._seen[cluster]
+        return None if recorded else "no push of a bundle that trusts it is recorded in this store"
+
+    @staticmethod
+    def _read(ref: SecretRef, new_root: x509.Certificate) -> str | None:
+        try:
+            with ref.connect() as conn:
+                if conn.transport_risk is not None:
+                    return UNREAD
+                live = conn.read_secret(ref.namespace, ref.secret_name)
+        except KubeError:
+            return UNREAD
+        if live is None:
+            return f"it has no live secret {ref.where} in context {ref.context}"
+        if rotate.trusts(Bundle.from_secret_data(live.data, ref.cluster), new_root):
+            return None
+        return f"its live secret in context {ref.context} does not trust it"
+
+
+UNREAD = "unread"  # PeerTrust: the live secret could not be read; the store's record decides
+
+
+def _check_peers_trust(store: Store, plan: Plan, peers: PeerTrust, allowed: bool) -> Plan:
+    """During a root rotation, a cluster's first intermediate under the new root
+    waits until every other cluster trusts that root: their proxies would reject
+    this cluster's workloads (UNKNOWN_CA). The rotate-root runbook's push after
+    `begin` gives every cluster that trust; this guard catches a cluster it missed."""
+    if not (store.has_rotation() and plan.writes):
+        return plan
+    new_root = rotate.new_root_cert(store)[0]
+    if (not rotate.issued_by(Bundle.from_secret_data(plan.data, "pushed"), new_root)
+            or (plan.live is not None and rotate.issued_by(Bundle.from_secret_data(plan.live.data, "live"), new_root))):
+        return plan
+    recorded = set(rotate.load_state(store).pushed_trust)
+    behind = {c: why for c in store.clusters() if c != plan.target.cluster
+              and (why := peers.lacks(c, new_root, c in recorded)) is not None}
+    if not behind:
+        return plan
+    cluster, names = plan.target.cluster, ", ".join(behind)
+    if allowed:
+        return replace(plan, warnings=(*plan.warnings, f"{names} does not trust the new root yet: cross-cluster mTLS "
+                                       f"between {cluster}'s workloads and theirs fails until they are pushed"))
+    reasons = "; ".join(f"{c}: {why}" for c, why in behind.items())
+    commands = "; ".join(f"meshpki push {c} --context {peers.refs[c].context if c in peers.refs else c}" for c in behind)
+    # A peer already reissued gets its first intermediate under B by the same push that brings it B's trust:
+    # it waits for this cluster to trust B, which this push would give it. Only the override breaks that circle.
+    stuck = [c for c in behind if rotate.issued_by(store.load_bundle(c), new_root)]
+    if stuck and not (plan.live is not None and rotate.trusts(Bundle.from_secret_data(plan.live.data, "live"), new_root)):
+        fix = (f"{', '.join(stuck)} was reissued before it was pushed (rotate-root runbook step 2 skipped), so no "
+               "push order avoids a gap: push every cluster with --allow-untrusted-by-peers, and expect cross-cluster "
+               "mTLS failures until all are pushed")
+    else:
+        fix = (f"push them first ({commands}), as rotate-root runbook step 2 does, or pass --allow-untrusted-by-peers "
+               "to accept cross-cluster mTLS failures until they are pushed")
+    raise PushError(f"{cluster}: its intermediate is signed by the new root, which {names} does not trust yet "
+                    f"({reasons}): their proxies would reject {cluster}'s workloads; {fix}")
 
 
 def apply_plan(conn, plan: Plan) -> PushResult:
@@ -431,28 +514,30 @@ def stored_object(secret) -> dict[str, object]:
 
 
 def push(store: Store, target: SecretRef, overrides: Overrides = Overrides(), form: str = FORM_FILES,
-         trust_domain: str = profiles.DEFAULT_TRUST_DOMAIN) -> PushResult:
-    """Plan and apply; a 409 (someone wrote in between) gets one re-read and re-plan."""
-    plan, conn = plan_push(store, target, overrides, form=form, trust_domain=trust_domain)
-    if not plan.writes:
-        return _publish(conn, target, PushResult(plan, False, stored=stored_object(plan.live)))
+         trust_domain: str = profiles.DEFAULT_TRUST_DOMAIN, peers: PeerTrust | None = None) -> PushResult:
+    """Plan and apply; a 409 (someone wrote in between) gets one re-read and re-plan.
+    Every push, one that wrote nothing too, is recorded for a root rotation's guards."""
+    plan, conn = plan_push(store, target, overrides, form=form, trust_domain=trust_domain, peers=peers)
     try:
-        result = apply_plan(conn, plan)
+        result = _write(conn, plan)
     except KubeError as exc:
         if exc.status != 409:
             raise
-        plan, conn = plan_push(store, target, overrides, conn, plan.desired)
-        if not plan.writes:
-            return _publish(conn, target, PushResult(plan, False, stored=stored_object(plan.live)))
+        plan, conn = plan_push(store, target, overrides, conn, plan.desired, peers=peers)
         try:
-            result = apply_plan(conn, plan)
+            result = _write(conn, plan)
         except KubeError as again:
             if again.status == 409:
                 raise PushError(f"{target.cluster}: {target.namespace}/{target.secret_name} keeps changing under "
                                 "us (409 Conflict twice); find the other writer and push again") from None
             raise
-    rotate.record_push(store, target.cluster, store.load_bundle(target.cluster))
+    rotate.record_push(store, target.cluster, Bundle.from_secret_data(result.plan.data, target.cluster),
+                       wrote=result.written)
     return _publish(conn, target, result)
+
+
+def _write(conn: Cluster, plan: Plan) -> PushResult:
+    return apply_plan(conn, plan) if plan.writes else PushResult(plan, False, stored=stored_object(plan.live))
 
 
 def _publish(conn: Cluster, target: SecretRef, result: PushResult) -> PushResult:
@@ -483,12 +568,14 @@ class DryRun:
 
 
 def dry_run(store: Store, target: SecretRef, overrides: Overrides = Overrides(), form: str = FORM_FILES,
-            trust_domain: str = profiles.DEFAULT_TRUST_DOMAIN, offline_ok: bool = False) -> DryRun:
+            trust_domain: str = profiles.DEFAULT_TRUST_DOMAIN, offline_ok: bool = False,
+            peers: PeerTrust | None = None) -> DryRun:
     """The plan without writing. A cluster that cannot be read raises KubeError,
     unless `offline_ok`: the manifest alone is what GitOps needs."""
     desired = desired_secret(verified_bundle(store, target.cluster, trust_domain), form)
     try:
-        plan, _ = plan_push(store, target, overrides, desired=desired, form=form, trust_domain=trust_domain)
+        plan, _ = plan_push(store, target, overrides, desired=desired, form=form, trust_domain=trust_domain,
+                            peers=peers)
     except KubeError as exc:
         if not offline_ok:
             raise

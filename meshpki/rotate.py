@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
@@ -113,6 +113,8 @@ class RotationState:
     new_root_sha256: str
     last_reissue: str | None = None
     last_push: str | None = None
+    pushed_trust: list[str] = field(default_factory=list)
+    """Clusters whose last push gave them a bundle that trusts the new root (push's peer guard)."""
 
     def to_json(self) -> bytes:
         return json.dumps(self.__dict__, indent=2).encode() + b"\n"
@@ -298,16 +300,25 @@ def _note_reissue(store: Store) -> None:
     _save_state(store, RotationState(**{**state.__dict__, "last_reissue": _now_text()}))
 
 
-def record_push(store: Store, cluster: str, bundle: Bundle) -> None:
-    """push.py calls this after writing a bundle: a reissued bundle's push
-    restarts the grace clock (workloads only get B certs once istiod has B)."""
+def record_push(store: Store, cluster: str, bundle: Bundle, wrote: bool = True) -> None:
+    """push.py calls this after each push: a written reissued bundle restarts the
+    grace clock (workloads only get B certs once istiod has B), and whether the
+    cluster now trusts B is noted (push sends a B intermediate only once every
+    other cluster trusts B), a push that wrote nothing too. The state is
+    written only when this changes it."""
     if not store.has_rotation():
         return
     new_cert, _ = new_root_cert(store)
-    if issued_by(bundle, new_cert):
+
+    def changes(state: RotationState) -> dict[str, object]:
+        found: dict[str, object] = {"last_push": _now_text()} if wrote and issued_by(bundle, new_cert) else {}
+        trusting = sorted(set(state.pushed_trust) - {cluster} | ({cluster} if trusts(bundle, new_cert) else set()))
+        return {**found, "pushed_trust": trusting} if trusting != state.pushed_trust else found
+
+    if changes(load_state(store)):
         with store.locked():
             state = load_state(store)
-            _save_state(store, RotationState(**{**state.__dict__, "last_push": _now_text()}))
+            _save_state(store, RotationState(**{**state.__dict__, **changes(state)}))
 
 
 def finish(store: Store, grace: dt.timedelta = DEFAULT_GRACE, force: bool = False,

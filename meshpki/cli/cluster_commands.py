@@ -48,20 +48,24 @@ if TYPE_CHECKING:
               help="Push even when the live secret trusts roots that share nothing with ours (splits the mesh).")
 @click.option("--replace-other-cluster", is_flag=True,
               help="Push even when the live secret holds another cluster's intermediate (its L= names it).")
+@click.option("--allow-untrusted-by-peers", is_flag=True,
+              help="During a root rotation, push an intermediate under the new root before every other cluster "
+                   "trusts it (their mTLS with this cluster fails until they are pushed).")
 @trust_domain_option
 @insecure_tls_option
 @parallel_option
 @output_option("text", "yaml", "json")
 def push_cmd(settings: Settings, cluster: str | None, context: str | None, kubeconfig: str | None,
              timeout: float, push_all: bool, namespace: str | None, secret_name: str | None, form: str,
-             dry_run: bool, allow_root_change: bool, replace_other_cluster: bool,
+             dry_run: bool, allow_root_change: bool, replace_other_cluster: bool, allow_untrusted_by_peers: bool,
              trust_domain: str | None, insecure_tls: bool, parallel: int, output: str) -> None:
     """Write a cluster's bundle as the `cacerts` secret, safely and idempotently.
 
     Verifies the bundle (for --trust-domain) and that the store's root signed
     it, reads the live secret, refuses another cluster's secret and a change of
     roots istiod would not take (the new roots must be a subset or a superset
-    of the live ones), keeps the live secret's type and a live
+    of the live ones), and during a root rotation an intermediate under the new
+    root while another cluster does not trust it; keeps the live secret's type and a live
     ca-crl.pem that still fits the new chain (refuses one that does not),
     writes with optimistic concurrency, reads back and compares byte for byte.
     An unchanged bundle writes nothing. With --all, --parallel clusters are
@@ -92,17 +96,18 @@ def push_cmd(settings: Settings, cluster: str | None, context: str | None, kubec
             say(note)
     domain = resolve_trust_domain(settings, trust_domain)
     store = settings.store  # resolved once, before clusters are worked on in threads
-    overrides = pushmod.Overrides(allow_root_change, replace_other_cluster)
+    overrides = pushmod.Overrides(allow_root_change, replace_other_cluster, allow_untrusted_by_peers)
+    peers = pushmod.PeerTrust(resolver.fleet_clusters())  # one per run: push --all reads each peer once
 
     def one(target: Any) -> Block:
         from meshpki.render import dry_run_block, push_block
 
         if dry_run:
             # text output is the plan, which needs the cluster; a manifest does not (GitOps, offline)
-            dry = pushmod.dry_run(store, target, overrides, form, domain, offline_ok=output != "text")
+            dry = pushmod.dry_run(store, target, overrides, form, domain, offline_ok=output != "text", peers=peers)
             return dry_run_block(dry, output)
         note = transport_note(target.context, target.kubeconfig, insecure_tls, "the CA private key")
-        block = push_block(pushmod.push(store, target, overrides, form, domain), output)
+        block = push_block(pushmod.push(store, target, overrides, form, domain, peers), output)
         block.err[:0] = [note] if note else []
         return block
 
