@@ -292,6 +292,28 @@ def write_folder(folder: Path, files: Mapping[str, bytes]) -> Path:
     return folder
 
 
+# What a reviewer did to a store bundle's files; `damage` applies one ("rm:ca-key.pem").
+DAMAGES = ("rm:ca-cert.pem", "rm:ca-key.pem", "rm:cert-chain.pem", "rm:root-cert.pem", "dir:ca-key.pem",
+           "append:ca-cert.pem", "append:cert-chain.pem", "append:root-cert.pem", "other-key:ca-key.pem")
+GARBAGE_BLOCK = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+
+
+def damage(folder: Path, how: str) -> str:
+    """Damage one file of a bundle folder: removed, a folder in its place, a
+    garbage PEM block appended, or another key; returns the file's name."""
+    kind, name = how.split(":", 1)
+    path = Path(folder) / name
+    if kind == "append":
+        path.write_bytes(path.read_bytes() + GARBAGE_BLOCK)
+    elif kind == "other-key":
+        path.write_bytes(to_pem(pooled_key(KeyType.ECDSA_P256, slot=99)))
+    else:
+        path.unlink()
+        if kind == "dir":
+            path.mkdir()
+    return name
+
+
 def istio_makefile_bundle(cluster: str = "cluster1", key_type: KeyType = KeyType.RSA_2048,
                           root: Authority | None = None) -> tuple[dict[str, bytes], Authority]:
     """What tools/certs/Makefile.selfsigned.mk makes (RSA; 2048 here instead of

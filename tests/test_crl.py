@@ -23,6 +23,7 @@ from meshpki.bundle import CA_CRL, parse_certs
 from meshpki.keys import KeyType
 from meshpki.store import Store
 from tests.conftest import one_line_error, snapshot
+from tests.factories import DAMAGES, damage
 
 CLUSTERS = ("cluster1", "cluster2", "cluster3")
 PASSPHRASE = "correct horse battery staple"
@@ -514,3 +515,82 @@ def test_a_chain_whose_root_has_no_crl_is_refused_not_written(store, monkeypatch
     rotate.begin(store, None, 3650, None)  # resumes: B's CRL now
     rotate.reissue(store, [], ca.IssueOptions(), None)
     assert_all_members_sound(store)
+
+
+# -- a damaged store refuses before the commit point ------------------------------
+
+def assert_names_damage(result, folder: Path, name: str) -> None:
+    line = one_line_error(result)
+    assert result.exit_code == 1, result.output
+    assert f"{folder.name}'s bundle is damaged" in line and str(folder / name) in line, line
+    assert f"meshpki verify {folder.name}" in line and f"meshpki rotate {folder.name}" in line, line
+
+
+@pytest.mark.parametrize("how", DAMAGES)
+def test_revoke_over_a_damaged_member_refuses_and_changes_nothing(cli, store, how):
+    """The reviewer's case: cluster1 damaged, `revoke cluster2` evicted cluster2 and
+    wrote the CRLs, then died on cluster1 (a rerun said 'already revoked')."""
+    make_fleet(store, ("cluster1", "cluster2"))
+    name = damage(store.cluster_dir("cluster1"), how)
+    before = snapshot(store.path)
+    result = cli("revoke", "cluster2")
+    assert_names_damage(result, store.cluster_dir("cluster1"), name)
+    assert "nothing was changed" in result.output
+    assert snapshot(store.path) == before
+
+
+@pytest.mark.parametrize("how", ["rm:ca-cert.pem", "dir:ca-key.pem", "append:root-cert.pem"])
+def test_crl_renew_and_rotate_revoke_previous_over_a_damaged_member_change_nothing(cli, store, how):
+    make_fleet(store)
+    crl.revoke(store, "cluster3", None)
+    name = damage(store.cluster_dir("cluster2"), how)
+    before = snapshot(store.path)
+    assert_names_damage(cli("crl", "renew"), store.cluster_dir("cluster2"), name)
+    assert snapshot(store.path) == before
+    assert_names_damage(cli("rotate", "cluster1", "--revoke-previous"), store.cluster_dir("cluster2"), name)
+    assert snapshot(store.path) == before
+
+
+def test_revoking_a_cluster_never_needs_its_own_key(store):
+    """The evicted cluster is not re-made, only archived: a compromised cluster
+    whose key was already destroyed can still be revoked."""
+    make_fleet(store, ("cluster1", "cluster2"))
+    (store.cluster_dir("cluster2") / "ca-key.pem").unlink()
+    crl.revoke(store, "cluster2", None)
+    assert store.clusters() == ["cluster1"]
+    assert_all_members_sound(store)
+
+
+def test_a_pending_revocation_over_a_bundle_damaged_later_says_so_in_one_line(cli, store):
+    """Committed, then killed, then a bundle damaged: reconcile re-makes what it
+    can, names the damaged bundle, and keeps the work pending until it is repaired."""
+    make_fleet(store)
+    state = crl._next_state(None, (), None, profiles.utcnow())
+    cert = parse_certs(store.load_bundle("cluster2").files["ca-cert.pem"], "c2")[0]
+    entry = crl._entry("cluster2", cert, [store.root_cert()], "key-compromise", profiles.utcnow(), True)
+    assert entry is not None
+    state = crl.CrlState(state.number, state.this_update, state.next_update, state.days, (entry,))
+    crl._commit(store, state, [(store.root_cert(), store.load_root_key(None))],
+                evict=[{"cluster": "cluster2", "serial": entry.serial}])
+    ca_cert = store.cluster_dir("cluster1") / "ca-cert.pem"
+    kept = ca_cert.read_bytes()
+    ca_cert.unlink()
+
+    with pytest.raises(crl.RevocationError) as raised:
+        crl.reconcile(store)
+    message = str(raised.value)
+    assert "\n" not in message and "CRL number 1 is committed" in message
+    assert str(ca_cert) in message and "meshpki verify cluster1" in message
+    assert store.crl_pending() and store.clusters() == ["cluster1", "cluster3"]
+    assert istiod_accepts_crls(store.cluster_dir("cluster3")) == []  # the sound member got its CRLs
+
+    before = snapshot(store.path)
+    renewed = cli("crl", "renew")  # the recovery under its lock fails quietly; renew refuses in one line
+    assert_names_damage(renewed, store.cluster_dir("cluster1"), "ca-cert.pem")
+    assert snapshot(store.path) == before
+
+    ca_cert.write_bytes(kept)  # restored from a backup: the next command finishes the revocation
+    assert Store(store.path).clusters() == ["cluster1", "cluster3"]
+    assert not store.crl_pending()
+    assert_all_members_sound(store)
+
