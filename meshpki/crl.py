@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from meshpki import keys, pem, profiles
+from meshpki import crlcheck, keys, pem, profiles
 from meshpki.bundle import (
     CA_CERT,
     CA_CRL,
@@ -134,10 +134,36 @@ class CrlState:
 
 
 def load_state(store: Store) -> CrlState | None:
-    """The store's revocation state; None until the first revocation."""
+    """The store's revocation state; None until the first revocation. A store
+    that has revoked but lost state.json is refused, never read as "nothing
+    revoked": the next CRL would silently drop every earlier revocation."""
     if not store.has_crl():
-        return None
+        traces = _revocation_traces(store)
+        if not traces:
+            return None
+        if not store.has_crl():  # listing the clusters settled a crl/ a killed writer had committed
+            raise RevocationError(
+                f"the store's crl/{CRL_STATE_FILE} is missing, but this store has revoked before (found "
+                f"{shortlist(traces)}): without it every revocation would be forgotten; restore crl/{CRL_STATE_FILE} "
+                "from a backup of the store (history/crl/ only keeps the states before the last change); nothing "
+                "was changed")
     return CrlState.from_json(store.crl_file(CRL_STATE_FILE))
+
+
+def _revocation_traces(store: Store) -> list[str]:
+    """What only a store that has revoked holds: files in crl/, or bundles
+    whose ca-crl.pem carries a CRL signed by one of this store's roots (a
+    site's bundles carry its root holder's CRLs, and a site has no root)."""
+    found = [f"crl/{name}" for name in store.crl_names()]
+    carriers = [c for c in store.clusters() if (store.cluster_dir(c) / CA_CRL).is_file()]
+    if not carriers or not store.has_root():
+        return found
+    roots = _live_roots(store)
+    for cluster in carriers:
+        crls, _ = pem.read_crls(store.load_bundle(cluster).files.get(CA_CRL, b""))
+        if any(crlcheck.crl_signed_by(c, root) is None for c in crls for root in roots):
+            found.append(f"clusters/{cluster}/{CA_CRL}")
+    return found
 
 
 def check_days(days: int) -> int:
@@ -454,19 +480,20 @@ def reconcile(store: Store, ready: Mapping[str, PrivateKey] | None = None) -> li
     return notes
 
 
-def _live_root_crl_names(store: Store) -> set[str]:
-    names = {root_crl_name(store.root_cert())}
+def _live_roots(store: Store) -> list[x509.Certificate]:
+    """The roots whose CRLs the store keeps: its root, and during a root rotation the new one."""
+    roots = [store.root_cert()]
     if store.has_rotation():
         from meshpki import rotate
 
-        names.add(root_crl_name(rotate.new_root_cert(store)[0]))
-    return names
+        roots.append(rotate.new_root_cert(store)[0])
+    return roots
 
 
 def _drop_retired_root_crls(store: Store) -> list[str]:
     """After rotate-root finish the old root's CRL has no one left to serve and
     would only go stale: republish crl/ without it (nothing is re-signed)."""
-    live = _live_root_crl_names(store)
+    live = {root_crl_name(root) for root in _live_roots(store)}
     retired = [n for n in root_crls(store) if n not in live]
     if not retired:
         return []

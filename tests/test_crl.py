@@ -594,3 +594,36 @@ def test_a_pending_revocation_over_a_bundle_damaged_later_says_so_in_one_line(cl
     assert not store.crl_pending()
     assert_all_members_sound(store)
 
+
+# -- a lost crl/state.json never undoes a revocation ------------------------------
+
+def test_a_store_that_lost_its_crl_state_refuses_every_crl_command(cli, store):
+    """The reviewer's case: without state.json, `crl show` said 'nothing revoked'
+    and `revoke cluster1` signed a CRL number 1 without cluster2's entry."""
+    make_fleet(store)
+    crl.revoke(store, "cluster2", None)
+    (store.crl_dir / "state.json").unlink()
+    before = snapshot(store.path)
+    for args in (("crl", "show"), ("crl", "show", "-o", "json"), ("revoke", "cluster1"), ("crl", "renew"),
+                 ("rotate", "cluster1", "--revoke-previous"), ("issue", "cluster4"), ("rotate", "cluster3"),
+                 ("rotate-root", "begin"), ("rotate-root", "finish"), ("history", "list")):
+        result = cli(*args)
+        line = one_line_error(result)
+        assert result.exit_code == 1, (args, result.output)
+        assert "crl/state.json is missing" in line and "restore crl/state.json from a backup" in line, line
+        assert "crl/root-" in line and "clusters/cluster1/ca-crl.pem" in line, line
+        assert snapshot(store.path) == before, args
+
+
+def test_lost_crl_folder_is_seen_in_the_bundles(cli, store):
+    import shutil
+
+    make_fleet(store)
+    crl.revoke(store, "cluster2", None)
+    shutil.rmtree(store.crl_dir)
+    before = snapshot(store.path)
+    result = cli("revoke", "cluster1")
+    line = one_line_error(result)
+    assert "clusters/cluster1/ca-crl.pem, clusters/cluster3/ca-crl.pem" in line and "crl/root-" not in line
+    assert snapshot(store.path) == before
+

@@ -286,11 +286,12 @@ def rotate_root_begin(settings: Settings, key_type: str | None, days: int,
       meshpki rotate-root begin --new-passphrase-file new-pw.txt
       meshpki rotate-root begin --pkcs11 'pkcs11:token=meshpki;object=mesh-root-2026' --pin-file pin.txt
     """
-    from meshpki import ca, rotate
+    from meshpki import ca, crl, rotate
     from meshpki.keys import KeyType
 
     store = settings.store
     ca.check_days(days)
+    crl.load_state(store)  # refuses a store that lost crl/state.json before the new root is written
     # resuming may re-sign the CRLs with both roots; a new rotation has only A so far
     passphrase = (root_passphrase if store.has_rotation() else old_root_secret)(store, passphrase_file)
     token = new_passphrase = None
@@ -351,8 +352,9 @@ def rotate_root_finish(settings: Settings, grace: dt.timedelta, force: bool, out
     Refused while any cluster, or any site signed from a CSR, still issues
     under the old root, and until the grace period has passed.
     """
-    from meshpki import rotate
+    from meshpki import crl, rotate
 
+    crl.load_state(settings.store)  # refuses a store that lost crl/state.json before the old root is retired
     result = rotate.finish(settings.store, grace, force=force)
     print_step(result, output, "now trusts the new root only", settings.push_everything())
 
