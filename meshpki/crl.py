@@ -176,9 +176,52 @@ def root_crl_name(root: x509.Certificate) -> str:
     return f"root-{fingerprint(root)[:16]}.crl.pem"
 
 
+def _root_crl_names(store: Store) -> list[str]:
+    return [name for name in store.crl_names() if name.endswith(".crl.pem")]
+
+
 def root_crls(store: Store) -> dict[str, bytes]:
-    """The roots' signed CRLs in the store, by the file name root_crl_name() gives."""
-    return {name: store.crl_file(name) for name in store.crl_names() if name.endswith(".crl.pem")}
+    """The live roots' signed CRLs in the store, by root_crl_name(). Every
+    reader (issue, reconcile, crl export, show) gets them through here, each
+    proven whole and signed by the root its name claims: a truncated or
+    foreign file must never reach a bundle or a site."""
+    crls, problem = _sound_root_crls(store)
+    if problem is not None:
+        raise RevocationError(f"{problem}; re-sign the roots' CRLs with meshpki crl renew, or restore crl/ from a "
+                              "backup of the store")
+    return crls
+
+
+def _sound_root_crls(store: Store) -> tuple[dict[str, bytes], str | None]:
+    """The live roots' CRLs that are sound, and what is wrong with the first that is not."""
+    names = set(_root_crl_names(store))
+    if not names:
+        return {}, None  # never revoked, or a site: no root needed to say so
+    sound: dict[str, bytes] = {}
+    problem = None
+    for root in _live_roots(store):
+        name = root_crl_name(root)
+        if name not in names:
+            continue
+        data = store.crl_file(name)
+        why = _not_a_crl_of(data, root)
+        if why is None:
+            sound[name] = data
+        elif problem is None:
+            problem = f"the store's crl/{name} {why}"
+    return sound, problem
+
+
+def _not_a_crl_of(data: bytes, root: x509.Certificate) -> str | None:
+    """None when `data` holds only CRLs the root signed, else why not."""
+    crls, error = pem.read_crls(data)
+    if error is not None:
+        return f"is damaged ({error})"
+    for item in crls:
+        why = "it names another issuer" if item.issuer != root.subject else crlcheck.crl_signed_by(item, root)
+        if why is not None:
+            return f"holds a CRL not signed by the root its name claims, '{root.subject.rfc4514_string()}' ({why})"
+    return None
 
 
 def evicted_clusters(store: Store) -> dict[str, Revoked]:
@@ -494,7 +537,7 @@ def _drop_retired_root_crls(store: Store) -> list[str]:
     """After rotate-root finish the old root's CRL has no one left to serve and
     would only go stale: republish crl/ without it (nothing is re-signed)."""
     live = {root_crl_name(root) for root in _live_roots(store)}
-    retired = [n for n in root_crls(store) if n not in live]
+    retired = [n for n in _root_crl_names(store) if n not in live]
     if not retired:
         return []
     store.write_crl({name: store.crl_file(name) for name in store.crl_names() if name not in retired})
@@ -749,7 +792,8 @@ def after_root_added(store: Store, passphrase: bytes | None) -> list[str]:
         if state is None:
             return []
         signers = root_signers(store, passphrase)
-        if all(root_crl_name(root) in root_crls(store) for root, _ in signers) and not store.crl_pending():
+        sound, _ = _sound_root_crls(store)  # a damaged one is signed anew, like a missing one
+        if all(root_crl_name(root) in sound for root, _ in signers) and not store.crl_pending():
             return reconcile(store)
         return _commit_and_reconcile(store, _next_state(state, state.revoked, None, _now_seconds(None)), signers)
 

@@ -627,3 +627,56 @@ def test_lost_crl_folder_is_seen_in_the_bundles(cli, store):
     assert "clusters/cluster1/ca-crl.pem, clusters/cluster3/ca-crl.pem" in line and "crl/root-" not in line
     assert snapshot(store.path) == before
 
+
+# -- the stored root CRLs are proven before they are used ----------------------------
+
+def _root_crl_file(store: Store) -> Path:
+    return store.crl_dir / crl.root_crl_name(store.root_cert())
+
+
+@pytest.mark.parametrize("how", ["truncated", "foreign", "appended"])
+def test_a_damaged_or_foreign_root_crl_is_refused_by_issue_and_healed_by_renew(cli, store, tmp_path, how):
+    make_fleet(store, ("cluster1", "cluster2"))
+    crl.revoke(store, "cluster2", None)
+    stored = _root_crl_file(store)
+    other = make_fleet(Store(tmp_path / "other"), ("a", "b"))
+    crl.revoke(other, "b", None)
+    foreign = _root_crl_file(other).read_bytes()
+    stored.write_bytes({"truncated": stored.read_bytes()[:200], "foreign": foreign,
+                        "appended": stored.read_bytes() + foreign}[how])
+    before = snapshot(store.path)
+    result = cli("issue", "cluster4")
+    line = one_line_error(result)
+    assert result.exit_code == 1 and f"crl/{stored.name}" in line and "meshpki crl renew" in line, line
+    assert snapshot(store.path) == before
+    assert cli("crl", "renew").exit_code == 0  # re-signs every root CRL from state.json
+    assert cli("issue", "cluster4").exit_code == 0
+    assert_all_members_sound(store)
+
+
+def test_crl_export_never_ships_a_damaged_root_crl(cli, store, tmp_path):
+    from meshpki import byo
+
+    make_fleet(store, ("cluster1", "cluster2"))
+    issuer = ca.store_issuer(store, None)
+    request = tmp_path / "site.csr"
+    request.write_bytes(byo.make_csr(Store(tmp_path / "site"), "cluster3", KeyType.ECDSA_P256).csr_pem)
+    byo.sign_csr(store, request.read_bytes(), "site.csr", issuer, tmp_path / "signed")
+    crl.revoke(store, "cluster2", None)
+    stored = _root_crl_file(store)
+    stored.write_bytes(stored.read_bytes()[:-40])
+    out = tmp_path / "cluster3-crl.pem"
+    before = snapshot(store.path)
+    result = cli("crl", "export", "cluster3", "--out", str(out))
+    line = one_line_error(result)
+    assert result.exit_code == 1 and f"crl/{stored.name} is damaged" in line, line
+    assert not out.exists() and snapshot(store.path) == before
+
+
+def test_rotate_root_begin_resumed_signs_a_damaged_root_crl_anew(store):
+    make_fleet(store, ("cluster1", "cluster2"))
+    crl.revoke(store, "cluster2", None)
+    rotate.begin(store, None, 3650, None)
+    _root_crl_file(store).write_bytes(b"not a CRL\n")
+    rotate.begin(store, None, 3650, None)  # resumes: both roots' CRLs present by name, one of them damaged
+    assert_all_members_sound(store)
