@@ -159,25 +159,24 @@ class CrlRefresh:
     next_update: dt.datetime | None
 
 
-def refresh_crl(store: Store, cluster: str, received: bytes, what: str,
-                now: dt.datetime | None = None) -> CrlRefresh:
+def refresh_crl(store: Store, cluster: str, received: bytes, what: str) -> CrlRefresh:
     """At a cluster's site: ca-crl.pem becomes the root holder's current CRLs
     (`meshpki crl export`) plus a fresh one signed by this site's own
-    intermediate, with no new key or certificate. The result is judged like
-    verify judges ca-crl.pem before it is written; an older CRL than the one
-    the bundle holds is refused (it could un-revoke a cluster)."""
-    from meshpki import checks
-    from meshpki.bundle import Bundle
-    from meshpki.findings import Severity, first_of
-
+    intermediate, with no new key or certificate. The bundle must be whole,
+    and the result is judged like verify judges the bundle before it is
+    written; an older CRL than the one the bundle holds is refused (it could
+    un-revoke a cluster). Judged now: verify's handshake runs on the system
+    clock, so no other moment could be judged whole."""
     validate_cluster_name(cluster)
     _refuse_refresh(store, cluster)  # before the lock, which would make a missing store's folder
     with store.locked():
         _refuse_refresh(store, cluster)
-        bundle = store.load_bundle(cluster)
+        try:
+            bundle, key = crl.member_material(store, cluster)
+        except BundleError as exc:
+            raise BundleError(f"{cluster}'s bundle is damaged: {exc}; nothing was changed: {_site_fix(cluster)}") from None
         files = dict(bundle.files)
         cert = parse_certs(files[CA_CERT], f"{cluster}: ca-cert.pem")[0]
-        key = keys.load_private_key(files[CA_KEY], None, what=f"{cluster}: ca-key.pem")
         new_crls, error = pem.read_crls(received)
         if error is not None or not new_crls:
             raise BundleError(f"{what}: {error or 'no CRL in it'}; pass the file `meshpki crl export {cluster}` "
@@ -189,21 +188,41 @@ def refresh_crl(store: Store, cluster: str, received: bytes, what: str,
             return CrlRefresh(cluster, path, False, crl.crl_number(own), own.next_update_utc)
         _refuse_older(new_crls, crl.parse_crls(old, str(path)) if old else [], what, cluster)
         files[CA_CRL] = crl.site_bundle_crl(received, cert, key)
-        report = checks.check_bundle(Bundle(files, cluster), now, cluster=cluster)
-        errors = [f for f in report.findings if f.file == CA_CRL and f.severity is Severity.ERROR]
-        if errors:
-            raise BundleError(f"{what} cannot serve {cluster}: {first_of(errors)}; nothing was changed (ask the "
-                              f"root holder for `meshpki crl renew` if needed, then `meshpki crl export {cluster}`)")
+        _refuse_failing(store, cluster, files, what)
         store.replace_bundle_file(cluster, CA_CRL, files[CA_CRL])
     own = crl.parse_crls(files[CA_CRL], str(path))[-1]
     return CrlRefresh(cluster, path, True, crl.crl_number(own), own.next_update_utc)
+
+
+def _site_fix(cluster: str) -> str:
+    return (f"check it with meshpki verify {cluster}, then restore the file from a backup or make a new bundle "
+            f"(meshpki csr {cluster}, then sign at the root holder and complete here)")
+
+
+def _refuse_failing(store: Store, cluster: str, files: dict[str, bytes], what: str) -> None:
+    """The bundle with its new ca-crl.pem, judged as verify judges it: the
+    bundle's own errors first (the new CRLs cannot mend them), then the CRLs'."""
+    from meshpki import checks
+    from meshpki.bundle import Bundle
+    from meshpki.findings import Severity, first_of
+
+    report = checks.check_bundle(Bundle(files, cluster), cluster=cluster)
+    errors = [f for f in report.findings if f.severity is Severity.ERROR]
+    own = [f for f in errors if f.file != CA_CRL]
+    if own:
+        where = store.cluster_dir(cluster) / own[0].file if own[0].file else store.cluster_dir(cluster)
+        raise BundleError(f"{cluster}'s bundle fails verify ({where}): {first_of(own)}; nothing was changed: "
+                          f"{own[0].fix or _site_fix(cluster)} (meshpki verify {cluster} lists every finding)")
+    if errors:
+        raise BundleError(f"{what} cannot serve {cluster}: {first_of(errors)}; nothing was changed (ask the "
+                          f"root holder for `meshpki crl renew` if needed, then `meshpki crl export {cluster}`)")
 
 
 def _refuse_refresh(store: Store, cluster: str) -> None:
     if crl.load_state(store) is not None:
         raise InputError("this store revokes and signs its own CRLs: its bundles follow `meshpki crl renew`, "
                          "then push them; crl refresh is for a site signed from a CSR")
-    if not store.has_cluster(cluster):
+    if cluster not in store.clusters():  # a folder with files missing is named by member_material
         known = ", ".join(store.clusters()) or "none"
         raise StoreError(f"no bundle for cluster {cluster!r} in store {store.path} (clusters: {known}); "
                          f"finish it first (meshpki complete {cluster} DIR)")

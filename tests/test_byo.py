@@ -588,21 +588,60 @@ def test_crl_refresh_refuses_what_would_break_the_bundle_and_changes_nothing(cli
     assert result.exit_code == 2 and "meshpki crl renew" in one_line_error(result)
 
 
+@pytest.mark.parametrize("how", ["rm:ca-key.pem", "dir:ca-key.pem", "rm:cert-chain.pem", "rm:ca-cert.pem",
+                                 "rm:root-cert.pem", "append:cert-chain.pem", "other-key:ca-key.pem"])
+def test_crl_refresh_refuses_a_damaged_bundle_and_changes_nothing(cli, root_store, tmp_path, how):
+    """The reviewer's cases: a missing key was a KeyError traceback, a missing
+    cert-chain.pem got a ca-crl.pem (exit 0) that verify then failed, and a
+    missing ca-cert.pem read 'no bundle for cluster ... (clusters: cluster2)'."""
+    bundle = site_cluster(cli, root_store, tmp_path)
+    site, exported = bundle.parent.parent, tmp_path / "cluster2-crl.pem"
+    assert cli("issue", "cluster4", env=at(root_store)).exit_code == 0
+    assert cli("revoke", "cluster4", env=at(root_store)).exit_code == 0
+    assert cli("crl", "export", "cluster2", "--out", str(exported), env=at(root_store)).exit_code == 0
+    name = f.damage(bundle, how)
+    before = snapshot(site)
+    result = cli("crl", "refresh", "cluster2", str(exported), env=at(site))
+    line = one_line_error(result)
+    assert result.exit_code == 1, result.output
+    assert "cluster2's bundle is damaged" in line and str(bundle / name) in line, line
+    assert "meshpki verify cluster2" in line and "meshpki csr cluster2" in line and "nothing was changed" in line
+    assert snapshot(site) == before
+
+
+def test_crl_refresh_refuses_a_bundle_verify_fails(cli, root_store, tmp_path):
+    """Whole and readable, but not a bundle istiod loads (root-cert.pem holds
+    another mesh's root): verify's own error is named, not only the CRL's."""
+    bundle = site_cluster(cli, root_store, tmp_path)
+    site, exported, other = bundle.parent.parent, tmp_path / "cluster2-crl.pem", tmp_path / "other"
+    assert cli("issue", "cluster4", env=at(root_store)).exit_code == 0
+    assert cli("revoke", "cluster4", env=at(root_store)).exit_code == 0
+    assert cli("crl", "export", "cluster2", "--out", str(exported), env=at(root_store)).exit_code == 0
+    assert cli("init-root", INSECURE, "--key-type", "ecdsa-p256", env=at(other)).exit_code == 0
+    (bundle / ROOT_CERT).write_bytes((other / "root" / ROOT_CERT).read_bytes())
+    before = snapshot(site)
+    result = cli("crl", "refresh", "cluster2", str(exported), env=at(site))
+    line = one_line_error(result)
+    assert result.exit_code == 1 and "cluster2's bundle fails verify" in line and "chain-broken" in line, line
+    assert str(bundle / CA_CERT) in line and "nothing was changed" in line
+    assert snapshot(site) == before
+
+
 def test_a_stale_crl_is_refused_at_the_site(cli, root_store, tmp_path):
     import datetime as dt
 
-    from meshpki import byo
+    from meshpki import byo, crl, profiles
     from meshpki.errors import BundleError
     from meshpki.store import Store
 
     bundle = site_cluster(cli, root_store, tmp_path)
     assert cli("issue", "cluster4", env=at(root_store)).exit_code == 0
     assert cli("revoke", "cluster4", env=at(root_store)).exit_code == 0
-    assert cli("crl", "renew", "--days", "2", env=at(root_store)).exit_code == 0
+    # signed three days ago for two days: past its nextUpdate now (refresh judges the present, as verify does)
+    crl.renew(Store(root_store), None, days=2, now=profiles.utcnow() - dt.timedelta(days=3))
     data = cli("crl", "export", "cluster2", env=at(root_store)).stdout.encode()
-    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=3)
     with pytest.raises(BundleError, match="crl-expired"):
-        byo.refresh_crl(Store(bundle.parent.parent), "cluster2", data, "cluster2-crl.pem", now=later)
+        byo.refresh_crl(Store(bundle.parent.parent), "cluster2", data, "cluster2-crl.pem")
     assert not (bundle / "ca-crl.pem").exists()
 
 
