@@ -791,11 +791,17 @@ def _refuse_open_folder(path: Path, st: os.stat_result, what: str) -> None:
 
 
 def _drop_keys(folder: Path) -> int:
-    """Delete the private key files of an archived bundle; returns how many."""
+    """Delete the private key files of an archived bundle; returns how many.
+    A folder in a key's place (a damaged bundle) goes too: left there, every
+    later recovery would fail on it."""
     dropped = 0
     for name in (bundlemod.CA_KEY, bundlemod.TLS_KEY):
+        path = folder / name
         try:
-            (folder / name).unlink()
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
             dropped += 1
         except FileNotFoundError:
             pass

@@ -96,6 +96,22 @@ def test_recovery_drops_keys_that_older_stores_archived(store):
     assert sorted(p.name for p in old.iterdir()) == ["ca-cert.pem"]
 
 
+def test_replacing_a_bundle_with_a_folder_for_a_key_works_and_keeps_the_store_usable(cli, store):
+    """`meshpki rotate` is the fix CRL commands name for a damaged bundle; a
+    folder where ca-key.pem belongs used to fail the archive's key removal,
+    and then every later command's recovery, with a traceback."""
+    make_store(store, ("cluster1", "cluster2"))
+    key = store.cluster_dir("cluster1") / "ca-key.pem"
+    key.unlink()
+    key.mkdir()
+    result = cli("rotate", "cluster1")
+    assert result.exit_code == 0, result.output
+    [archived] = store.history("cluster1")
+    assert sorted(p.name for p in archived.path.iterdir()) == ["ca-cert.pem", "cert-chain.pem", "root-cert.pem"]
+    assert cli("issue", "cluster3").exit_code == 0
+    assert cli("verify").exit_code == 0
+
+
 def test_prune_keeps_the_newest_entries_of_each_kind(store):
     make_store(store, ("cluster1", "cluster2"))
     for _ in range(3):
