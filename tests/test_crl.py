@@ -357,10 +357,8 @@ def test_crl_show_before_any_revocation(cli, store):
     assert json.loads(cli("crl", "show", "-o", "json").stdout)["active"] is False
 
 
-def test_interrupted_revocation_is_finished_by_the_next_command(store):
-    """The commit point is the crl/ folder; what follows needs no passphrase,
-    so the next command that takes the lock (or reads) finishes it."""
-    make_fleet(store)
+def commit_revocation_of_cluster2(store: Store) -> None:
+    """What `revoke cluster2` leaves when killed right after its commit point."""
     state = crl._next_state(None, (), None, profiles.utcnow())
     cert = parse_certs(store.load_bundle("cluster2").files["ca-cert.pem"], "c2")[0]
     entry = crl._entry("cluster2", cert, [store.root_cert()], "key-compromise", profiles.utcnow(), True)
@@ -368,6 +366,13 @@ def test_interrupted_revocation_is_finished_by_the_next_command(store):
     state = crl.CrlState(state.number, state.this_update, state.next_update, state.days, (entry,))
     crl._commit(store, state, [(store.root_cert(), store.load_root_key(None))],
                 evict=[{"cluster": "cluster2", "serial": entry.serial}])
+
+
+def test_interrupted_revocation_is_finished_by_the_next_command(store):
+    """The commit point is the crl/ folder; what follows needs no passphrase,
+    so the next command that takes the lock (or reads) finishes it."""
+    make_fleet(store)
+    commit_revocation_of_cluster2(store)  # then meshpki died: nothing reconciled yet
     assert store.crl_pending()
     reader = Store(store.path)
     assert reader.clusters() == ["cluster1", "cluster3"]  # a reader settles it
@@ -565,13 +570,7 @@ def test_a_pending_revocation_over_a_bundle_damaged_later_says_so_in_one_line(cl
     """Committed, then killed, then a bundle damaged: reconcile re-makes what it
     can, names the damaged bundle, and keeps the work pending until it is repaired."""
     make_fleet(store)
-    state = crl._next_state(None, (), None, profiles.utcnow())
-    cert = parse_certs(store.load_bundle("cluster2").files["ca-cert.pem"], "c2")[0]
-    entry = crl._entry("cluster2", cert, [store.root_cert()], "key-compromise", profiles.utcnow(), True)
-    assert entry is not None
-    state = crl.CrlState(state.number, state.this_update, state.next_update, state.days, (entry,))
-    crl._commit(store, state, [(store.root_cert(), store.load_root_key(None))],
-                evict=[{"cluster": "cluster2", "serial": entry.serial}])
+    commit_revocation_of_cluster2(store)  # then meshpki died: nothing reconciled yet
     ca_cert = store.cluster_dir("cluster1") / "ca-cert.pem"
     kept = ca_cert.read_bytes()
     ca_cert.unlink()
