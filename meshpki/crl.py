@@ -688,6 +688,10 @@ def revoke(store: Store, cluster: str, passphrase: bytes | None, reason: str = D
             if earlier is not None:
                 raise RevocationError(f"cluster {cluster!r} was already revoked on {earlier.revoked_at} "
                                       f"(serial {openssl_serial(earlier.serial)}); nothing to do (`meshpki crl show` lists it)")
+            if cluster in store.clusters():  # its folder, without the certificate to put on the CRL
+                raise RevocationError(f"{store.cluster_dir(cluster) / CA_CERT} is missing, so which intermediate of "
+                                      f"{cluster} to revoke is unknown; nothing was changed: restore the file from a "
+                                      "backup (the cluster's live cacerts secret holds it too), then retry")
             known = ", ".join(store.clusters() + store.signed_clusters()) or "none"
             raise InputError(f"unknown cluster {cluster!r}: not a member of store {store.path} (members: {known})")
         signers = root_signers(store, passphrase)  # proves the passphrase before anything is written

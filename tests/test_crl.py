@@ -566,6 +566,18 @@ def test_revoking_a_cluster_never_needs_its_own_key(store):
     assert_all_members_sound(store)
 
 
+def test_revoking_a_cluster_whose_certificate_is_missing_says_so(cli, store):
+    """It said 'unknown cluster cluster2 ... (members: cluster1, cluster2)'."""
+    make_fleet(store, ("cluster1", "cluster2"))
+    (store.cluster_dir("cluster2") / "ca-cert.pem").unlink()
+    before = snapshot(store.path)
+    result = cli("revoke", "cluster2")
+    line = one_line_error(result)
+    assert result.exit_code == 1 and str(store.cluster_dir("cluster2") / "ca-cert.pem") in line, line
+    assert "unknown cluster" not in line and "restore the file" in line
+    assert snapshot(store.path) == before
+
+
 def test_a_pending_revocation_over_a_bundle_damaged_later_says_so_in_one_line(cli, store):
     """Committed, then killed, then a bundle damaged: reconcile re-makes what it
     can, names the damaged bundle, and keeps the work pending until it is repaired."""
