@@ -23,10 +23,10 @@ from pathlib import Path
 
 from cryptography import x509
 
-from meshpki import byo, ca, crl, profiles
-from meshpki.bundle import ROOT_CERT, Bundle, cert_to_pem, fingerprint, join_pem, parse_certs
+from meshpki import byo, ca, crl, keys, profiles
+from meshpki.bundle import CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT, Bundle, cert_to_pem, fingerprint, join_pem, parse_certs
 from meshpki.credentials import RootSecret
-from meshpki.errors import InputError, MeshPKIError
+from meshpki.errors import BundleError, InputError, MeshPKIError
 from meshpki.keys import KeyType
 from meshpki.limits import MAX_NAME_LENGTH
 from meshpki.pathbuild import signed_by
@@ -190,6 +190,44 @@ class StepResult:
     sites: tuple[ClusterRotation, ...] = ()  # clusters signed from a CSR: their sites act themselves
 
 
+def require_whole(store: Store, clusters: Sequence[str]) -> None:
+    """Refuse, before anything is made or written, a bundle a step would rewrite
+    that is not whole: each step copies the files it keeps, so a missing or broken
+    one would be dropped (a bundle istiod refuses) or end in a traceback after
+    root B was made."""
+    for cluster in clusters:
+        problem = bundle_problem(store.load_bundle(cluster))
+        if problem:
+            raise BundleError(f"{cluster}: {problem}; nothing was changed: restore it, or `meshpki issue {cluster} "
+                              f"--force` (`meshpki verify {cluster}` shows the rest)")
+
+
+def bundle_problem(bundle: Bundle) -> str | None:
+    """Why a store bundle is not whole (a file missing, unreadable, not parsing,
+    or a key that is not ca-cert.pem's), else None."""
+    if bundle.missing():
+        return f"{bundle.missing()[0]} is missing from its bundle"
+    if bundle.unreadable:
+        name, why = next(iter(bundle.unreadable.items()))
+        return f"{name} cannot be read: {why}"
+    empty = [name for name in bundle.expected_names() if not bundle.files[name].strip()]
+    if empty:
+        return f"{empty[0]} is empty"
+    key_file = bundle.name_of(CA_KEY)
+    if bundle.ca_key and keys.is_encrypted_pem(bundle.ca_key):
+        return f"{key_file} is encrypted (istiod reads it as plain PEM)"
+    try:
+        certs = {role: parse_certs(data or b"", bundle.name_of(role))
+                 for role, data in ((CA_CERT, bundle.ca_cert), (CERT_CHAIN, bundle.cert_chain),
+                                    (ROOT_CERT, bundle.root_cert))}
+        key = keys.load_private_key(bundle.ca_key or b"", None, what=key_file)
+    except MeshPKIError as exc:
+        return str(exc)
+    if not keys.public_keys_match(key, certs[CA_CERT][0].public_key()):
+        return f"{key_file} is not the key of {bundle.name_of(CA_CERT)}"
+    return None
+
+
 def begin(store: Store, key_type: KeyType | None, days: int, passphrase: bytes | None,
           org: str | None = None, new_passphrase: bytes | None = None,
           token: ca.TokenTarget | None = None) -> StepResult:
@@ -210,6 +248,7 @@ def begin(store: Store, key_type: KeyType | None, days: int, passphrase: bytes |
             "with the PKI that owns it")
     notes = []
     with store.locked():
+        require_whole(store, store.clusters())  # before B exists: a refusal leaves no rotation behind
         if not store.has_rotation():
             old_key = store.load_root_key(passphrase)  # proves the passphrase before making B
             chosen = key_type or ca.key_type_of(old_key)
@@ -283,6 +322,7 @@ def reissue(store: Store, clusters: Sequence[str], options: ca.IssueOptions, pas
     skipped = [c for c in (clusters or store.clusters()) if c not in targets]
     if not targets:
         return [], skipped
+    require_whole(store, targets)  # each keeps its root-cert.pem as it is: a broken one is not carried on
     issuer = current_issuer(store, passphrase)
     results = []
     with store.locked():
@@ -331,6 +371,7 @@ def finish(store: Store, grace: dt.timedelta = DEFAULT_GRACE, force: bool = Fals
 
 def _finish_locked(store: Store, grace: dt.timedelta, force: bool, now: dt.datetime | None) -> StepResult:
     state = _require_rotation(store)
+    require_whole(store, store.clusters())  # a broken bundle is named as such, not as one "under the old root"
     pending = pending_reissue(store)
     if pending:
         raise RotationError(
