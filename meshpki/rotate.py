@@ -23,14 +23,14 @@ from pathlib import Path
 
 from cryptography import x509
 
-from meshpki import byo, ca, crl, keys, profiles
+from meshpki import byo, ca, crl, keys, pem, profiles
 from meshpki.bundle import CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT, Bundle, cert_to_pem, fingerprint, join_pem, parse_certs
 from meshpki.credentials import RootSecret
-from meshpki.errors import BundleError, InputError, MeshPKIError
+from meshpki.errors import BundleError, InputError, MeshPKIError, StoreError
 from meshpki.keys import KeyType
 from meshpki.limits import MAX_NAME_LENGTH
 from meshpki.pathbuild import signed_by
-from meshpki.store import ROOT_CERT_FILE, Store
+from meshpki.store import ROOT_CERT_FILE, ROOT_KEY_URI_FILE, Store
 
 STATE_FILE = "state.json"
 DEFAULT_GRACE = profiles.WORKLOAD_TTL  # a workload cert signed just before the reissue lives this long
@@ -59,7 +59,7 @@ def issue_now(store: Store, clusters: Sequence[str], options: ca.IssueOptions, p
         return ready
 
     with store.locked():
-        signer = new_root_cert(store)[0] if store.has_rotation() else store.root_cert()
+        signer = new_root_cert(store)[0] if under_way(store) else store.root_cert()
         return ca.issue(store, clusters, options, unlock, replace=replace, progress=progress, signer=signer)
 
 
@@ -122,7 +122,13 @@ class RotationState:
     @classmethod
     def from_json(cls, data: bytes) -> RotationState:
         try:
-            return cls(**json.loads(data))
+            state = cls(**json.loads(data))
+            if not isinstance(state.old_root_sha256, str) or not isinstance(state.new_root_sha256, str):
+                raise TypeError("a root's sha256 is not text")
+            stamps = [s for s in (state.started, state.last_reissue, state.last_push) if s is not None]
+            if any(dt.datetime.fromisoformat(s).tzinfo is None for s in stamps):  # finish compares them with now
+                raise ValueError("a time without its UTC offset")
+            return state
         except (ValueError, TypeError) as exc:
             raise RotationError(f"rotation state is damaged ({exc}); inspect the store's rotation/ folder") from None
 
@@ -136,31 +142,84 @@ def _now_text() -> str:
 
 
 def load_state(store: Store) -> RotationState:
-    return RotationState.from_json(store.rotation_file(STATE_FILE))
+    try:
+        data = store.rotation_file(STATE_FILE)
+    except MeshPKIError as exc:
+        raise _damaged(str(exc)) from None
+    return RotationState.from_json(data)
+
+
+def _damaged(problem: str) -> StoreError:
+    """One line for a rotation/ file that is missing, broken or contradicts the rest:
+    the way back is the same for each (never guess which root is which)."""
+    problem = problem.removesuffix("; the store is damaged")
+    return StoreError(problem if "the store is damaged" in problem else
+                      f"{problem}; the store is damaged: restore rotation/ from a backup")
 
 
 def _save_state(store: Store, state: RotationState) -> None:
     store.write_rotation_file(STATE_FILE, state.to_json())
 
 
+def under_way(store: Store) -> bool:
+    """Is a root rotation under way? A rotation/ folder without its root-cert.pem is
+    damage, not "none": steps would start a second rotation or skip this one."""
+    if store.has_rotation():
+        return True
+    if store.rotation_dir.exists() or store.rotation_dir.is_symlink():
+        raise _damaged(f"{store.rotation_dir / ROOT_CERT_FILE} is missing or not a file")
+    return False
+
+
 def _require_rotation(store: Store) -> RotationState:
-    if not store.has_rotation():
+    if not under_way(store):
         raise RotationError("no root rotation is under way; start one with `meshpki rotate-root begin`")
-    return load_state(store)
+    return _checked_rotation(store)[0]
 
 
 def new_root_cert(store: Store) -> tuple[x509.Certificate, bytes]:
-    pem = store.rotation_file(ROOT_CERT_FILE)
-    return parse_certs(pem, "rotation/root-cert.pem")[0], pem
+    """Root B, proven to be the root state.json records (see _checked_rotation)."""
+    _, cert, cert_pem = _checked_rotation(store)
+    return cert, cert_pem
+
+
+def _checked_rotation(store: Store) -> tuple[RotationState, x509.Certificate, bytes]:
+    """The rotation's state and root B, refused when the files contradict state.json:
+    every step takes rotation/root-cert.pem for B, so A copied over it made reissue
+    call every cluster done and finish make A the root again beside B's key."""
+    state = load_state(store)
+    try:
+        cert_pem = store.rotation_file(ROOT_CERT_FILE)
+        certs = parse_certs(cert_pem, "rotation/root-cert.pem")
+    except MeshPKIError as exc:
+        raise _damaged(str(exc)) from None
+    if len(certs) != 1 or fingerprint(certs[0]) != state.new_root_sha256:
+        raise _damaged(f"rotation/root-cert.pem is not the new root rotation/state.json records "
+                       f"(sha256 {state.new_root_sha256[:16]})")
+    if not _is_ca(certs[0]):
+        raise _damaged("rotation/root-cert.pem is not a CA certificate")
+    # the store's root is A, or already B when a finish was killed after swapping it
+    if state.old_root_sha256 == state.new_root_sha256 or \
+            fingerprint(store.root_cert()) not in (state.old_root_sha256, state.new_root_sha256):
+        raise StoreError("root/root-cert.pem is neither root rotation/state.json records; the store is damaged: "
+                         "restore root/ and rotation/ from a backup")
+    return state, certs[0], cert_pem
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
 
 
 def current_issuer(store: Store, passphrase: bytes | None) -> ca.Issuer:
     """Who signs new intermediates now: B during a rotation (trusting A+B), else the root."""
-    if not store.has_rotation():
+    if not under_way(store):
         return ca.store_issuer(store, passphrase)
-    cert, pem = new_root_cert(store)
+    cert, cert_pem = new_root_cert(store)
     key = store.load_key(store.rotation_dir, passphrase, "new root key")  # proven to match cert
-    return ca.Issuer(cert, pem, key, join_pem(store.root_cert_pem(), pem))
+    return ca.Issuer(cert, cert_pem, key, join_pem(store.root_cert_pem(), cert_pem))
 
 
 def issued_by(bundle: Bundle, root: x509.Certificate) -> bool:
@@ -249,7 +308,7 @@ def begin(store: Store, key_type: KeyType | None, days: int, passphrase: bytes |
     notes = []
     with store.locked():
         require_whole(store, store.clusters())  # before B exists: a refusal leaves no rotation behind
-        if not store.has_rotation():
+        if not under_way(store):
             old_key = store.load_root_key(passphrase)  # proves the passphrase before making B
             chosen = key_type or ca.key_type_of(old_key)
             with ca.recorded_root_key(chosen, new_passphrase or passphrase, token) as (key, key_name, record):
@@ -394,6 +453,7 @@ def _finish_locked(store: Store, grace: dt.timedelta, force: bool, now: dt.datet
             f"{(starts + grace):%Y-%m-%d %H:%M} UTC ({_human(wait)} from now); wait, or pass --force"
         )
     new_cert, new_pem = new_root_cert(store)
+    key_name, record = _new_key_record(store)  # before the first write: B without its key cannot be the root
     changed, unchanged = [], []
     for cluster in store.clusters():
         bundle = store.load_bundle(cluster)
@@ -405,12 +465,31 @@ def _finish_locked(store: Store, grace: dt.timedelta, force: bool, now: dt.datet
         store.write_bundle(cluster, files, replace=True)
         changed.append(cluster)
     if fingerprint(store.root_cert()) != fingerprint(new_cert):
-        key_name, record = store.key_record(store.rotation_dir)
         store.retire_root(new_pem, record, key_name)
     archived = store.end_rotation()
     crl.reconcile(store)  # ca-crl.pem drops the old root's CRL with the old root
     return StepResult(tuple(changed), tuple(unchanged), (f"old root archived; rotation record in {archived}",),
                       site_rows(store))
+
+
+def _new_key_record(store: Store) -> tuple[str, bytes]:
+    """B's key record, which finish makes the root's without unlocking it (it has no
+    passphrase): proven present and a key, and B's own when it is a plain PEM."""
+    try:
+        name, record = store.key_record(store.rotation_dir)
+        if name == ROOT_KEY_URI_FILE:
+            from meshpki import hsm
+
+            hsm.TokenURI.parse(record.decode("utf-8", "replace"))
+        elif not keys.is_encrypted_pem(record):
+            store.load_key(store.rotation_dir, None, "new root key")
+        else:
+            first = pem.decode(record).first
+            if first is None or not first.label.endswith("PRIVATE KEY"):
+                raise StoreError(f"{store.rotation_dir / name} holds no PEM private key")
+    except MeshPKIError as exc:
+        raise _damaged(str(exc)) from None
+    return name, record
 
 
 def _human(delta: dt.timedelta) -> str:
@@ -454,7 +533,7 @@ class _Roots:
 
     def __init__(self, store: Store) -> None:
         self.old = store.root_cert()
-        self.new = new_root_cert(store)[0] if store.has_rotation() else None
+        self.new = new_root_cert(store)[0] if under_way(store) else None
         self.names = {fingerprint(self.old): "old" if self.new is not None else "root"}
         if self.new is not None:
             self.names[fingerprint(self.new)] = "new"

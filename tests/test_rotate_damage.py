@@ -11,13 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from meshpki import ca, rotate
+from meshpki import ca, keys, profiles, rotate
+from meshpki.bundle import cert_to_pem, fingerprint
+from meshpki.errors import StoreError
 from meshpki.keys import KeyType
 from meshpki.store import Store
 from tests.conftest import one_line_error, snapshot
 
 PASSPHRASE = "correct horse battery staple"
 ENV = {"MESHPKI_ROOT_PASSPHRASE": PASSPHRASE}
+ROTATION_DAMAGED = "the store is damaged: restore rotation/ from a backup"
 
 
 @pytest.fixture(scope="module")
@@ -137,3 +140,109 @@ def test_finish_refuses_a_broken_bundle_before_narrowing_any(cli, at, file, dama
     store_path = at("reissued")
     damage(store_path / "clusters" / "cluster2" / file)
     names_the_fix(refused(cli, store_path, "rotate-root", "finish", "--force"), "cluster2", file)
+
+
+# -- 2. finish proves root B and its key record before the first write -----------
+
+@pytest.mark.parametrize("damage", [_missing, _empty, _not_pem, _cut_off], ids=lambda d: d.__name__.strip("_"))
+def test_finish_refuses_a_broken_new_root_key_record(cli, at, damage):
+    store_path = at("reissued")
+    damage(store_path / "rotation" / "root-key.pem")
+    line = refused(cli, store_path, "rotate-root", "finish", "--force")
+    assert "rotation/root-key.pem" in line and line.endswith(ROTATION_DAMAGED), line
+
+
+def edit_state(store_path: Path, **changes: object) -> None:
+    path = store_path / "rotation" / "state.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def test_finish_refuses_a_new_root_that_is_no_ca(cli, at):
+    store_path = at("reissued")
+    key = KeyType.ECDSA_P256.generate()
+    not_ca = profiles.make_workload(Store(store_path).root_cert(), key, key)
+    (store_path / "rotation" / "root-cert.pem").write_bytes(cert_to_pem(not_ca))
+    edit_state(store_path, new_root_sha256=fingerprint(not_ca))  # it agrees: only the CA check is left
+    line = refused(cli, store_path, "rotate-root", "finish", "--force")
+    assert "not a CA certificate" in line and line.endswith(ROTATION_DAMAGED), line
+
+
+# -- 3. rotation/ contradicting its state.json ----------------------------------
+
+def _old_root_over_new(store_path: Path) -> None:
+    shutil.copy(store_path / "root" / "root-cert.pem", store_path / "rotation" / "root-cert.pem")
+
+
+def _another_root_over_new(store_path: Path) -> None:
+    key = KeyType.ECDSA_P256.generate()
+    (store_path / "rotation" / "root-cert.pem").write_bytes(cert_to_pem(profiles.make_root(key, 3650)))
+
+
+def _extra_root_after_new(store_path: Path) -> None:
+    with open(store_path / "rotation" / "root-cert.pem", "ab") as out:
+        out.write((store_path / "root" / "root-cert.pem").read_bytes())
+
+
+def _new_root_missing(store_path: Path) -> None:
+    (store_path / "rotation" / "root-cert.pem").unlink()
+
+
+def _state_missing(store_path: Path) -> None:
+    (store_path / "rotation" / "state.json").unlink()
+
+
+ROTATION_DAMAGE = [_old_root_over_new, _another_root_over_new, _extra_root_after_new, _new_root_missing,
+                   _state_missing]
+STEPS = [("rotate-root", "begin"), ("rotate-root", "reissue"), ("rotate-root", "finish", "--force"),
+         ("rotate-root", "status"), ("issue", "cluster3")]
+
+
+@pytest.mark.parametrize("phase", ["begun", "reissued"])
+@pytest.mark.parametrize("damage", ROTATION_DAMAGE, ids=lambda d: d.__name__.strip("_"))
+def test_every_step_refuses_a_rotation_that_contradicts_its_state(cli, at, phase, damage):
+    store_path = at(phase)
+    damage(store_path)
+    before = snapshot(store_path)
+    for step in STEPS:
+        result = cli(*step, env=ENV)
+        assert result.exit_code == 1, (step, result.output)
+        assert one_line_error(result).endswith(ROTATION_DAMAGED), (step, result.output)
+    assert snapshot(store_path) == before
+
+
+def test_a_root_that_is_neither_of_the_rotation_is_refused(cli, at):
+    store_path = at("begun")
+    other = Path(str(store_path) + "-other")
+    ca.init_root(Store(other), KeyType.ECDSA_P256, 3650, "Istio", "Root CA", passphrase=None)
+    shutil.copy(other / "root" / "root-cert.pem", store_path / "root" / "root-cert.pem")
+    line = refused(cli, store_path, "rotate-root", "finish", "--force")
+    assert "restore root/ and rotation/ from a backup" in line
+
+
+@pytest.mark.parametrize("changes", [{"last_reissue": "soon"}, {"last_reissue": "2026-01-10T12:00:00"},
+                                     {"last_push": 5}, {"new_root_sha256": None}])
+def test_a_damaged_state_is_one_line(cli, at, changes):
+    store_path = at("reissued")
+    edit_state(store_path, **changes)
+    assert "rotation state is damaged" in refused(cli, store_path, "rotate-root", "finish", "--force")
+
+
+def test_finish_refuses_a_plain_new_root_key_that_is_not_b(store):
+    """A plain key (a root made with --insecure-no-passphrase) is opened and matched before finish uses it."""
+    ca.init_root(store, KeyType.ECDSA_P256, 3650, "Istio", "Root CA", passphrase=None)
+    ca.issue(store, ["cluster1"], ca.IssueOptions(), ca.store_issuer(store, None))
+    rotate.begin(store, None, 3650, None)
+    rotate.reissue(store, [], ca.IssueOptions(), None)
+    (store.rotation_dir / "root-key.pem").write_bytes(keys.to_pem(KeyType.ECDSA_P256.generate()))
+    before = snapshot(store.path)
+    with pytest.raises(StoreError, match=r"is not the key of .*restore both from a backup"):
+        rotate.finish(store, force=True)
+    assert snapshot(store.path) == before
+
+
+def test_finish_refuses_a_token_record_that_is_no_uri(cli, at):
+    store_path = at("reissued")
+    (store_path / "rotation" / "root-key.pem").unlink()
+    (store_path / "rotation" / "root-key.pkcs11").write_text("not a token\n")
+    line = refused(cli, store_path, "rotate-root", "finish", "--force")
+    assert line.endswith(ROTATION_DAMAGED), line
