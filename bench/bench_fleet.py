@@ -134,13 +134,13 @@ def main() -> int:
     args = parser.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(","))
 
-    from bench_audit import make_bundle
+    from bench_audit import make_bundles
 
     from tests.kubeapi import KubeAPIServer
 
     work = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
     try:
-        data = make_bundle(work / "seed")
+        data = make_bundles(work / "seed", ["cluster1"])["cluster1"]  # one live bundle for every cluster
         shutil.copytree(work / "seed" / "store", work / "audit-store")
         with KubeAPIServer() as server:
             status = bench_push(server, work, args.push_clusters, args.delay)
