@@ -308,6 +308,7 @@ def begin(store: Store, key_type: KeyType | None, days: int, passphrase: bytes |
     notes = []
     with store.locked():
         require_whole(store, store.clusters())  # before B exists: a refusal leaves no rotation behind
+        crl.load_state(store)  # so is a store that lost crl/state.json (B's CRL would drop every revocation)
         if not under_way(store):
             old_key = store.load_root_key(passphrase)  # proves the passphrase before making B
             chosen = key_type or ca.key_type_of(old_key)
@@ -431,6 +432,7 @@ def finish(store: Store, grace: dt.timedelta = DEFAULT_GRACE, force: bool = Fals
 def _finish_locked(store: Store, grace: dt.timedelta, force: bool, now: dt.datetime | None) -> StepResult:
     state = _require_rotation(store)
     require_whole(store, store.clusters())  # a broken bundle is named as such, not as one "under the old root"
+    crl.load_state(store)  # a store that lost crl/state.json is refused before the old root is retired
     pending = pending_reissue(store)
     if pending:
         raise RotationError(

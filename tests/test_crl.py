@@ -617,13 +617,28 @@ def test_a_store_that_lost_its_crl_state_refuses_every_crl_command(cli, store):
     before = snapshot(store.path)
     for args in (("crl", "show"), ("crl", "show", "-o", "json"), ("revoke", "cluster1"), ("crl", "renew"),
                  ("rotate", "cluster1", "--revoke-previous"), ("issue", "cluster4"), ("rotate", "cluster3"),
-                 ("rotate-root", "begin"), ("rotate-root", "finish"), ("history", "list")):
+                 ("rotate-root", "begin"), ("history", "list")):
         result = cli(*args)
         line = one_line_error(result)
         assert result.exit_code == 1, (args, result.output)
         assert "crl/state.json is missing" in line and "restore crl/state.json from a backup" in line, line
         assert "crl/root-" in line and "clusters/cluster1/ca-crl.pem" in line, line
         assert snapshot(store.path) == before, args
+
+
+def test_finish_refuses_to_retire_the_old_root_of_a_store_that_lost_its_crl_state(cli, store):
+    from meshpki import ca, rotate
+
+    make_fleet(store)
+    crl.revoke(store, "cluster2", None)
+    rotate.begin(store, None, 3650, None)
+    rotate.reissue(store, [], ca.IssueOptions(), None)
+    (store.crl_dir / "state.json").unlink()
+    before = snapshot(store.path)
+    result = cli("rotate-root", "finish", "--force")
+    assert result.exit_code == 1
+    assert "crl/state.json is missing" in one_line_error(result)
+    assert snapshot(store.path) == before
 
 
 def test_lost_crl_folder_is_seen_in_the_bundles(cli, store):

@@ -291,7 +291,7 @@ def rotate_root_begin(settings: Settings, key_type: str | None, days: int,
 
     store = settings.store
     ca.check_days(days)
-    crl.load_state(store)  # refuses a store that lost crl/state.json before the new root is written
+    crl.load_state(store)  # a store that lost crl/state.json: refused before the passphrase prompt (and in begin)
     # resuming may re-sign the CRLs with both roots; a new rotation has only A so far
     passphrase = (root_passphrase if store.has_rotation() else old_root_secret)(store, passphrase_file)
     token = new_passphrase = None
@@ -352,9 +352,8 @@ def rotate_root_finish(settings: Settings, grace: dt.timedelta, force: bool, out
     Refused while any cluster, or any site signed from a CSR, still issues
     under the old root, and until the grace period has passed.
     """
-    from meshpki import crl, rotate
+    from meshpki import rotate
 
-    crl.load_state(settings.store)  # refuses a store that lost crl/state.json before the old root is retired
     result = rotate.finish(settings.store, grace, force=force)
     print_step(result, output, "now trusts the new root only", settings.push_everything())
 
