@@ -626,6 +626,16 @@ def test_a_store_that_lost_its_crl_state_refuses_every_crl_command(cli, store):
         assert snapshot(store.path) == before, args
 
 
+def test_audit_of_a_store_that_lost_its_crl_state_is_unknown_not_ok(cli, store):
+    make_fleet(store)
+    crl.revoke(store, "cluster2", None)
+    (store.crl_dir / "state.json").unlink()
+    result = cli("audit", "-o", "json")
+    assert result.exit_code == 3, result.output
+    rows = [r for r in json.loads(result.stdout)["rows"] if r["grade"] == "UNKNOWN"]
+    assert any("crl/state.json is missing" in r["reason"] for r in rows)
+
+
 def test_finish_refuses_to_retire_the_old_root_of_a_store_that_lost_its_crl_state(cli, store):
     from meshpki import ca, rotate
 
