@@ -118,9 +118,21 @@ def verify_targets(targets: Sequence[Target], now: dt.datetime | None = None,
                    warn_days: int = DEFAULT_WARN_DAYS,
                    trust_domain: str = profiles.DEFAULT_TRUST_DOMAIN) -> VerifyReport:
     """Check each bundle once (one workload cert each), then every pair with them."""
-    results = tuple(checks.check_bundle(t.bundle, now=now, warn_days=warn_days, trust_domain=trust_domain,
-                                        target=t.label, cluster=t.cluster, guess=t.guess) for t in targets)
+    results = tuple(_scoped(t, checks.check_bundle(t.bundle, now=now, warn_days=warn_days, trust_domain=trust_domain,
+                                                   target=t.label, cluster=t.cluster, guess=t.guess))
+                    for t in targets)
     return VerifyReport(results, checks.check_pairs(results))
+
+
+def _scoped(target: Target, report: BundleReport) -> BundleReport:
+    """A folder's fix hints name store commands (for the cluster its L= names):
+    say where they apply, so nobody replaces a healthy store bundle to fix a copy."""
+    if target.kind != "folder":
+        return report
+    scoped = tuple(replace(f, fix=f"{f.fix} (in the meshpki store that made this folder's bundle; "
+                                                "one made elsewhere is fixed where it was made)")
+                   if "meshpki " in f.fix else f for f in report.findings)
+    return replace(report, findings=scoped)
 
 
 def live_label(source: SecretRef) -> str:

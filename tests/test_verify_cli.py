@@ -127,6 +127,17 @@ def test_strict_and_warn_days(cli, tmp_path):
     assert as_json(cli("verify", str(folder), "-o", "json"))["ok"] is True
 
 
+def test_a_folders_fix_hints_say_they_act_in_the_store_that_made_it(cli, tmp_path):
+    issue(cli, "ecdsa-p256", "cluster1", "cluster2")
+    mixed = f.write_folder(tmp_path / "mixed", {**_store_files(tmp_path, "cluster1"),
+                                                "ca-key.pem": _store_files(tmp_path, "cluster2")["ca-key.pem"]})
+    folder = as_json(cli("verify", str(mixed), "-o", "json"))["results"][0]
+    [fix] = [x["fix"] for x in folder["findings"] if x["code"] == "key-mismatch"]
+    assert "meshpki issue cluster1 --force" in fix and "in the meshpki store that made this folder's bundle" in fix
+    healthy = as_json(cli("verify", "cluster1", "-o", "json"))["results"][0]  # the store's own copy is untouched
+    assert healthy["ok"] is True
+
+
 def test_usage_errors_exit_2_naming_the_target(cli, tmp_path):
     issue(cli, "ecdsa-p256", "cluster1")
     result = cli("verify", "cluster1", "no-such-thing")
