@@ -355,7 +355,7 @@ def sign_csr(store: Store, csr_pem: bytes, what: str, issuer: ca.Issuer, out: Pa
         raise StoreError(f"cluster {name!r} already has a full bundle in this store; a CSR is for a cluster whose "
                          "key lives at its site (pick another name, or use `meshpki rotate`)")
     check_out(store, out)
-    rejoining = crl.rejoin_warnings(store, name)
+    rejoining = crl.rejoin_warnings(store, [name])[name]
     issued = profiles.make_intermediate(
         issuer.cert, issuer.key, public_key, name, days,
         org=ca.organization_of(issuer.cert), san_dns=san_dns)

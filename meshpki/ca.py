@@ -229,7 +229,7 @@ def issue(store: Store, clusters: Sequence[str], options: IssueOptions, issuer: 
             raise ValueError("issue: pass the signer's certificate with a lazy issuer")
         key_type = options.key_type or key_type_of(signer)  # type: ignore[arg-type]
         results: dict[int, IssueResult] = {}
-        rejoining = {name: crl.rejoin_warnings(store, name) for name in names}
+        rejoining = crl.rejoin_warnings(store, names)
         with keys.KeyMaker([key_type] * len(names), progress=progress) as maker:
             unlocked = issuer if isinstance(issuer, Issuer) else issuer()
             for index, key in maker:
