@@ -13,11 +13,15 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 
 from meshpki import pem
 from meshpki.errors import BundleError
+
+if TYPE_CHECKING:
+    from meshpki.keys import PrivateKey  # keys is imported when a key is needed, not with every bundle
 
 CA_CERT = "ca-cert.pem"
 CA_KEY = "ca-key.pem"
@@ -110,6 +114,39 @@ class Bundle:
             crt, ca = self.files.get(TLS_CRT), self.files.get(CA_CRT)
             return None if crt is None or ca is None else join_pem(crt, ca)
         return self.files.get(CERT_CHAIN)
+
+    def whole_key(self, folder: Path | None = None) -> PrivateKey:
+        """The key of a bundle proven whole: every file present, readable, not
+        empty and parsing, and the key plain and ca-cert.pem's. What rewriting a
+        bundle (rotate-root) or its ca-crl.pem (crl.py) needs, so a broken one is
+        refused before anything changes. BundleError names the file (under
+        `folder` when given)."""
+        from meshpki import keys
+        from meshpki.errors import PassphraseError
+
+        def where(role: str) -> str:
+            return str(folder / self.name_of(role)) if folder else self.name_of(role)
+
+        if self.missing():
+            raise BundleError(f"{folder / self.missing()[0] if folder else self.missing()[0]} is missing")
+        if self.unreadable:
+            name, why = next(iter(self.unreadable.items()))
+            path = str(folder / name) if folder else name
+            raise BundleError(f"{path} {why.removeprefix(path + ' ')}" if why.startswith(path + " ")
+                              else f"{path} cannot be read ({why})")
+        empty = [name for name in self.expected_names() if not self.files[name].strip()]
+        if empty:
+            raise BundleError(f"{folder / empty[0] if folder else empty[0]} is empty")
+        cert = parse_certs(self.ca_cert or b"", where(CA_CERT))[0]
+        for role, data in ((CERT_CHAIN, self.cert_chain), (ROOT_CERT, self.root_cert)):
+            parse_certs(data or b"", where(role))
+        try:
+            key = keys.load_private_key(self.ca_key or b"", None, what=where(CA_KEY))
+        except PassphraseError:
+            raise BundleError(f"{where(CA_KEY)} is encrypted; istiod (and meshpki) need it plain") from None
+        if not keys.public_keys_match(key, cert.public_key()):
+            raise BundleError(f"{where(CA_KEY)} is not the key of {self.name_of(CA_CERT)}")
+        return key
 
     def name_of(self, role: str) -> str:
         """The file name a role lives in, for messages ('ca-cert.pem' or 'tls.crt')."""

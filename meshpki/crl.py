@@ -28,20 +28,18 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from meshpki import crlcheck, keys, pem, profiles
+from meshpki import crlcheck, pem, profiles
 from meshpki.bundle import (
     CA_CERT,
     CA_CRL,
-    CA_KEY,
     CERT_CHAIN,
-    FILES,
     ROOT_CERT,
     Bundle,
     fingerprint,
     openssl_serial,
     parse_certs,
 )
-from meshpki.errors import BundleError, InputError, MeshPKIError, PassphraseError
+from meshpki.errors import BundleError, InputError, MeshPKIError
 from meshpki.findings import shortlist
 from meshpki.keys import PrivateKey
 from meshpki.pathbuild import signed_by as issued_by
@@ -425,25 +423,7 @@ def member_material(store: Store, cluster: str) -> tuple[Bundle, PrivateKey]:
     its own CRL). Else BundleError naming the file; callers name the
     cluster, say what was (not) changed and give the fix."""
     bundle = store.load_bundle(cluster)
-    folder = store.cluster_dir(cluster)
-    for name in FILES:
-        if name in bundle.unreadable:
-            why, path = bundle.unreadable[name], f"{folder / name}"
-            raise BundleError(f"{path} {why.removeprefix(path + ' ')}" if why.startswith(path + " ")
-                              else f"{path} cannot be read ({why})")
-        if name not in bundle.files:
-            raise BundleError(f"{folder / name} is missing")
-    cert = parse_certs(bundle.files[CA_CERT], str(folder / CA_CERT))[0]
-    for name in (CERT_CHAIN, ROOT_CERT):
-        parse_certs(bundle.files[name], str(folder / name))
-    what = str(folder / CA_KEY)
-    try:
-        key = keys.load_private_key(bundle.files[CA_KEY], None, what=what)
-    except PassphraseError:
-        raise BundleError(f"{what} is encrypted; istiod (and meshpki) need it plain") from None
-    if not keys.public_keys_match(key, cert.public_key()):
-        raise BundleError(f"{what} is not the key of {CA_CERT}")
-    return bundle, key
+    return bundle, bundle.whole_key(store.cluster_dir(cluster))
 
 
 def _member_fix(cluster: str) -> str:

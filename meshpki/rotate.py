@@ -24,7 +24,7 @@ from pathlib import Path
 from cryptography import x509
 
 from meshpki import byo, ca, crl, keys, pem, profiles
-from meshpki.bundle import CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT, Bundle, cert_to_pem, fingerprint, join_pem, parse_certs
+from meshpki.bundle import ROOT_CERT, Bundle, cert_to_pem, fingerprint, join_pem, parse_certs
 from meshpki.credentials import RootSecret
 from meshpki.errors import BundleError, InputError, MeshPKIError, StoreError
 from meshpki.keys import KeyType
@@ -255,36 +255,11 @@ def require_whole(store: Store, clusters: Sequence[str]) -> None:
     one would be dropped (a bundle istiod refuses) or end in a traceback after
     root B was made."""
     for cluster in clusters:
-        problem = bundle_problem(store.load_bundle(cluster))
-        if problem:
-            raise BundleError(f"{cluster}: {problem}; nothing was changed: restore it, or `meshpki issue {cluster} "
-                              f"--force` (`meshpki verify {cluster}` shows the rest)")
-
-
-def bundle_problem(bundle: Bundle) -> str | None:
-    """Why a store bundle is not whole (a file missing, unreadable, not parsing,
-    or a key that is not ca-cert.pem's), else None."""
-    if bundle.missing():
-        return f"{bundle.missing()[0]} is missing from its bundle"
-    if bundle.unreadable:
-        name, why = next(iter(bundle.unreadable.items()))
-        return f"{name} cannot be read: {why}"
-    empty = [name for name in bundle.expected_names() if not bundle.files[name].strip()]
-    if empty:
-        return f"{empty[0]} is empty"
-    key_file = bundle.name_of(CA_KEY)
-    if bundle.ca_key and keys.is_encrypted_pem(bundle.ca_key):
-        return f"{key_file} is encrypted (istiod reads it as plain PEM)"
-    try:
-        certs = {role: parse_certs(data or b"", bundle.name_of(role))
-                 for role, data in ((CA_CERT, bundle.ca_cert), (CERT_CHAIN, bundle.cert_chain),
-                                    (ROOT_CERT, bundle.root_cert))}
-        key = keys.load_private_key(bundle.ca_key or b"", None, what=key_file)
-    except MeshPKIError as exc:
-        return str(exc)
-    if not keys.public_keys_match(key, certs[CA_CERT][0].public_key()):
-        return f"{key_file} is not the key of {bundle.name_of(CA_CERT)}"
-    return None
+        try:
+            store.load_bundle(cluster).whole_key()
+        except MeshPKIError as exc:
+            raise BundleError(f"{cluster}: {exc}; nothing was changed: restore it, or `meshpki issue {cluster} "
+                              f"--force` (`meshpki verify {cluster}` shows the rest)") from None
 
 
 def begin(store: Store, key_type: KeyType | None, days: int, passphrase: bytes | None,
